@@ -1,0 +1,223 @@
+//! Command-line options of `hubbub bench` (clap derive, `HUBBUB_BENCH_*` env vars).
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// The Mercure development key, as shipped by the reference hub and `hubbub serve --dev`.
+pub const DEV_JWT_KEY: &str = "!ChangeThisMercureHubJWTSecretKey!";
+
+/// Which server dialect to speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Target {
+    /// Mercure: `GET hub?topic=..` to subscribe, form `POST hub` with a JWT to publish.
+    Hubbub,
+    /// nginx + nchan: `GET --sub-url` (EventSource) and raw-body `POST --pub-url`.
+    Nchan,
+}
+
+/// A string kept out of `Debug` output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
+/// Load, latency and soak benchmark for SSE hubs.
+///
+/// Subscribers are spread round-robin over `--topics` topics and over worker
+/// processes (the same binary re-run with hidden `--worker-*` flags); publishers run in
+/// the parent. Timeline: connect all, settle, publish for warmup + duration (only the
+/// duration is measured), drain, then count losses.
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Server dialect.
+    #[arg(long, value_enum, default_value_t = Target::Hubbub, env = "HUBBUB_BENCH_TARGET")]
+    pub target: Target,
+    /// Mercure hub URL (target hubbub).
+    #[arg(long, default_value = "http://127.0.0.1:8080/.well-known/mercure", env = "HUBBUB_BENCH_HUB")]
+    pub hub: String,
+    /// Subscribe URL template, `{topic}` replaced by `bench-<i>` (target nchan).
+    #[arg(long, default_value = "http://127.0.0.1:8090/sub/{topic}", env = "HUBBUB_BENCH_SUB_URL")]
+    pub sub_url: String,
+    /// Publish URL template, `{topic}` replaced by `bench-<i>` (target nchan).
+    #[arg(long, default_value = "http://127.0.0.1:8090/pub/{topic}", env = "HUBBUB_BENCH_PUB_URL")]
+    pub pub_url: String,
+    /// Number of SSE subscribers.
+    #[arg(long, default_value_t = 1000, env = "HUBBUB_BENCH_SUBSCRIBERS")]
+    pub subscribers: u32,
+    /// Topics the subscribers are spread over (round-robin); `https://bench.hubbub/t/<i>`.
+    #[arg(long, default_value_t = 1, env = "HUBBUB_BENCH_TOPICS")]
+    pub topics: u32,
+    /// Publisher tasks, each on its own kept-alive connection, sharing `--rate`.
+    #[arg(long, default_value_t = 1, env = "HUBBUB_BENCH_PUBLISHERS")]
+    pub publishers: u32,
+    /// Total publishes per second offered; 0 = idle test (connections only).
+    #[arg(long, default_value_t = 100.0, env = "HUBBUB_BENCH_RATE")]
+    pub rate: f64,
+    /// Measured window, seconds.
+    #[arg(long, default_value_t = 10.0, env = "HUBBUB_BENCH_DURATION")]
+    pub duration: f64,
+    /// Publishing before the measured window, seconds.
+    #[arg(long, default_value_t = 2.0, env = "HUBBUB_BENCH_WARMUP")]
+    pub warmup: f64,
+    /// Wait after the last publish before counting losses, seconds.
+    #[arg(long, default_value_t = 2.0, env = "HUBBUB_BENCH_DRAIN")]
+    pub drain: f64,
+    /// Wait after all subscribers connected before sampling RSS and publishing, seconds.
+    #[arg(long, default_value_t = 2.0, env = "HUBBUB_BENCH_SETTLE")]
+    pub settle: f64,
+    /// Message payload size in bytes (the stamp is padded up to this).
+    #[arg(long, default_value_t = 64, env = "HUBBUB_BENCH_PAYLOAD")]
+    pub payload: usize,
+    /// New subscriber connections per second (all processes together).
+    #[arg(long, default_value_t = 5000.0, env = "HUBBUB_BENCH_CONNECT_RATE")]
+    pub connect_rate: f64,
+    /// Subscriber worker processes [default: ceil(subscribers / 15000)]; 0 = in this process.
+    #[arg(long, env = "HUBBUB_BENCH_PROCESSES")]
+    pub processes: Option<u32>,
+    /// Loopback source addresses 127.0.0.2, .3, ... to spread connections over
+    /// [default: enough for at most 20000 connections each].
+    #[arg(long, env = "HUBBUB_BENCH_SOURCE_IPS")]
+    pub source_ips: Option<u32>,
+    /// HS256 secret used to mint the publisher JWT.
+    #[arg(long, default_value = DEV_JWT_KEY, hide_default_value = true, env = "HUBBUB_BENCH_JWT_KEY")]
+    pub jwt_key: Secret,
+    /// Publisher JWT to use as is (instead of minting one from --jwt-key).
+    #[arg(long, env = "HUBBUB_BENCH_TOKEN")]
+    pub token: Option<Secret>,
+    /// Server process to sample RSS and CPU of (repeatable; values are summed).
+    #[arg(long = "server-pid", env = "HUBBUB_BENCH_SERVER_PID", value_delimiter = ',')]
+    pub server_pids: Vec<u32>,
+    /// Write the JSON report here.
+    #[arg(long, env = "HUBBUB_BENCH_JSON_OUT")]
+    pub json_out: Option<PathBuf>,
+    /// Subscribers closed and reopened per second while publishing (soak).
+    #[arg(long, default_value_t = 0.0, env = "HUBBUB_BENCH_CHURN")]
+    pub churn: f64,
+    /// Server RSS/CPU sampling period, seconds.
+    #[arg(long, default_value_t = 1.0, env = "HUBBUB_BENCH_SAMPLE_INTERVAL")]
+    pub sample_interval: f64,
+    /// Return an error if anything was lost, a subscriber failed or dropped, or
+    /// (with --rate > 0) nothing was delivered.
+    #[arg(long, env = "HUBBUB_BENCH_FAIL_ON_LOSS")]
+    pub fail_on_loss: bool,
+    /// Allow a non-loopback target (never needed on a single machine).
+    #[arg(long)]
+    pub allow_remote: bool,
+    /// No progress lines on stderr.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+
+    /// Internal: run as subscriber worker number N (set by the parent).
+    #[arg(long, hide = true)]
+    pub worker_index: Option<u32>,
+    /// Internal: total number of worker processes.
+    #[arg(long, hide = true, default_value_t = 1)]
+    pub worker_of: u32,
+    /// Internal: the parent's run id, stamped into payloads.
+    #[arg(long, hide = true, default_value_t = 0)]
+    pub run_id: u32,
+}
+
+impl BenchArgs {
+    /// Worker processes to start (0 = subscribers run inside this process).
+    pub fn effective_processes(&self) -> u32 {
+        self.processes.unwrap_or_else(|| self.subscribers.div_ceil(15_000))
+    }
+
+    pub fn effective_source_ips(&self) -> u32 {
+        self.source_ips.unwrap_or_else(|| self.subscribers.div_ceil(20_000)).max(1)
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), String> {
+        let finite_nonneg = |name: &str, v: f64| {
+            if v.is_finite() && v >= 0.0 { Ok(()) } else { Err(format!("--{name} must be a finite number >= 0")) }
+        };
+        finite_nonneg("rate", self.rate)?;
+        finite_nonneg("duration", self.duration)?;
+        finite_nonneg("warmup", self.warmup)?;
+        finite_nonneg("drain", self.drain)?;
+        finite_nonneg("settle", self.settle)?;
+        finite_nonneg("churn", self.churn)?;
+        if self.topics == 0 {
+            return Err("--topics must be at least 1".into());
+        }
+        if self.rate > 0.0 && self.publishers == 0 {
+            return Err("--publishers must be at least 1 when --rate > 0".into());
+        }
+        if !(self.connect_rate.is_finite() && self.connect_rate > 0.0) {
+            return Err("--connect-rate must be > 0".into());
+        }
+        if !(self.sample_interval.is_finite() && self.sample_interval >= 0.05) {
+            return Err("--sample-interval must be >= 0.05".into());
+        }
+        let ips = self.effective_source_ips();
+        if ips > 250 {
+            return Err("--source-ips must be at most 250 (127.0.0.2 ..= 127.0.0.251)".into());
+        }
+        let procs = self.effective_processes();
+        if procs > 0 && self.subscribers.div_ceil(procs) > 19_800 {
+            return Err(format!(
+                "{} subscribers over {procs} processes exceeds the ~19,900 sockets one process may open; raise --processes",
+                self.subscribers
+            ));
+        }
+        if procs == 0 && self.subscribers > 19_800 {
+            return Err("in-process mode (--processes 0) holds at most 19,800 subscribers".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: BenchArgs,
+    }
+
+    fn parse(argv: &[&str]) -> BenchArgs {
+        Cli::try_parse_from(std::iter::once("bench").chain(argv.iter().copied())).unwrap().args
+    }
+
+    #[test]
+    fn defaults_scale_processes_and_source_ips() {
+        let a = parse(&["--subscribers", "19000"]);
+        assert_eq!((a.effective_processes(), a.effective_source_ips()), (2, 1));
+        let a = parse(&["--subscribers", "45000", "--processes", "3"]);
+        assert_eq!((a.effective_processes(), a.effective_source_ips()), (3, 3));
+        assert!(a.validate().is_ok());
+        assert_eq!(a.jwt_key.0, DEV_JWT_KEY);
+        assert_eq!(format!("{:?}", a.jwt_key), "Secret(***)");
+    }
+
+    #[test]
+    fn validates() {
+        assert!(parse(&["--subscribers", "45000", "--processes", "2"]).validate().is_err());
+        assert!(parse(&["--topics", "0"]).validate().is_err());
+        assert!(parse(&["--rate=-1"]).validate().is_err());
+        assert!(parse(&["--target", "nchan", "--server-pid", "1,2", "--server-pid", "3"]).server_pids == [1, 2, 3]);
+    }
+
+    #[test]
+    fn worker_flags_are_hidden_but_parse() {
+        let a = parse(&["--worker-index", "1", "--worker-of", "2", "--run-id", "7"]);
+        assert_eq!((a.worker_index, a.worker_of, a.run_id), (Some(1), 2, 7));
+    }
+}

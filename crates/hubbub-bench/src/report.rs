@@ -1,0 +1,243 @@
+//! The bench report: serde for `--json-out`, `Display` for the human summary.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::hist::{LatencySummary, fmt_us};
+use crate::plan::PlanSummary;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// The full, aggregated report.
+    Parent,
+    /// One worker process's share (what `run` returns in a worker).
+    Worker,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Report {
+    pub role: Role,
+    pub plan: PlanSummary,
+    pub started_unix_ms: u64,
+    /// Length of the measured window actually run, seconds.
+    pub window_s: f64,
+    pub connect: ConnectStats,
+    pub publish: PublishStats,
+    pub delivery: DeliveryStats,
+    /// Publish-to-receive latency of deliveries received in the window.
+    pub latency: LatencySummary,
+    pub server: Option<ServerStats>,
+    pub client: ClientStats,
+    /// Anything that makes the numbers suspect (a worker died, a phase timed out).
+    pub problems: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ConnectStats {
+    pub requested: u64,
+    /// Open streams once connecting was over (sampled before publishing).
+    pub connected: u64,
+    pub connected_at_end: u64,
+    pub never_connected: u64,
+    /// Every failed attempt (first connects and reconnects) by cause.
+    pub errors: BTreeMap<String, u64>,
+    /// Time until every first attempt had finished.
+    pub seconds: f64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PublishStats {
+    pub offered_rate: f64,
+    /// Accepted (2xx) publishes in the window, and per second.
+    pub ok_in_window: u64,
+    pub achieved_rate: f64,
+    pub attempted_total: u64,
+    pub ok_total: u64,
+    /// Failed publishes by cause (`http_429`, `refused`, `timeout`, ...).
+    pub errors: BTreeMap<String, u64>,
+    pub missed_schedule: u64,
+    /// Request round trip of accepted publishes.
+    pub rtt: LatencySummary,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct DeliveryStats {
+    /// Deliveries received in the measured window.
+    pub in_window: u64,
+    pub per_second: f64,
+    /// Accepted publishes in the window x subscribers on their topic, per second.
+    pub expected_per_second: f64,
+    pub total: u64,
+    /// Counted after the drain: expected per subscriber stream minus received.
+    pub lost: u64,
+    pub duplicated: u64,
+    pub reordered: u64,
+    pub foreign: u64,
+    /// Streams the server ended or broke, by cause.
+    pub disconnects: BTreeMap<String, u64>,
+    pub churned: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ServerStats {
+    pub pids: Vec<u32>,
+    pub rss_before_bytes: u64,
+    /// After all subscribers connected and settled, before publishing.
+    pub rss_connected_bytes: u64,
+    pub rss_end_bytes: u64,
+    pub rss_peak_bytes: u64,
+    /// (connected - before) / connected subscribers.
+    pub rss_per_subscriber_bytes: Option<f64>,
+    pub cpu_window_s: f64,
+    /// Of one core, over the window.
+    pub cpu_window_percent: f64,
+    pub cpu_total_s: f64,
+    pub samples: Vec<ServerSample>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct ServerSample {
+    /// Seconds since the bench started.
+    pub t_s: f64,
+    pub rss_bytes: u64,
+    pub cpu_s: f64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ClientStats {
+    pub processes: u32,
+    pub cpu_parent_s: f64,
+    pub cpu_workers_s: f64,
+}
+
+impl Report {
+    /// Why `--fail-on-loss` rejects this run (empty: it passes).
+    pub fn failures(&self) -> Vec<String> {
+        let mut why = Vec::new();
+        let d = &self.delivery;
+        if d.lost > 0 {
+            why.push(format!("{} deliveries lost", d.lost));
+        }
+        if self.plan.rate > 0.0 && self.plan.subscribers > 0 && d.total == 0 {
+            why.push("no delivery at all".into());
+        }
+        if self.connect.never_connected > 0 {
+            why.push(format!("{} subscribers never connected", self.connect.never_connected));
+        }
+        let drops: u64 = d.disconnects.values().sum();
+        if drops > 0 {
+            why.push(format!("{drops} streams dropped by the server"));
+        }
+        why.extend(self.problems.iter().cloned());
+        why
+    }
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
+fn map(m: &BTreeMap<String, u64>) -> String {
+    if m.is_empty() {
+        return "none".into();
+    }
+    m.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ")
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let p = &self.plan;
+        writeln!(f, "hubbub bench: target {:?}, subscribe {}", p.target, p.sub_url)?;
+        let c = &self.connect;
+        writeln!(
+            f,
+            "  subscribers  {} requested over {} topic(s), {} connected in {:.1} s, {} at end, never connected {}; connect errors: {}",
+            c.requested,
+            p.topics,
+            c.connected,
+            c.seconds,
+            c.connected_at_end,
+            c.never_connected,
+            map(&c.errors)
+        )?;
+        let pb = &self.publish;
+        if p.rate > 0.0 {
+            writeln!(
+                f,
+                "  publish      offered {:.0}/s by {} publisher(s), achieved {:.1}/s ({} ok in {:.1} s window); errors: {}; missed schedule {}",
+                pb.offered_rate,
+                p.publishers,
+                pb.achieved_rate,
+                pb.ok_in_window,
+                self.window_s,
+                map(&pb.errors),
+                pb.missed_schedule
+            )?;
+            writeln!(
+                f,
+                "  publish RTT  p50 {}  p99 {}  max {}",
+                fmt_us(pb.rtt.p50_us),
+                fmt_us(pb.rtt.p99_us),
+                fmt_us(pb.rtt.max_us)
+            )?;
+        } else {
+            writeln!(f, "  publish      none (idle run, {:.1} s held)", self.window_s)?;
+        }
+        let d = &self.delivery;
+        writeln!(
+            f,
+            "  deliveries   {} in window = {:.0}/s (expected {:.0}/s); {} in total",
+            d.in_window, d.per_second, d.expected_per_second, d.total
+        )?;
+        let l = &self.latency;
+        writeln!(
+            f,
+            "  latency      p50 {}  p90 {}  p99 {}  p99.9 {}  max {}  (n={})",
+            fmt_us(l.p50_us),
+            fmt_us(l.p90_us),
+            fmt_us(l.p99_us),
+            fmt_us(l.p999_us),
+            fmt_us(l.max_us),
+            l.count
+        )?;
+        writeln!(
+            f,
+            "  integrity    lost {}, duplicated {}, reordered {}, foreign {}, churned {}, dropped by server: {}",
+            d.lost,
+            d.duplicated,
+            d.reordered,
+            d.foreign,
+            d.churned,
+            map(&d.disconnects)
+        )?;
+        if let Some(s) = &self.server {
+            let per_sub =
+                s.rss_per_subscriber_bytes.map_or_else(|| "n/a".to_owned(), |b| format!("{:.2} KiB/subscriber", b / 1024.0));
+            writeln!(
+                f,
+                "  server       RSS {} before, {} connected ({per_sub}), {} at end, peak {}; CPU {:.2} s in window ({:.0}% of a core)",
+                mib(s.rss_before_bytes),
+                mib(s.rss_connected_bytes),
+                mib(s.rss_end_bytes),
+                mib(s.rss_peak_bytes),
+                s.cpu_window_s,
+                s.cpu_window_percent
+            )?;
+        }
+        writeln!(
+            f,
+            "  client       {} worker process(es), CPU {:.2} s (parent {:.2} s, workers {:.2} s)",
+            self.client.processes,
+            self.client.cpu_parent_s + self.client.cpu_workers_s,
+            self.client.cpu_parent_s,
+            self.client.cpu_workers_s
+        )?;
+        for problem in &self.problems {
+            writeln!(f, "  PROBLEM      {problem}")?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,311 @@
+//! One subscriber slot: opens its event stream, parses deliveries, reconnects after
+//! churn or a drop, and counts its losses when the run finishes.
+//!
+//! Kept cheap on purpose (tens of thousands per process): a raw `TcpStream`, reads go
+//! into one scratch buffer per runtime thread, and the parsers hold no buffer while
+//! the stream is between events.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio::sync::{Notify, watch};
+
+use crate::body::BodyDecoder;
+use crate::hist::LatencyHist;
+use crate::http::{self, io_error_key};
+use crate::payload;
+use crate::plan::Plan;
+use crate::sse::SseParser;
+use crate::track::{Seen, Tracker};
+use crate::wire::Phase;
+
+/// `published[p][t]`, sent by the parent when the run finishes.
+pub type Published = Arc<Vec<Vec<u64>>>;
+pub type FinishRx = watch::Receiver<Option<Published>>;
+
+const RECONNECT_DELAY: Duration = Duration::from_secs(1);
+
+thread_local! {
+    static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; 16 * 1024]);
+}
+
+/// Counters shared by all slots of one worker.
+#[derive(Debug, Default)]
+pub struct SubStats {
+    phase: AtomicU8,
+    pub connected: AtomicU64,
+    pub initial_done: AtomicU64,
+    pub never_connected: AtomicU64,
+    pub connect_errors_total: AtomicU64,
+    pub deliveries: AtomicU64,
+    pub deliveries_measured: AtomicU64,
+    pub lost: AtomicU64,
+    pub duplicated: AtomicU64,
+    pub reordered: AtomicU64,
+    pub foreign: AtomicU64,
+    pub churned: AtomicU64,
+    pub connect_errors: Mutex<BTreeMap<String, u64>>,
+    pub disconnects: Mutex<BTreeMap<String, u64>>,
+    pub hists: Mutex<Hists>,
+}
+
+#[derive(Debug, Default)]
+pub struct Hists {
+    /// Since the last tick (progress display).
+    pub tick: LatencyHist,
+    /// Everything received during `Measure`.
+    pub measured: LatencyHist,
+}
+
+impl SubStats {
+    pub fn phase(&self) -> Phase {
+        Phase::from_u8(self.phase.load(Relaxed))
+    }
+
+    pub fn set_phase(&self, phase: Phase) {
+        self.phase.store(phase as u8, Relaxed);
+    }
+
+    pub fn hists(&self) -> MutexGuard<'_, Hists> {
+        self.hists.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn bump(map: &Mutex<BTreeMap<String, u64>>, key: String) {
+        *map.lock().unwrap_or_else(|e| e.into_inner()).entry(key).or_default() += 1;
+    }
+}
+
+/// What the churn driver needs to see of a slot.
+#[derive(Debug, Default)]
+pub struct SlotHandle {
+    pub churn: Notify,
+    pub connected: AtomicBool,
+}
+
+/// Why a stream ended.
+enum End {
+    Finished(Option<Published>),
+    Churned,
+    Dropped(String),
+}
+
+/// Runs slot `slot` (global subscriber index) until the run finishes.
+pub async fn run_slot(plan: Arc<Plan>, stats: Arc<SubStats>, slot: u32, handle: Arc<SlotHandle>, mut finish: FinishRx) {
+    let topic = plan.topic_of(slot);
+    let mut first = true;
+    let first_done = |stats: &SubStats, ok: bool| {
+        stats.initial_done.fetch_add(1, Relaxed);
+        if !ok {
+            stats.never_connected.fetch_add(1, Relaxed);
+        }
+    };
+    loop {
+        if finish.borrow().is_some() {
+            if first {
+                first_done(&stats, false);
+            }
+            return;
+        }
+        let opened = tokio::select! {
+            r = http::with_timeout(plan.connect_timeout, open(&plan, slot)) => r,
+            _ = finish.changed() => {
+                if first { first_done(&stats, false); }
+                return;
+            }
+        };
+        let (stream, body, leftover) = match opened {
+            Ok(o) => o,
+            Err(key) => {
+                stats.connect_errors_total.fetch_add(1, Relaxed);
+                SubStats::bump(&stats.connect_errors, key);
+                if first {
+                    // A slot that never got in stays out: retrying would turn an
+                    // overloaded server's refusals into a connect storm.
+                    first_done(&stats, false);
+                    return;
+                }
+                if pause(&mut finish).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        let from_start = stats.phase() == Phase::Connecting;
+        if first {
+            first_done(&stats, true);
+            first = false;
+        }
+        stats.connected.fetch_add(1, Relaxed);
+        handle.connected.store(true, Relaxed);
+        let mut conn = Conn {
+            body,
+            sse: SseParser::default(),
+            tracker: Tracker::new(plan.publishers as usize, from_start),
+            plan: &plan,
+            stats: &stats,
+        };
+        let end = conn.pump(&stream, &leftover, &handle, &mut finish).await;
+        handle.connected.store(false, Relaxed);
+        stats.connected.fetch_sub(1, Relaxed);
+        drop(stream);
+        match end {
+            End::Finished(published) => {
+                let lost = match published {
+                    Some(p) => {
+                        let last = |publisher: usize| p.get(publisher).and_then(|t| t.get(topic as usize)).copied().unwrap_or(0);
+                        conn.tracker.lost(Some(&last))
+                    }
+                    None => conn.tracker.lost(None),
+                };
+                stats.lost.fetch_add(lost, Relaxed);
+                return;
+            }
+            End::Churned => {
+                stats.lost.fetch_add(conn.tracker.lost(None), Relaxed);
+                stats.churned.fetch_add(1, Relaxed);
+            }
+            End::Dropped(key) => {
+                stats.lost.fetch_add(conn.tracker.lost(None), Relaxed);
+                SubStats::bump(&stats.disconnects, key);
+                if pause(&mut finish).await {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Waits before reconnecting; true if the run finished meanwhile.
+async fn pause(finish: &mut FinishRx) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(RECONNECT_DELAY) => finish.borrow().is_some(),
+        _ = finish.changed() => true,
+    }
+}
+
+/// Connects and checks the response head; returns the stream, its body decoder and
+/// any body bytes that came with the head.
+async fn open(plan: &Plan, slot: u32) -> Result<(TcpStream, BodyDecoder, Vec<u8>), String> {
+    let request = &plan.sub_requests[plan.topic_of(slot) as usize];
+    let mut stream = http::connect(plan.sub_addr, plan.source_of(slot)).await.map_err(|e| io_error_key(&e))?;
+    let mut buf = Vec::new();
+    let head = http::send_and_read_head(&mut stream, request, &mut buf).await?;
+    if head.status != 200 {
+        return Err(format!("http_{}", head.status));
+    }
+    buf.drain(..head.len);
+    buf.shrink_to_fit();
+    Ok((stream, BodyDecoder::new(head.framing), buf))
+}
+
+struct Conn<'a> {
+    body: BodyDecoder,
+    sse: SseParser,
+    tracker: Tracker,
+    plan: &'a Plan,
+    stats: &'a SubStats,
+}
+
+impl Conn<'_> {
+    async fn pump(&mut self, stream: &TcpStream, leftover: &[u8], handle: &SlotHandle, finish: &mut FinishRx) -> End {
+        if let Err(key) = self.process(leftover) {
+            return End::Dropped(key);
+        }
+        loop {
+            tokio::select! {
+                r = stream.readable() => {
+                    if let Err(e) = r {
+                        return End::Dropped(io_error_key(&e));
+                    }
+                    if let Err(key) = self.read_ready(stream) {
+                        return End::Dropped(key);
+                    }
+                }
+                _ = handle.churn.notified() => return End::Churned,
+                _ = finish.changed() => {
+                    // Whatever already arrived still counts.
+                    let _ = self.read_ready(stream);
+                    return End::Finished(finish.borrow().clone());
+                }
+            }
+        }
+    }
+
+    /// Reads what the socket has without waiting; `Err` once the stream is over.
+    fn read_ready(&mut self, stream: &TcpStream) -> Result<(), String> {
+        SCRATCH.with_borrow_mut(|buf| {
+            loop {
+                match stream.try_read(buf) {
+                    Ok(0) => return Err("eof".to_owned()),
+                    Ok(n) => {
+                        self.process(&buf[..n])?;
+                        if n < buf.len() {
+                            return Ok(());
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
+                    Err(e) => return Err(io_error_key(&e)),
+                }
+            }
+        })
+    }
+
+    fn process(&mut self, bytes: &[u8]) -> Result<(), String> {
+        let Conn { body, sse, tracker, plan, stats } = self;
+        let mut sse_err = None;
+        body.feed(bytes, &mut |piece| {
+            if sse_err.is_none() {
+                sse_err = sse.feed(piece, &mut |data| on_event(data, tracker, plan, stats)).err();
+            }
+        })
+        .map_err(|e| format!("bad_body: {e}"))?;
+        if let Some(e) = sse_err {
+            return Err(format!("bad_sse: {e}"));
+        }
+        if body.is_done() {
+            return Err("server_ended_stream".to_owned());
+        }
+        Ok(())
+    }
+}
+
+fn on_event(data: &[u8], tracker: &mut Tracker, plan: &Plan, stats: &SubStats) {
+    let now = payload::now_nanos();
+    let Some(stamp) = payload::decode(data).filter(|s| s.run == plan.run_id) else {
+        stats.foreign.fetch_add(1, Relaxed);
+        return;
+    };
+    let seen = match tracker.record(stamp.publisher, stamp.seq) {
+        Some(seen) => seen,
+        None => {
+            stats.foreign.fetch_add(1, Relaxed);
+            return;
+        }
+    };
+    let latency_us = now.saturating_sub(stamp.sent_nanos) / 1_000;
+    let measuring = stats.phase() == Phase::Measure;
+    {
+        let mut h = stats.hists();
+        h.tick.record(latency_us);
+        if measuring {
+            h.measured.record(latency_us);
+        }
+    }
+    stats.deliveries.fetch_add(1, Relaxed);
+    if measuring {
+        stats.deliveries_measured.fetch_add(1, Relaxed);
+    }
+    match seen {
+        Seen::New => {}
+        Seen::Duplicate => {
+            stats.duplicated.fetch_add(1, Relaxed);
+        }
+        Seen::Reordered => {
+            stats.reordered.fetch_add(1, Relaxed);
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! End-to-end runs of `run` (in-process workers) against a tiny Mercure-ish hub that
+//! speaks chunked SSE, with and without deliberately dropped messages.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use clap::Parser;
+use hubbub_bench::{BenchArgs, BenchError};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+#[derive(Debug, Parser)]
+struct Cli {
+    #[command(flatten)]
+    args: BenchArgs,
+}
+
+#[derive(Default)]
+struct Hub {
+    topics: Mutex<HashMap<String, Vec<mpsc::UnboundedSender<Vec<u8>>>>>,
+    next_id: AtomicU64,
+    /// Drop every n-th publish for everyone (0 = never).
+    drop_every: u64,
+}
+
+async fn serve(hub: Arc<Hub>) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            tokio::spawn(connection(hub.clone(), stream));
+        }
+    });
+    port
+}
+
+async fn connection(hub: Arc<Hub>, mut stream: TcpStream) {
+    let mut buf = Vec::new();
+    loop {
+        let (method, path, body) = loop {
+            let mut headers = [httparse::EMPTY_HEADER; 32];
+            let mut req = httparse::Request::new(&mut headers);
+            if let Ok(httparse::Status::Complete(n)) = req.parse(&buf) {
+                let len: usize = req
+                    .headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                    .map_or(0, |h| std::str::from_utf8(h.value).unwrap().parse().unwrap());
+                if buf.len() >= n + len {
+                    let out = (req.method.unwrap().to_owned(), req.path.unwrap().to_owned(), buf[n..n + len].to_vec());
+                    buf.drain(..n + len);
+                    break out;
+                }
+            }
+            let mut chunk = [0u8; 4096];
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        };
+        if method == "GET" {
+            let query = path.split_once('?').map_or("", |(_, q)| q);
+            let topic = form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == "topic").unwrap().1.into_owned();
+            let (tx, mut rx) = mpsc::unbounded_channel();
+            hub.topics.lock().unwrap().entry(topic).or_default().push(tx);
+            let head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n:\n\r\n";
+            if stream.write_all(head.as_bytes()).await.is_err() {
+                return;
+            }
+            while let Some(frame) = rx.recv().await {
+                let mut chunk = format!("{:x}\r\n", frame.len()).into_bytes();
+                chunk.extend_from_slice(&frame);
+                chunk.extend_from_slice(b"\r\n");
+                if stream.write_all(&chunk).await.is_err() {
+                    return;
+                }
+            }
+            return;
+        }
+        let form: HashMap<String, String> = form_urlencoded::parse(&body).into_owned().collect();
+        let id = hub.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        if hub.drop_every == 0 || id % hub.drop_every != 0 {
+            let frame = format!("id: urn:uuid:{id}\ndata: {}\n\n", form["data"]).into_bytes();
+            if let Some(subs) = hub.topics.lock().unwrap().get_mut(&form["topic"]) {
+                subs.retain(|s| s.send(frame.clone()).is_ok());
+            }
+        }
+        let body = format!("urn:uuid:{id}");
+        let resp = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+        if stream.write_all(resp.as_bytes()).await.is_err() {
+            return;
+        }
+    }
+}
+
+fn args(port: u16, extra: &[&str]) -> BenchArgs {
+    let hub = format!("http://127.0.0.1:{port}/.well-known/mercure");
+    let mut argv = vec!["bench", "--hub", &hub, "--processes", "0", "--quiet", "--fail-on-loss"];
+    argv.extend_from_slice(&["--warmup", "0.5", "--duration", "1", "--drain", "0.5", "--settle", "0.2"]);
+    argv.extend_from_slice(extra);
+    Cli::try_parse_from(argv).unwrap().args
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clean_run_counts_every_delivery() {
+    let port = serve(Arc::new(Hub::default())).await;
+    let extra = ["--subscribers", "60", "--topics", "3", "--publishers", "2", "--rate", "60", "--payload", "100"];
+    let report = hubbub_bench::run(args(port, &extra)).await.unwrap();
+    assert_eq!(report.connect.connected, 60);
+    assert_eq!(report.delivery.lost, 0);
+    assert_eq!(report.delivery.duplicated, 0);
+    assert!(report.publish.ok_total >= 60, "{}", report.publish.ok_total);
+    // Every accepted publish reaches the 20 subscribers of its topic.
+    assert_eq!(report.delivery.total, report.publish.ok_total * 20);
+    assert!(report.delivery.in_window > 0);
+    assert!(report.latency.count == report.delivery.in_window);
+    assert!(report.latency.p99_us > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_messages_fail_the_run() {
+    let port = serve(Arc::new(Hub { drop_every: 7, ..Hub::default() })).await;
+    let extra = ["--subscribers", "10", "--rate", "40"];
+    let err = hubbub_bench::run(args(port, &extra)).await.unwrap_err();
+    let BenchError::Failed { report, reasons } = err else { panic!("{err}") };
+    // Every 7th publish reached nobody: each of the 10 subscribers misses it.
+    let published = report.publish.ok_total;
+    assert_eq!(report.delivery.lost, published / 7 * 10, "{reasons:?}");
+    assert_eq!(report.delivery.total, (published - published / 7) * 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_run_and_churn_lose_nothing() {
+    let port = serve(Arc::new(Hub::default())).await;
+    let report = hubbub_bench::run(args(port, &["--subscribers", "30", "--rate", "0"])).await.unwrap();
+    assert_eq!((report.connect.connected, report.delivery.total), (30, 0));
+    // Churned streams reconnect and are not counted as lost for what they missed.
+    let extra = ["--subscribers", "30", "--rate", "50", "--churn", "20"];
+    let mut a = args(port, &extra);
+    a.fail_on_loss = false;
+    let report = hubbub_bench::run(a).await.unwrap();
+    assert!(report.delivery.churned > 10, "{}", report.delivery.churned);
+    assert_eq!(report.delivery.lost, 0);
+    assert_eq!(report.connect.connected_at_end, 30);
+}
+
+#[tokio::test]
+async fn refuses_remote_targets_and_reports_refused_connections() {
+    let a = Cli::try_parse_from(["bench", "--hub", "http://192.0.2.1:80/x"]).unwrap().args;
+    assert!(matches!(hubbub_bench::run(a).await, Err(BenchError::NotLoopback(_))));
+    // Nothing listens on port 1.
+    let a = args(1, &["--subscribers", "5", "--rate", "0", "--duration", "0"]);
+    let Err(BenchError::Failed { report, .. }) = hubbub_bench::run(a).await else { panic!() };
+    assert_eq!(report.connect.never_connected, 5);
+    assert_eq!(report.connect.errors.get("refused"), Some(&5));
+}

@@ -1,0 +1,359 @@
+//! The hub handle: publish, subscribe, reconfigure, shut down.
+//!
+//! Ordering invariant: one lock (`log`) covers stamping an update, appending it to
+//! history and handing it to the dispatchers, and also covers registering a
+//! subscriber (snapshotting its replay and inserting it in its shard's index).
+//! So every update is either in a new subscriber's replay or in its live queue,
+//! never both and never neither, and every subscriber sees one order.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use hubbub_proto::{Selector, Update, encode_frame};
+use thiserror::Error;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::dispatch::{Dispatcher, Shard};
+use crate::history::{History, HistoryLimits, Resume};
+use crate::matcher::MatchCache;
+use crate::metrics::HubMetrics;
+use crate::subscriber::{CloseReason, Subscriber, Subscription};
+
+/// An accepted update: stamped, encoded once, shared by history and every queue.
+#[derive(Debug)]
+pub struct Published {
+    /// Position in the hub-wide sequence (starts at 1).
+    pub seq: u64,
+    pub id: Arc<str>,
+    pub update: Update,
+    /// The SSE frame, encoded once.
+    pub frame: Bytes,
+    pub at: Instant,
+}
+
+impl Published {
+    pub fn new(seq: u64, update: Update, at: Instant) -> Self {
+        let frame = encode_frame(&update);
+        Self {
+            seq,
+            id: update.id.as_str().into(),
+            update,
+            frame,
+            at,
+        }
+    }
+}
+
+/// Limits that can change while the hub runs (hot reload).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Live frames a subscriber may have waiting before it is closed as slow.
+    pub queue_capacity: usize,
+    /// Concurrent subscribers; 0 means no limit.
+    pub max_subscribers: usize,
+    pub history: HistoryLimits,
+    /// Comment line after this long without output; `None` turns heartbeats off.
+    pub heartbeat: Option<Duration>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            queue_capacity: 1000,
+            max_subscribers: 0,
+            history: HistoryLimits::default(),
+            heartbeat: Some(Duration::from_secs(40)),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    pub limits: Limits,
+    /// Dispatcher shards (tasks); defaults to the number of CPUs.
+    pub shards: usize,
+    /// Updates each dispatcher may have pending before publishes are refused.
+    pub dispatch_backlog: usize,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Self {
+            limits: Limits::default(),
+            shards: cpus,
+            dispatch_backlog: 4096,
+        }
+    }
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum PublishError {
+    /// The dispatchers are behind; the caller should retry shortly (503).
+    #[error("the hub is overloaded; retry shortly")]
+    Overloaded,
+    #[error("the hub is shutting down")]
+    ShuttingDown,
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum SubscribeError {
+    #[error("too many subscribers (the limit is {0})")]
+    TooManySubscribers(usize),
+    #[error("the hub is shutting down")]
+    ShuttingDown,
+}
+
+/// What a subscriber asks for; authorization was settled by the caller.
+#[derive(Debug, Default)]
+pub struct SubscribeRequest {
+    pub selectors: Vec<Selector>,
+    /// The `mercure.subscribe` claim; `None` means public updates only.
+    pub claims: Option<Vec<Selector>>,
+    pub resume: Resume,
+    /// When the stream must end, and why (lifetime or token expiry).
+    pub deadline: Option<(Instant, CloseReason)>,
+}
+
+#[derive(Debug)]
+struct Log {
+    history: History,
+    next_seq: u64,
+    senders: Vec<mpsc::Sender<Arc<Published>>>,
+}
+
+pub(crate) struct Inner {
+    log: Mutex<Log>,
+    pub(crate) shards: Box<[Arc<Shard>]>,
+    pub(crate) limits: Arc<ArcSwap<Limits>>,
+    pub(crate) metrics: Arc<dyn HubMetrics>,
+    subscribers: AtomicUsize,
+    next_sub_id: AtomicU64,
+    epoch: Instant,
+    clock: Arc<AtomicU64>,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inner")
+            .field("subscribers", &self.subscribers)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A cheap-to-clone handle on the fan-out engine.
+#[derive(Debug, Clone)]
+pub struct Hub {
+    inner: Arc<Inner>,
+}
+
+impl Hub {
+    /// Starts the dispatcher shards and the sweeper on the current tokio runtime.
+    pub fn start(config: HubConfig, metrics: Arc<dyn HubMetrics>) -> Self {
+        let shards: Box<[Arc<Shard>]> = (0..config.shards.max(1)).map(|_| Arc::default()).collect();
+        let limits = Arc::new(ArcSwap::from_pointee(config.limits.clone()));
+        let cancel = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let mut senders = Vec::with_capacity(shards.len());
+        for shard in shards.iter() {
+            let (tx, rx) = mpsc::channel(config.dispatch_backlog.max(1));
+            senders.push(tx);
+            let dispatcher = Dispatcher {
+                shard: shard.clone(),
+                rx,
+                limits: limits.clone(),
+                metrics: metrics.clone(),
+                cancel: cancel.clone(),
+            };
+            tracker.spawn(dispatcher.run());
+        }
+        let inner = Arc::new(Inner {
+            log: Mutex::new(Log {
+                history: History::new(config.limits.history),
+                next_seq: 1,
+                senders,
+            }),
+            shards,
+            limits,
+            metrics,
+            subscribers: AtomicUsize::new(0),
+            next_sub_id: AtomicU64::new(1),
+            epoch: Instant::now(),
+            clock: Arc::new(AtomicU64::new(0)),
+            cancel: cancel.clone(),
+            tracker: tracker.clone(),
+        });
+        tracker.spawn(crate::sweeper::run(Arc::downgrade(&inner), cancel));
+        Self { inner }
+    }
+
+    /// Stamps, stores and hands over an update for fan-out. The update must have
+    /// been validated. Returns once the dispatchers hold it, not after delivery.
+    pub fn publish(&self, update: Update) -> Result<Arc<Published>, PublishError> {
+        let inner = &self.inner;
+        if inner.cancel.is_cancelled() {
+            return Err(PublishError::ShuttingDown);
+        }
+        let now = Instant::now();
+        // Encode outside the lock; the seq is patched in under it.
+        let mut published = Published::new(0, update, now);
+        let mut guard = inner.lock_log();
+        let Log {
+            history,
+            next_seq,
+            senders,
+        } = &mut *guard;
+        let permits: Vec<_> = senders
+            .iter()
+            .map(|tx| tx.try_reserve())
+            .collect::<Result<_, _>>()
+            .map_err(|_| PublishError::Overloaded)?;
+        published.seq = *next_seq;
+        *next_seq += 1;
+        let published = Arc::new(published);
+        history.push(published.clone(), now);
+        for permit in permits {
+            permit.send(published.clone());
+        }
+        let (entries, bytes) = (history.len(), history.bytes());
+        drop(guard);
+        inner.metrics.published();
+        inner.metrics.history(entries, bytes);
+        Ok(published)
+    }
+
+    /// Registers a subscriber and snapshots its replay atomically with respect to
+    /// publishes (see the module docs).
+    pub fn subscribe(&self, request: SubscribeRequest) -> Result<Subscription, SubscribeError> {
+        let inner = &self.inner;
+        if inner.cancel.is_cancelled() {
+            return Err(SubscribeError::ShuttingDown);
+        }
+        let max = inner.limits.load().max_subscribers;
+        let count = inner.subscribers.fetch_add(1, Ordering::Relaxed);
+        if max > 0 && count >= max {
+            inner.subscribers.fetch_sub(1, Ordering::Relaxed);
+            return Err(SubscribeError::TooManySubscribers(max));
+        }
+        let id = inner.next_sub_id.fetch_add(1, Ordering::Relaxed);
+        let shard = (id % inner.shards.len() as u64) as usize;
+        let mut cache = MatchCache::new(256);
+
+        let log = inner.lock_log();
+        let point = log.history.resume_point(&request.resume, log.next_seq);
+        let sub = Arc::new(Subscriber::new(
+            id,
+            shard,
+            request.selectors.into(),
+            request.claims.map(Into::into),
+            log.next_seq,
+            request.deadline,
+            inner.clock.load(Ordering::Relaxed),
+        ));
+        let replay: VecDeque<Bytes> = log
+            .history
+            .since(point.from_seq)
+            .filter(|p| cache.visible(&sub, &p.update))
+            .map(|p| p.frame.clone())
+            .collect();
+        inner.shards[shard].write().insert(&sub);
+        drop(log);
+
+        Ok(Subscription {
+            sub,
+            replay,
+            response_id: point.response_id,
+            hub: Arc::downgrade(inner),
+            clock: inner.clock.clone(),
+        })
+    }
+
+    /// Applies new limits to running subscribers and history without dropping anyone.
+    pub fn set_limits(&self, limits: Limits) {
+        let history = limits.history;
+        self.inner.limits.store(Arc::new(limits));
+        self.inner
+            .lock_log()
+            .history
+            .set_limits(history, Instant::now());
+    }
+
+    pub fn limits(&self) -> Limits {
+        (**self.inner.limits.load()).clone()
+    }
+
+    pub fn subscriber_count(&self) -> usize {
+        self.inner.subscribers.load(Ordering::Relaxed)
+    }
+
+    /// (entries, bytes) currently retained.
+    pub fn history_size(&self) -> (usize, usize) {
+        let log = self.inner.lock_log();
+        (log.history.len(), log.history.bytes())
+    }
+
+    /// The seq the next update will get (so `last_seq() == next - 1`).
+    pub fn next_seq(&self) -> u64 {
+        self.inner.lock_log().next_seq
+    }
+
+    /// Ends every stream cleanly (clients reconnect elsewhere), refuses new work and
+    /// stops the background tasks. Idempotent.
+    pub async fn shutdown(&self) {
+        let inner = &self.inner;
+        inner.cancel.cancel();
+        for shard in inner.shards.iter() {
+            for sub in shard.read().all.values() {
+                if sub.close(CloseReason::Shutdown) {
+                    inner.metrics.closed(CloseReason::Shutdown);
+                }
+            }
+        }
+        inner.tracker.close();
+        inner.tracker.wait().await;
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.inner.cancel.is_cancelled()
+    }
+}
+
+impl Inner {
+    fn lock_log(&self) -> MutexGuard<'_, Log> {
+        self.log.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Advances the coarse clock; returns it in ms since the hub started.
+    pub(crate) fn tick(&self, now: Instant) -> u64 {
+        let ms = now.duration_since(self.epoch).as_millis() as u64;
+        self.clock.store(ms, Ordering::Relaxed);
+        ms
+    }
+
+    pub(crate) fn trim_history(&self, now: Instant) {
+        let mut log = self.lock_log();
+        let before = log.history.len();
+        log.history.trim(now);
+        if log.history.len() != before {
+            let (entries, bytes) = (log.history.len(), log.history.bytes());
+            drop(log);
+            self.metrics.history(entries, bytes);
+        }
+    }
+
+    pub(crate) fn unregister(&self, sub: &Subscriber) {
+        self.shards[sub.shard].write().remove(sub);
+        self.subscribers.fetch_sub(1, Ordering::Relaxed);
+        if sub.close(CloseReason::Gone) {
+            self.metrics.closed(CloseReason::Gone);
+        }
+    }
+}

@@ -1,0 +1,248 @@
+//! One subscriber: its selectors, its bounded queue of shared frames, and the
+//! consumer-side [`Subscription`] that drains it.
+//!
+//! Slow-consumer policy: a subscriber whose live queue is full is closed with
+//! [`CloseReason::SlowConsumer`]; its stream ends and the client reconnects with
+//! `Last-Event-ID`, so nothing is lost while the history still holds the gap.
+//! Publishers and other subscribers never wait for it.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::Instant;
+
+use bytes::Bytes;
+use hubbub_proto::Selector;
+use tokio::sync::Notify;
+
+use crate::hub::Inner;
+
+/// Why a subscription ended. Each reason is counted in metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CloseReason {
+    /// The live queue overflowed: the client reads slower than updates arrive.
+    SlowConsumer,
+    /// The maximum connection lifetime passed (clients reconnect and resume).
+    Lifetime,
+    /// The subscriber's token expired.
+    TokenExpired,
+    /// The hub is shutting down.
+    Shutdown,
+    /// The client went away (the consumer was dropped).
+    Gone,
+}
+
+impl CloseReason {
+    pub const ALL: [CloseReason; 5] = [
+        Self::SlowConsumer,
+        Self::Lifetime,
+        Self::TokenExpired,
+        Self::Shutdown,
+        Self::Gone,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::SlowConsumer => "slow_consumer",
+            Self::Lifetime => "lifetime",
+            Self::TokenExpired => "token_expired",
+            Self::Shutdown => "shutdown",
+            Self::Gone => "gone",
+        }
+    }
+}
+
+/// What [`Subscription::next`] yields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Next {
+    /// Bytes to write as they are (an event frame or a heartbeat comment).
+    Frame(Bytes),
+    /// The stream is over; write nothing more.
+    Closed(CloseReason),
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    frames: VecDeque<Bytes>,
+    closed: Option<CloseReason>,
+}
+
+/// The part of a subscriber that the dispatcher and the sweeper touch.
+#[derive(Debug)]
+pub(crate) struct Subscriber {
+    pub id: u64,
+    pub shard: usize,
+    pub selectors: Box<[Selector]>,
+    /// `None`: public updates only. `Some`: the `mercure.subscribe` claim.
+    pub claims: Option<Box<[Selector]>>,
+    /// Updates before this seq came (or would have come) from history replay.
+    pub start_seq: u64,
+    /// Last seq queued, so an update matching several selectors is queued once.
+    pub last_seq: AtomicU64,
+    /// Hub clock (ms) of the last frame handed to the consumer; drives heartbeats.
+    pub last_output_ms: AtomicU64,
+    pub deadline: Option<(Instant, CloseReason)>,
+    queue: Mutex<Queue>,
+    notify: Notify,
+}
+
+/// Result of offering a frame to a subscriber's queue.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Offer {
+    Queued,
+    /// The queue was full: the subscriber has just been closed as slow.
+    Overflow,
+    AlreadyClosed,
+}
+
+impl Subscriber {
+    pub fn new(
+        id: u64,
+        shard: usize,
+        selectors: Box<[Selector]>,
+        claims: Option<Box<[Selector]>>,
+        start_seq: u64,
+        deadline: Option<(Instant, CloseReason)>,
+        now_ms: u64,
+    ) -> Self {
+        Self {
+            id,
+            shard,
+            selectors,
+            claims,
+            start_seq,
+            last_seq: AtomicU64::new(0),
+            last_output_ms: AtomicU64::new(now_ms),
+            deadline,
+            queue: Mutex::default(),
+            notify: Notify::new(),
+        }
+    }
+
+    fn queue(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues a shared frame without blocking; `capacity` bounds the live queue.
+    pub fn offer(&self, frame: &Bytes, capacity: usize) -> Offer {
+        let mut q = self.queue();
+        if q.closed.is_some() {
+            return Offer::AlreadyClosed;
+        }
+        if q.frames.len() >= capacity {
+            q.closed = Some(CloseReason::SlowConsumer);
+            q.frames.clear();
+            drop(q);
+            self.notify.notify_one();
+            return Offer::Overflow;
+        }
+        q.frames.push_back(frame.clone());
+        drop(q);
+        self.notify.notify_one();
+        Offer::Queued
+    }
+
+    /// Queues a heartbeat only when nothing is waiting (a queued frame will reveal
+    /// a dead connection just as well).
+    pub fn offer_heartbeat(&self, frame: &Bytes) {
+        let mut q = self.queue();
+        if q.closed.is_none() && q.frames.is_empty() {
+            q.frames.push_back(frame.clone());
+            drop(q);
+            self.notify.notify_one();
+        }
+    }
+
+    /// Ends the stream. Pending frames are dropped: the client resumes from the
+    /// last id it received, so they are not owed. Returns false if already closed.
+    pub fn close(&self, reason: CloseReason) -> bool {
+        let mut q = self.queue();
+        if q.closed.is_some() {
+            return false;
+        }
+        q.closed = Some(reason);
+        q.frames.clear();
+        drop(q);
+        self.notify.notify_one();
+        true
+    }
+
+    pub fn depth(&self) -> usize {
+        self.queue().frames.len()
+    }
+
+    fn pop(&self) -> Result<Option<Bytes>, CloseReason> {
+        let mut q = self.queue();
+        match q.closed {
+            Some(reason) => Err(reason),
+            None => Ok(q.frames.pop_front()),
+        }
+    }
+
+    /// True when the update at `seq` may go to this subscriber at all: it was not
+    /// already part of the replay, and it was not queued already for another topic.
+    pub fn first_sight(&self, seq: u64) -> bool {
+        seq >= self.start_seq && self.last_seq.swap(seq, Ordering::Relaxed) != seq
+    }
+}
+
+/// The consumer side of a subscriber: first the history replay, then live frames.
+/// Dropping it unregisters the subscriber.
+#[derive(Debug)]
+pub struct Subscription {
+    pub(crate) sub: Arc<Subscriber>,
+    pub(crate) replay: VecDeque<Bytes>,
+    pub(crate) response_id: Option<String>,
+    pub(crate) hub: Weak<Inner>,
+    /// The hub's coarse clock (ms), advanced by the sweeper; cheaper than a syscall.
+    pub(crate) clock: Arc<AtomicU64>,
+}
+
+impl Subscription {
+    /// The `Last-Event-ID` to send in the response headers, if the request resumed.
+    pub fn response_last_event_id(&self) -> Option<&str> {
+        self.response_id.as_deref()
+    }
+
+    /// Number of history entries queued for replay (before live ones).
+    pub fn replay_len(&self) -> usize {
+        self.replay.len()
+    }
+
+    /// A frame that is ready now, without waiting. Lets a writer gather everything
+    /// pending into one write.
+    pub fn try_next(&mut self) -> Option<Next> {
+        if let Some(frame) = self.replay.pop_front() {
+            return Some(self.output(frame));
+        }
+        match self.sub.pop() {
+            Ok(Some(frame)) => Some(self.output(frame)),
+            Ok(None) => None,
+            Err(reason) => Some(Next::Closed(reason)),
+        }
+    }
+
+    /// Waits for the next frame or for the end of the stream. Cancel-safe.
+    pub async fn next(&mut self) -> Next {
+        loop {
+            if let Some(next) = self.try_next() {
+                return next;
+            }
+            self.sub.notify.notified().await;
+        }
+    }
+
+    fn output(&self, frame: Bytes) -> Next {
+        let now = self.clock.load(Ordering::Relaxed);
+        self.sub.last_output_ms.store(now, Ordering::Relaxed);
+        Next::Frame(frame)
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        if let Some(hub) = self.hub.upgrade() {
+            hub.unregister(&self.sub);
+        }
+    }
+}

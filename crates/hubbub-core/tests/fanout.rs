@@ -1,0 +1,293 @@
+//! The engine's contract, exercised through its public API on a real runtime.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hubbub_core::{
+    CloseReason, Hub, HubConfig, Limits, Next, NoMetrics, Resume, SubscribeError, SubscribeRequest,
+    Subscription,
+};
+use hubbub_proto::{Selector, Update};
+
+fn hub(limits: Limits) -> Hub {
+    Hub::start(
+        HubConfig {
+            limits,
+            shards: 2,
+            dispatch_backlog: 1024,
+        },
+        Arc::new(NoMetrics),
+    )
+}
+
+fn update(id: &str, topics: &[&str]) -> Update {
+    Update {
+        id: id.into(),
+        topics: topics.iter().map(|t| t.to_string()).collect(),
+        data: format!("data of {id}"),
+        private: false,
+        event_type: None,
+        retry: None,
+    }
+}
+
+fn request(selectors: &[&str], resume: Resume) -> SubscribeRequest {
+    SubscribeRequest {
+        selectors: selectors
+            .iter()
+            .map(|s| Selector::parse(s).unwrap())
+            .collect(),
+        resume,
+        ..Default::default()
+    }
+}
+
+async fn next_id(sub: &mut Subscription) -> String {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), sub.next())
+            .await
+            .expect("no frame in 5 s")
+        {
+            Next::Frame(f) if f.starts_with(b":") => continue,
+            Next::Frame(f) => {
+                let text = String::from_utf8(f.to_vec()).unwrap();
+                let id = text.lines().find_map(|l| l.strip_prefix("id: ")).unwrap();
+                return id.to_string();
+            }
+            Next::Closed(reason) => panic!("closed: {reason:?}"),
+        }
+    }
+}
+
+async fn assert_quiet(sub: &mut Subscription) {
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(sub.try_next(), None);
+}
+
+#[tokio::test]
+async fn exact_any_and_template_selectors() {
+    let hub = hub(Limits::default());
+    let mut exact = hub
+        .subscribe(request(&["https://a/1"], Resume::Live))
+        .unwrap();
+    let mut any = hub.subscribe(request(&["*"], Resume::Live)).unwrap();
+    let mut tpl = hub
+        .subscribe(request(&["https://a/{id}"], Resume::Live))
+        .unwrap();
+    hub.publish(update("u1", &["https://a/1"])).unwrap();
+    hub.publish(update("u2", &["https://a/2"])).unwrap();
+    hub.publish(update("u3", &["https://b/1/x"])).unwrap();
+    assert_eq!(next_id(&mut exact).await, "u1");
+    assert_quiet(&mut exact).await;
+    for want in ["u1", "u2", "u3"] {
+        assert_eq!(next_id(&mut any).await, want);
+    }
+    assert_eq!(next_id(&mut tpl).await, "u1");
+    assert_eq!(next_id(&mut tpl).await, "u2");
+    assert_quiet(&mut tpl).await;
+}
+
+#[tokio::test]
+async fn several_matches_deliver_once() {
+    let hub = hub(Limits::default());
+    let mut sub = hub
+        .subscribe(request(
+            &["https://a/1", "https://a/2", "*", "https://a/{x}"],
+            Resume::Live,
+        ))
+        .unwrap();
+    hub.publish(update("u1", &["https://a/1", "https://a/2"]))
+        .unwrap();
+    hub.publish(update("u2", &["https://a/2"])).unwrap();
+    assert_eq!(next_id(&mut sub).await, "u1");
+    assert_eq!(next_id(&mut sub).await, "u2");
+    assert_quiet(&mut sub).await;
+}
+
+#[tokio::test]
+async fn private_updates_need_a_matching_claim() {
+    let hub = hub(Limits::default());
+    let mut public = hub.subscribe(request(&["*"], Resume::Live)).unwrap();
+    let mut wrong = hub
+        .subscribe(SubscribeRequest {
+            claims: Some(vec![Selector::parse("https://b/{x}").unwrap()]),
+            ..request(&["*"], Resume::Live)
+        })
+        .unwrap();
+    let mut right = hub
+        .subscribe(SubscribeRequest {
+            claims: Some(vec![Selector::parse("https://a/{x}").unwrap()]),
+            ..request(&["*"], Resume::Live)
+        })
+        .unwrap();
+    let mut secret = update("p1", &["https://a/1"]);
+    secret.private = true;
+    hub.publish(secret).unwrap();
+    hub.publish(update("u2", &["https://a/1"])).unwrap();
+    assert_eq!(next_id(&mut right).await, "p1");
+    assert_eq!(next_id(&mut right).await, "u2");
+    assert_eq!(next_id(&mut public).await, "u2");
+    assert_eq!(next_id(&mut wrong).await, "u2");
+}
+
+#[tokio::test]
+async fn resume_replays_then_goes_live_without_gap_or_duplicate() {
+    let hub = hub(Limits::default());
+    for i in 1..=5 {
+        hub.publish(update(&format!("u{i}"), &["t"])).unwrap();
+    }
+    let mut sub = hub
+        .subscribe(request(&["t"], Resume::After("u2".into())))
+        .unwrap();
+    assert_eq!(sub.response_last_event_id(), Some("u2"));
+    assert_eq!(sub.replay_len(), 3);
+    hub.publish(update("u6", &["t"])).unwrap();
+    for want in ["u3", "u4", "u5", "u6"] {
+        assert_eq!(next_id(&mut sub).await, want);
+    }
+    assert_quiet(&mut sub).await;
+
+    let early = hub.subscribe(request(&["t"], Resume::Earliest)).unwrap();
+    assert_eq!(
+        (early.response_last_event_id(), early.replay_len()),
+        (Some("earliest"), 6)
+    );
+    let unknown = hub
+        .subscribe(request(&["t"], Resume::After("nope".into())))
+        .unwrap();
+    assert_eq!(
+        (unknown.response_last_event_id(), unknown.replay_len()),
+        (Some("earliest"), 0)
+    );
+    let live = hub.subscribe(request(&["t"], Resume::Live)).unwrap();
+    assert_eq!(live.response_last_event_id(), None);
+}
+
+/// Publishing while subscribers register must never lose or repeat an update.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_subscribe_and_publish_keep_every_update_once() {
+    let hub = hub(Limits {
+        queue_capacity: 100_000,
+        ..Limits::default()
+    });
+    let publisher = {
+        let hub = hub.clone();
+        tokio::spawn(async move {
+            for i in 0..2000 {
+                hub.publish(update(&format!("u{i}"), &["t"])).unwrap();
+                if i % 50 == 0 {
+                    tokio::task::yield_now().await;
+                }
+            }
+        })
+    };
+    let mut subs = Vec::new();
+    for _ in 0..20 {
+        subs.push(hub.subscribe(request(&["t"], Resume::Earliest)).unwrap());
+        tokio::task::yield_now().await;
+    }
+    publisher.await.unwrap();
+    for mut sub in subs {
+        for i in 0..2000 {
+            assert_eq!(next_id(&mut sub).await, format!("u{i}"));
+        }
+        assert_quiet(&mut sub).await;
+    }
+}
+
+#[tokio::test]
+async fn slow_consumer_is_closed_and_others_are_not() {
+    let hub = hub(Limits {
+        queue_capacity: 3,
+        ..Limits::default()
+    });
+    let mut slow = hub.subscribe(request(&["t"], Resume::Live)).unwrap();
+    let mut fast = hub.subscribe(request(&["t"], Resume::Live)).unwrap();
+    for i in 0..10 {
+        hub.publish(update(&format!("u{i}"), &["t"])).unwrap();
+        assert_eq!(next_id(&mut fast).await, format!("u{i}"));
+    }
+    assert_eq!(slow.next().await, Next::Closed(CloseReason::SlowConsumer));
+    // It resumes from the last id it got and loses nothing.
+    let mut again = hub
+        .subscribe(request(&["t"], Resume::After("u1".into())))
+        .unwrap();
+    for i in 2..10 {
+        assert_eq!(next_id(&mut again).await, format!("u{i}"));
+    }
+}
+
+#[tokio::test]
+async fn max_subscribers_is_enforced_and_freed_on_drop() {
+    let hub = hub(Limits {
+        max_subscribers: 2,
+        ..Limits::default()
+    });
+    let a = hub.subscribe(request(&["t"], Resume::Live)).unwrap();
+    let _b = hub.subscribe(request(&["t"], Resume::Live)).unwrap();
+    assert_eq!(
+        hub.subscribe(request(&["t"], Resume::Live)).unwrap_err(),
+        SubscribeError::TooManySubscribers(2)
+    );
+    drop(a);
+    assert_eq!(hub.subscriber_count(), 1);
+    hub.subscribe(request(&["t"], Resume::Live)).unwrap();
+}
+
+#[tokio::test]
+async fn heartbeats_fill_silence_and_deadlines_end_streams() {
+    let hub = hub(Limits {
+        heartbeat: Some(Duration::from_millis(100)),
+        ..Limits::default()
+    });
+    let mut sub = hub.subscribe(request(&["t"], Resume::Live)).unwrap();
+    let frame = tokio::time::timeout(Duration::from_secs(2), sub.next())
+        .await
+        .unwrap();
+    assert_eq!(frame, Next::Frame(bytes::Bytes::from_static(b":\n")));
+
+    let deadline = Instant::now() + Duration::from_millis(200);
+    let mut short = hub
+        .subscribe(SubscribeRequest {
+            deadline: Some((deadline, CloseReason::TokenExpired)),
+            ..request(&["t"], Resume::Live)
+        })
+        .unwrap();
+    let end = loop {
+        match tokio::time::timeout(Duration::from_secs(3), short.next())
+            .await
+            .unwrap()
+        {
+            Next::Frame(_) => continue,
+            Next::Closed(reason) => break reason,
+        }
+    };
+    assert_eq!(end, CloseReason::TokenExpired);
+    assert!(Instant::now() >= deadline);
+}
+
+#[tokio::test]
+async fn history_limits_apply_live() {
+    let hub = hub(Limits::default());
+    for i in 0..10 {
+        hub.publish(update(&format!("u{i}"), &["t"])).unwrap();
+    }
+    assert_eq!(hub.history_size().0, 10);
+    let mut limits = hub.limits();
+    limits.history.max_entries = 4;
+    hub.set_limits(limits);
+    assert_eq!(hub.history_size().0, 4);
+}
+
+#[tokio::test]
+async fn shutdown_ends_streams_and_refuses_work() {
+    let hub = hub(Limits::default());
+    let mut sub = hub.subscribe(request(&["t"], Resume::Live)).unwrap();
+    hub.shutdown().await;
+    assert_eq!(sub.next().await, Next::Closed(CloseReason::Shutdown));
+    assert!(hub.publish(update("x", &["t"])).is_err());
+    assert_eq!(
+        hub.subscribe(request(&["t"], Resume::Live)).unwrap_err(),
+        SubscribeError::ShuttingDown
+    );
+}

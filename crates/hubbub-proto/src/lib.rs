@@ -1,0 +1,16 @@
+//! Mercure wire types shared by every other crate: what an update is, how it is
+//! framed as Server-Sent Events, and how topic selectors match topics.
+//!
+//! Nothing here does I/O or knows about tokio, HTTP or gossip, so the rules of the
+//! protocol can be tested as plain functions.
+
+pub mod decode;
+pub mod frame;
+pub mod selector;
+pub mod template;
+pub mod update;
+
+pub use frame::{HEARTBEAT, OPEN_COMMENT, encode_frame};
+pub use selector::{Selector, SelectorError};
+pub use template::{TemplateError, UriTemplate};
+pub use update::{Update, UpdateError};

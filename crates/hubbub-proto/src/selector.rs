@@ -1,0 +1,99 @@
+//! Topic selectors: `*`, an exact topic, or an RFC 6570 URI template.
+
+use thiserror::Error;
+
+use crate::template::{TemplateError, UriTemplate};
+
+/// A compiled subscription (or claim) selector.
+#[derive(Debug, Clone)]
+pub enum Selector {
+    /// `*`: every topic.
+    Any,
+    /// Byte-equal match; indexed by the core so matching does not scan subscribers.
+    Exact(String),
+    /// Anchored URI-template match (the literal template string matches too).
+    Template(UriTemplate),
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum SelectorError {
+    #[error("invalid URI template {selector:?}: {source}")]
+    Template {
+        selector: String,
+        source: TemplateError,
+    },
+}
+
+impl Selector {
+    /// A selector containing `{` is a URI template; anything else is matched exactly.
+    pub fn parse(s: &str) -> Result<Self, SelectorError> {
+        if s == "*" {
+            return Ok(Self::Any);
+        }
+        if s.contains('{') {
+            return UriTemplate::parse(s).map(Self::Template).map_err(|source| {
+                SelectorError::Template {
+                    selector: s.to_owned(),
+                    source,
+                }
+            });
+        }
+        Ok(Self::Exact(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Any => "*",
+            Self::Exact(s) => s,
+            Self::Template(t) => t.as_str(),
+        }
+    }
+
+    pub fn matches(&self, topic: &str) -> bool {
+        match self {
+            Self::Any => true,
+            Self::Exact(s) => s == topic,
+            Self::Template(t) => t.as_str() == topic || t.matches(topic),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds() {
+        assert!(matches!(Selector::parse("*").unwrap(), Selector::Any));
+        assert!(matches!(
+            Selector::parse("https://a/b").unwrap(),
+            Selector::Exact(_)
+        ));
+        assert!(matches!(
+            Selector::parse("https://a/{id}").unwrap(),
+            Selector::Template(_)
+        ));
+        assert!(Selector::parse("https://a/{id").is_err());
+    }
+
+    #[test]
+    fn table() {
+        let cases: &[(&str, &str, bool)] = &[
+            ("*", "anything", true),
+            ("https://a/books/1", "https://a/books/1", true),
+            ("https://a/books/1", "https://a/books/10", false),
+            ("https://a/books/{id}", "https://a/books/1", true),
+            ("https://a/books/{id}", "https://a/books/1/x", false),
+            ("https://a/books/{+rest}", "https://a/books/1/x", true),
+            ("https://a/books/{id}", "https://a/books/{id}", true),
+            ("https://a/books/{id}", "https://b/books/1", false),
+        ];
+        for (sel, topic, want) in cases {
+            assert_eq!(
+                Selector::parse(sel).unwrap().matches(topic),
+                *want,
+                "{sel} ~ {topic}"
+            );
+        }
+    }
+}

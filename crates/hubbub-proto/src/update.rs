@@ -1,0 +1,168 @@
+//! The update: what a publisher sends and every matching subscriber receives.
+
+use thiserror::Error;
+
+/// Most topics (canonical + alternates) one update may carry, as in the reference hub.
+pub const MAX_TOPICS: usize = 1000;
+
+/// Topics under this path are reserved for the hub's own subscription events.
+pub const RESERVED_PREFIX: &str = "/.well-known/mercure";
+
+/// One published update, as the publisher described it. Immutable once accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Update {
+    /// The SSE `id`: the publisher's own, or one the hub generated.
+    pub id: String,
+    /// The first topic is canonical, the rest are alternates; any of them may match.
+    pub topics: Vec<String>,
+    /// Payload, sent as-is (multi-line data is split into several `data:` lines).
+    pub data: String,
+    /// Private updates reach only subscribers whose `mercure.subscribe` claim covers a topic.
+    pub private: bool,
+    /// SSE `event:` line.
+    pub event_type: Option<String>,
+    /// SSE `retry:` line; `None` (or 0 when parsed from a form) means unset.
+    pub retry: Option<u64>,
+}
+
+/// Why an update was refused. The server maps each kind to an HTTP status.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum UpdateError {
+    #[error("missing \"topic\" parameter")]
+    NoTopic,
+    #[error("too many topics: {count} (the limit is {max})")]
+    TooManyTopics { count: usize, max: usize },
+    #[error("invalid \"id\": {0}")]
+    InvalidId(&'static str),
+    #[error("invalid \"type\": must not contain CR, LF or NUL")]
+    InvalidType,
+    #[error("topic {0:?} is reserved by the hub")]
+    ReservedTopic(String),
+}
+
+impl Update {
+    /// Checks the rules every update must follow before it is stamped and stored.
+    /// `max_topics` is the configured limit (at most [`MAX_TOPICS`] makes sense).
+    pub fn validate(&self, max_topics: usize) -> Result<(), UpdateError> {
+        validate_topics(&self.topics, max_topics)?;
+        if let Some(t) = self.topics.iter().find(|t| is_reserved_topic(t)) {
+            return Err(UpdateError::ReservedTopic(t.clone()));
+        }
+        validate_id(&self.id)?;
+        if let Some(ty) = &self.event_type
+            && has_line_break_or_nul(ty)
+        {
+            return Err(UpdateError::InvalidType);
+        }
+        Ok(())
+    }
+}
+
+/// Topic count rules shared by publish (topics) and subscribe (selectors).
+pub fn validate_topics(topics: &[String], max: usize) -> Result<(), UpdateError> {
+    if topics.is_empty() {
+        return Err(UpdateError::NoTopic);
+    }
+    if topics.len() > max {
+        return Err(UpdateError::TooManyTopics {
+            count: topics.len(),
+            max,
+        });
+    }
+    Ok(())
+}
+
+/// An id becomes an SSE `id:` line and a resume cursor, so it must stay on one line,
+/// and `#`-prefixed ids are reserved by the spec.
+pub fn validate_id(id: &str) -> Result<(), UpdateError> {
+    if id.is_empty() {
+        return Err(UpdateError::InvalidId("must not be empty"));
+    }
+    if id.starts_with('#') {
+        return Err(UpdateError::InvalidId("must not start with '#'"));
+    }
+    if has_line_break_or_nul(id) {
+        return Err(UpdateError::InvalidId("must not contain CR, LF or NUL"));
+    }
+    Ok(())
+}
+
+fn has_line_break_or_nul(s: &str) -> bool {
+    s.bytes().any(|b| matches!(b, b'\r' | b'\n' | 0))
+}
+
+/// True when the topic's path lies under `/.well-known/mercure`, whether the topic is
+/// a bare path or an absolute IRI (`https://host/.well-known/mercure/...`).
+pub fn is_reserved_topic(topic: &str) -> bool {
+    let path = match topic.find("://") {
+        Some(i) => {
+            let rest = &topic[i + 3..];
+            rest.find('/').map_or("", |p| &rest[p..])
+        }
+        None => topic,
+    };
+    path == RESERVED_PREFIX || path.starts_with("/.well-known/mercure/")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn update(id: &str) -> Update {
+        Update {
+            id: id.into(),
+            topics: vec!["https://example.com/books/1".into()],
+            data: String::new(),
+            private: false,
+            event_type: None,
+            retry: None,
+        }
+    }
+
+    #[test]
+    fn ids_are_checked() {
+        assert!(update("urn:uuid:1").validate(10).is_ok());
+        assert!(update("#x").validate(10).is_err());
+        assert!(update("a\nb").validate(10).is_err());
+        assert!(update("a\rb").validate(10).is_err());
+        assert!(update("a\0b").validate(10).is_err());
+        assert!(update("").validate(10).is_err());
+    }
+
+    #[test]
+    fn topics_are_counted() {
+        let mut u = update("x");
+        u.topics.clear();
+        assert_eq!(u.validate(2), Err(UpdateError::NoTopic));
+        u.topics = vec!["a".into(), "b".into(), "c".into()];
+        assert_eq!(
+            u.validate(2),
+            Err(UpdateError::TooManyTopics { count: 3, max: 2 })
+        );
+    }
+
+    #[test]
+    fn type_must_be_one_line() {
+        let mut u = update("x");
+        u.event_type = Some("a\nb".into());
+        assert_eq!(u.validate(2), Err(UpdateError::InvalidType));
+    }
+
+    #[test]
+    fn reserved_topics() {
+        for t in [
+            "/.well-known/mercure",
+            "/.well-known/mercure/subscriptions/x",
+            "https://h.example/.well-known/mercure/subscriptions",
+        ] {
+            assert!(is_reserved_topic(t), "{t}");
+        }
+        for t in [
+            "/.well-known/mercurex",
+            "https://h/books",
+            "urn:a:/.well-known/mercure",
+        ] {
+            assert!(!is_reserved_topic(t), "{t}");
+        }
+    }
+}

@@ -1,0 +1,96 @@
+//! The router: Mercure endpoint, the `/` page, health, readiness, metrics, CORS.
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+
+use crate::state::SharedState;
+use crate::{publish, subscribe};
+
+pub const HUB_PATH: &str = "/.well-known/mercure";
+const INDEX_HTML: &str = include_str!("../assets/index.html");
+
+pub fn router(state: SharedState) -> Router {
+    Router::new()
+        .route(HUB_PATH, get(subscribe::subscribe).post(publish::publish))
+        .route("/", get(|| async { Html(INDEX_HTML) }))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .layer(middleware::from_fn_with_state(state.clone(), cors))
+        .with_state(state)
+}
+
+async fn readyz(State(state): State<SharedState>) -> Response {
+    if state.hub.is_shutting_down() {
+        (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response()
+    } else {
+        "ready\n".into_response()
+    }
+}
+
+async fn metrics(State(state): State<SharedState>) -> Response {
+    state
+        .metrics
+        .subscribers
+        .set(state.hub.subscriber_count() as i64);
+    let (entries, bytes) = state.hub.history_size();
+    state.metrics.history_entries.set(entries as i64);
+    state.metrics.history_bytes.set(bytes as i64);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+/// CORS only for the configured origins (read per request, so a reload applies at
+/// once). Credentials are allowed, hence no `*`.
+async fn cors(State(state): State<SharedState>, request: Request, next: Next) -> Response {
+    let origin = request.headers().get(header::ORIGIN).cloned();
+    let allowed = origin.as_ref().filter(|o| {
+        let settings = state.settings.load();
+        o.to_str()
+            .is_ok_and(|o| settings.cors_origins.iter().any(|a| a == o))
+    });
+    let Some(origin) = allowed.cloned() else {
+        return next.run(request).await;
+    };
+    let mut response = if request.method() == Method::OPTIONS {
+        let mut r = StatusCode::NO_CONTENT.into_response();
+        let h = r.headers_mut();
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("GET, POST, OPTIONS"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static("authorization, cache-control, last-event-id, content-type"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_MAX_AGE,
+            HeaderValue::from_static("600"),
+        );
+        r
+    } else {
+        next.run(request).await
+    };
+    let h = response.headers_mut();
+    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+        HeaderValue::from_static("true"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static("last-event-id"),
+    );
+    h.append(header::VARY, HeaderValue::from_static("origin"));
+    response
+}

@@ -1,0 +1,279 @@
+//! JWT authorization: one key and algorithm per role, token lookup (header, then
+//! query, then cookie), and the `mercure` claim. Kept behind small types so the
+//! draft-08 token format can be added without touching the routes.
+
+use std::collections::HashSet;
+use std::str::FromStr;
+
+use http::HeaderMap;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+use thiserror::Error;
+
+/// The most selectors one claim may list, as for topics in a request.
+const MAX_CLAIM_SELECTORS: usize = 1000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Publisher,
+    Subscriber,
+}
+
+#[derive(Debug, Error)]
+pub enum KeyError {
+    #[error(
+        "unsupported algorithm {0:?} (HS256/384/512, RS256/384/512, PS256/384/512, ES256/384, EdDSA)"
+    )]
+    Algorithm(String),
+    #[error("invalid key for {alg:?}: {source}")]
+    Key {
+        alg: Algorithm,
+        source: jsonwebtoken::errors::Error,
+    },
+}
+
+/// Why a token was refused. All map to 401; the message tells the client why.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum AuthError {
+    #[error("missing authorization token")]
+    Missing,
+    #[error("invalid token: {0}")]
+    Invalid(String),
+    #[error("the token has no mercure.publish claim")]
+    NoPublishClaim,
+    #[error("the {0} claim lists more than 1000 selectors")]
+    TooManySelectors(&'static str),
+    #[error("invalid selector in the token: {0}")]
+    BadSelector(String),
+}
+
+/// Where a token came from; cookie-authenticated publishes need an origin check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenSource {
+    Header,
+    Query,
+    Cookie,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct MercureClaim {
+    pub publish: Option<Vec<String>>,
+    pub subscribe: Option<Vec<String>>,
+    pub payload: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Claims {
+    #[serde(default)]
+    pub mercure: MercureClaim,
+    pub exp: Option<u64>,
+}
+
+#[derive(Clone)]
+struct RoleKey {
+    key: DecodingKey,
+    validation: Validation,
+}
+
+/// Verifies tokens for both roles. Cheap to clone (keys are shared).
+#[derive(Clone)]
+pub struct Auth {
+    publisher: RoleKey,
+    subscriber: RoleKey,
+    anonymous: bool,
+    cookie_name: String,
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auth")
+            .field("publisher_alg", &self.publisher.validation.algorithms)
+            .field("subscriber_alg", &self.subscriber.validation.algorithms)
+            .field("anonymous", &self.anonymous)
+            .field("cookie_name", &self.cookie_name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Auth {
+    /// `(key, algorithm)` per role. HS* keys are secrets; the others are PEM public keys.
+    pub fn new(
+        publisher: (&str, &str),
+        subscriber: (&str, &str),
+        anonymous: bool,
+        cookie_name: String,
+    ) -> Result<Self, (&'static str, KeyError)> {
+        Ok(Self {
+            publisher: role_key(publisher.0, publisher.1).map_err(|e| ("publisher", e))?,
+            subscriber: role_key(subscriber.0, subscriber.1).map_err(|e| ("subscriber", e))?,
+            anonymous,
+            cookie_name,
+        })
+    }
+
+    pub fn anonymous(&self) -> bool {
+        self.anonymous
+    }
+
+    /// First found wins: `Authorization: Bearer`, then the `authorization` query
+    /// parameter, then the cookie.
+    pub fn find_token(
+        &self,
+        headers: &HeaderMap,
+        query_token: Option<&str>,
+    ) -> Option<(String, TokenSource)> {
+        if let Some(value) = headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            && let Some(token) = value
+                .strip_prefix("Bearer ")
+                .or_else(|| value.strip_prefix("bearer "))
+        {
+            return Some((token.trim().to_owned(), TokenSource::Header));
+        }
+        if let Some(token) = query_token {
+            return Some((token.to_owned(), TokenSource::Query));
+        }
+        cookie(headers, &self.cookie_name).map(|t| (t, TokenSource::Cookie))
+    }
+
+    pub fn verify(&self, role: Role, token: &str) -> Result<Claims, AuthError> {
+        let key = match role {
+            Role::Publisher => &self.publisher,
+            Role::Subscriber => &self.subscriber,
+        };
+        jsonwebtoken::decode::<Claims>(token, &key.key, &key.validation)
+            .map(|data| data.claims)
+            .map_err(|e| AuthError::Invalid(e.to_string()))
+    }
+}
+
+fn role_key(key: &str, alg: &str) -> Result<RoleKey, KeyError> {
+    let alg = Algorithm::from_str(alg).map_err(|_| KeyError::Algorithm(alg.into()))?;
+    let pem = key.as_bytes();
+    let key = match alg {
+        Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => DecodingKey::from_secret(pem),
+        Algorithm::RS256
+        | Algorithm::RS384
+        | Algorithm::RS512
+        | Algorithm::PS256
+        | Algorithm::PS384
+        | Algorithm::PS512 => DecodingKey::from_rsa_pem(pem),
+        Algorithm::ES256 | Algorithm::ES384 => DecodingKey::from_ec_pem(pem),
+        Algorithm::EdDSA => DecodingKey::from_ed_pem(pem),
+        other => return Err(KeyError::Algorithm(format!("{other:?}"))),
+    }
+    .map_err(|source| KeyError::Key { alg, source })?;
+    let mut validation = Validation::new(alg);
+    // Mercure tokens need not expire or carry an audience; when they do, exp/nbf hold.
+    validation.required_spec_claims = HashSet::new();
+    validation.validate_aud = false;
+    validation.validate_nbf = true;
+    validation.leeway = 0;
+    Ok(RoleKey { key, validation })
+}
+
+fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim_matches('"').to_owned())
+}
+
+/// Parses a claim's selector list, enforcing the cap.
+pub fn claim_selectors(
+    list: &[String],
+    claim: &'static str,
+    parse: impl Fn(&str) -> Result<hubbub_proto::Selector, hubbub_proto::SelectorError>,
+) -> Result<Vec<hubbub_proto::Selector>, AuthError> {
+    if list.len() > MAX_CLAIM_SELECTORS {
+        return Err(AuthError::TooManySelectors(claim));
+    }
+    list.iter()
+        .map(|s| parse(s).map_err(|e| AuthError::BadSelector(e.to_string())))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsonwebtoken::{EncodingKey, Header};
+
+    fn token(key: &str, claims: serde_json::Value) -> String {
+        jsonwebtoken::encode(
+            &Header::default(),
+            &claims,
+            &EncodingKey::from_secret(key.as_bytes()).unwrap(),
+        )
+        .unwrap()
+    }
+
+    fn auth() -> Auth {
+        Auth::new(
+            ("pk", "HS256"),
+            ("sk", "HS256"),
+            false,
+            "mercureAuthorization".into(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn keys_are_per_role() {
+        let a = auth();
+        let t = token("pk", serde_json::json!({"mercure": {"publish": ["*"]}}));
+        assert_eq!(
+            a.verify(Role::Publisher, &t)
+                .unwrap()
+                .mercure
+                .publish
+                .unwrap(),
+            ["*"]
+        );
+        assert!(a.verify(Role::Subscriber, &t).is_err());
+    }
+
+    #[test]
+    fn expired_tokens_and_wrong_algorithms_fail() {
+        let a = auth();
+        let t = token("pk", serde_json::json!({"exp": 1000}));
+        assert!(a.verify(Role::Publisher, &t).is_err());
+        let hs512 = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS512),
+            &serde_json::json!({}),
+            &EncodingKey::from_secret(b"pk").unwrap(),
+        )
+        .unwrap();
+        assert!(a.verify(Role::Publisher, &hs512).is_err());
+        assert!(Auth::new(("k", "XX1"), ("k", "HS256"), false, String::new()).is_err());
+        assert!(Auth::new(("not a pem", "RS256"), ("k", "HS256"), false, String::new()).is_err());
+    }
+
+    #[test]
+    fn token_sources_in_order() {
+        let a = auth();
+        let mut h = HeaderMap::new();
+        h.insert(
+            http::header::COOKIE,
+            "a=1; mercureAuthorization=c".parse().unwrap(),
+        );
+        assert_eq!(
+            a.find_token(&h, None),
+            Some(("c".into(), TokenSource::Cookie))
+        );
+        assert_eq!(
+            a.find_token(&h, Some("q")),
+            Some(("q".into(), TokenSource::Query))
+        );
+        h.insert(http::header::AUTHORIZATION, "Bearer h".parse().unwrap());
+        assert_eq!(
+            a.find_token(&h, Some("q")),
+            Some(("h".into(), TokenSource::Header))
+        );
+        assert_eq!(a.find_token(&HeaderMap::new(), None), None);
+    }
+}

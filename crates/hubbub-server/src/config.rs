@@ -1,0 +1,346 @@
+//! Configuration: the flat, user-facing [`Config`] (TOML keys, flags and `HUBBUB_*`
+//! variables share its names) and the validated, per-subsystem [`Settings`] the
+//! server runs on. Parsing and validation happen here and only here.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+use thiserror::Error;
+
+use crate::auth::{Auth, KeyError};
+
+/// The key every Mercure example uses. Only `--dev` falls back to it.
+pub const DEV_JWT_KEY: &str = "!ChangeThisMercureHubJWTSecretKey!";
+
+/// Everything a user can set. Every field is optional in the file; defaults are
+/// production-safe (no anonymous access, no default key) unless `dev` is set.
+#[derive(Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub listen: SocketAddr,
+    /// Development mode: the well-known dev key for both roles, anonymous subscribers.
+    pub dev: bool,
+    pub anonymous: bool,
+    /// Key and algorithm for both roles unless a role-specific one is set.
+    pub jwt_key: Option<String>,
+    pub jwt_alg: String,
+    pub publisher_jwt_key: Option<String>,
+    pub publisher_jwt_alg: Option<String>,
+    pub subscriber_jwt_key: Option<String>,
+    pub subscriber_jwt_alg: Option<String>,
+    pub cookie_name: String,
+    pub cors_origins: Vec<String>,
+    pub publish_origins: Vec<String>,
+    #[serde(deserialize_with = "duration")]
+    pub heartbeat: Duration,
+    /// Maximum stream lifetime, randomized to 80-100 % per connection; 0 = unlimited.
+    #[serde(deserialize_with = "duration")]
+    pub write_timeout: Duration,
+    /// A single socket write blocked longer than this cuts the connection.
+    #[serde(deserialize_with = "duration")]
+    pub write_deadline: Duration,
+    pub max_body_bytes: usize,
+    pub max_topics: usize,
+    /// 0 = no limit.
+    pub max_subscribers: usize,
+    /// Open connections; 0 = derived from the open-files limit.
+    pub max_connections: usize,
+    pub queue_capacity: usize,
+    pub history_size: usize,
+    pub history_bytes: usize,
+    /// 0 = no age limit.
+    #[serde(deserialize_with = "duration")]
+    pub history_max_age: Duration,
+    /// Publishes per second per token (or per IP without one); 0 = no limit.
+    pub publish_rate: f64,
+    pub publish_burst: u32,
+    /// Publishes per second for the whole hub; 0 = no limit.
+    pub global_publish_rate: f64,
+    #[serde(deserialize_with = "duration")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            dev: false,
+            anonymous: false,
+            jwt_key: None,
+            jwt_alg: "HS256".into(),
+            publisher_jwt_key: None,
+            publisher_jwt_alg: None,
+            subscriber_jwt_key: None,
+            subscriber_jwt_alg: None,
+            cookie_name: "mercureAuthorization".into(),
+            cors_origins: Vec::new(),
+            publish_origins: Vec::new(),
+            heartbeat: Duration::from_secs(40),
+            write_timeout: Duration::from_secs(600),
+            write_deadline: Duration::from_secs(10),
+            max_body_bytes: 1 << 20,
+            max_topics: hubbub_proto::update::MAX_TOPICS,
+            max_subscribers: 0,
+            max_connections: 0,
+            queue_capacity: 1000,
+            history_size: 10_000,
+            history_bytes: 64 << 20,
+            history_max_age: Duration::from_secs(3600),
+            publish_rate: 0.0,
+            publish_burst: 50,
+            global_publish_rate: 0.0,
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+impl std::fmt::Debug for Config {
+    /// Secrets never reach logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hide = |k: &Option<String>| k.as_ref().map(|_| "<hidden>");
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("dev", &self.dev)
+            .field("anonymous", &self.anonymous)
+            .field("jwt_key", &hide(&self.jwt_key))
+            .field("publisher_jwt_key", &hide(&self.publisher_jwt_key))
+            .field("subscriber_jwt_key", &hide(&self.subscriber_jwt_key))
+            .field("cors_origins", &self.cors_origins)
+            .field("heartbeat", &self.heartbeat)
+            .field("max_subscribers", &self.max_subscribers)
+            .field("max_connections", &self.max_connections)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {source}")]
+    Parse {
+        path: String,
+        source: Box<toml::de::Error>,
+    },
+    #[error(
+        "no JWT key configured: set jwt_key (or publisher_jwt_key and subscriber_jwt_key), or run with --dev"
+    )]
+    NoKey,
+    #[error("{role} key: {source}")]
+    Key {
+        role: &'static str,
+        source: KeyError,
+    },
+    #[error("invalid {key}: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+impl Config {
+    pub fn from_toml(text: &str, path: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.into(),
+            source: Box::new(e),
+        })
+    }
+
+    pub fn from_file(path: &str) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        Self::from_toml(&text, path)
+    }
+
+    /// Validates and turns the flat config into what each subsystem needs.
+    pub fn settings(&self) -> Result<Settings, ConfigError> {
+        let invalid = |key, reason: &str| ConfigError::Invalid {
+            key,
+            reason: reason.into(),
+        };
+        if self.max_topics == 0 {
+            return Err(invalid("max_topics", "must be at least 1"));
+        }
+        if self.queue_capacity == 0 {
+            return Err(invalid("queue_capacity", "must be at least 1"));
+        }
+        if self.max_body_bytes == 0 {
+            return Err(invalid("max_body_bytes", "must be at least 1"));
+        }
+        if !(self.publish_rate >= 0.0 && self.global_publish_rate >= 0.0) {
+            return Err(invalid("publish_rate", "must be zero (off) or positive"));
+        }
+        if self.cors_origins.iter().any(|o| o == "*") {
+            return Err(invalid(
+                "cors_origins",
+                "\"*\" cannot be combined with credentials; list the origins",
+            ));
+        }
+        Ok(Settings {
+            auth: self.auth()?,
+            limits: self.limits(),
+            cors_origins: self.cors_origins.clone(),
+            publish_origins: self.publish_origins.clone(),
+            shutdown_grace: self.shutdown_grace,
+        })
+    }
+
+    fn auth(&self) -> Result<Auth, ConfigError> {
+        let shared = self
+            .jwt_key
+            .clone()
+            .or_else(|| self.dev.then(|| DEV_JWT_KEY.to_owned()));
+        let publisher = self
+            .publisher_jwt_key
+            .clone()
+            .or_else(|| shared.clone())
+            .ok_or(ConfigError::NoKey)?;
+        let subscriber = self
+            .subscriber_jwt_key
+            .clone()
+            .or(shared)
+            .ok_or(ConfigError::NoKey)?;
+        let publisher_alg = self.publisher_jwt_alg.as_deref().unwrap_or(&self.jwt_alg);
+        let subscriber_alg = self.subscriber_jwt_alg.as_deref().unwrap_or(&self.jwt_alg);
+        Auth::new(
+            (&publisher, publisher_alg),
+            (&subscriber, subscriber_alg),
+            self.anonymous || self.dev,
+            self.cookie_name.clone(),
+        )
+        .map_err(|(role, source)| ConfigError::Key { role, source })
+    }
+
+    fn limits(&self) -> LimitSettings {
+        let nonzero = |d: Duration| (!d.is_zero()).then_some(d);
+        LimitSettings {
+            hub: hubbub_core::Limits {
+                queue_capacity: self.queue_capacity,
+                max_subscribers: self.max_subscribers,
+                history: hubbub_core::HistoryLimits {
+                    max_entries: self.history_size,
+                    max_bytes: self.history_bytes,
+                    max_age: nonzero(self.history_max_age),
+                },
+                heartbeat: nonzero(self.heartbeat),
+            },
+            max_body_bytes: self.max_body_bytes,
+            max_topics: self.max_topics,
+            max_connections: self.max_connections,
+            lifetime: nonzero(self.write_timeout),
+            write_deadline: nonzero(self.write_deadline),
+            publish_rate: (self.publish_rate > 0.0)
+                .then_some((self.publish_rate, self.publish_burst.max(1))),
+            global_publish_rate: (self.global_publish_rate > 0.0)
+                .then_some((self.global_publish_rate, self.publish_burst.max(1))),
+        }
+    }
+}
+
+/// What the running server reads (through an `ArcSwap`, so SIGHUP can swap it).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub auth: Auth,
+    pub limits: LimitSettings,
+    pub cors_origins: Vec<String>,
+    pub publish_origins: Vec<String>,
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LimitSettings {
+    pub hub: hubbub_core::Limits,
+    pub max_body_bytes: usize,
+    pub max_topics: usize,
+    pub max_connections: usize,
+    pub lifetime: Option<Duration>,
+    pub write_deadline: Option<Duration>,
+    /// (per second, burst)
+    pub publish_rate: Option<(f64, u32)>,
+    pub global_publish_rate: Option<(f64, u32)>,
+}
+
+/// Accepts `40`, `40s`, `500ms`, `5m`, `1h` (a bare number is seconds).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num.parse().map_err(|_| format!("invalid duration {s:?}"))?;
+    let secs = match unit.trim() {
+        "" | "s" => n,
+        "ms" => n / 1000.0,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {s:?} (use ms, s, m or h)"
+            ));
+        }
+    };
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("invalid duration {s:?}: {e}"))
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Secs(u64),
+        Text(String),
+    }
+    match Raw::deserialize(d)? {
+        Raw::Secs(s) => Ok(Duration::from_secs(s)),
+        Raw::Text(t) => parse_duration(&t).map_err(serde::de::Error::custom),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("40"), Ok(Duration::from_secs(40)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("2 weeks").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn toml_keys_and_errors() {
+        let c =
+            Config::from_toml("heartbeat = \"2s\"\nmax_topics = 5\njwt_key = \"k\"", "t").unwrap();
+        assert_eq!((c.heartbeat, c.max_topics), (Duration::from_secs(2), 5));
+        assert!(c.settings().is_ok());
+        assert!(Config::from_toml("nonsense = 1", "t").is_err());
+        assert!(matches!(
+            Config::default().settings(),
+            Err(ConfigError::NoKey)
+        ));
+        let dev = Config {
+            dev: true,
+            ..Config::default()
+        };
+        assert!(dev.settings().unwrap().auth.anonymous());
+        let star = Config {
+            dev: true,
+            cors_origins: vec!["*".into()],
+            ..Config::default()
+        };
+        assert!(star.settings().is_err());
+    }
+
+    #[test]
+    fn secrets_are_hidden() {
+        let c = Config {
+            jwt_key: Some("s3cret".into()),
+            ..Config::default()
+        };
+        assert!(!format!("{c:?}").contains("s3cret"));
+    }
+}

@@ -1,0 +1,268 @@
+//! `POST /.well-known/mercure`: authorize, limit, parse the form, validate,
+//! hand the update to the hub, answer with its id.
+
+use std::time::Instant;
+
+use axum::Extension;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, Uri, header};
+use axum::response::{IntoResponse, Response};
+use http_body_util::{BodyExt, Limited};
+use hubbub_core::PublishError;
+use hubbub_proto::Update;
+use hubbub_proto::update::UpdateError;
+
+use crate::auth::{Role, TokenSource, claim_selectors};
+use crate::error::ApiError;
+use crate::metrics::Rejection;
+use crate::serve::Peer;
+use crate::state::SharedState;
+
+pub async fn publish(
+    State(state): State<SharedState>,
+    Extension(peer): Extension<Peer>,
+    headers: HeaderMap,
+    uri: Uri,
+    body: Body,
+) -> Response {
+    match handle(&state, peer, &headers, &uri, body).await {
+        Ok(id) => ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], id).into_response(),
+        Err(err) => state.reject(err).into_response(),
+    }
+}
+
+async fn handle(
+    state: &SharedState,
+    peer: Peer,
+    headers: &HeaderMap,
+    uri: &Uri,
+    body: Body,
+) -> Result<String, ApiError> {
+    let settings = state.settings.load_full();
+    let limits = &settings.limits;
+    let max_body = limits.max_body_bytes;
+    if content_length(headers).is_some_and(|len| len > max_body) {
+        return Err(too_large(max_body));
+    }
+
+    let query_token = query_param(uri, "authorization");
+    let (token, source) = settings
+        .auth
+        .find_token(headers, query_token.as_deref())
+        .ok_or_else(|| ApiError::new(Rejection::Unauthorized, "publishing requires a JWT"))?;
+    let claims = settings
+        .auth
+        .verify(Role::Publisher, &token)
+        .map_err(|e| ApiError::new(Rejection::Unauthorized, e.to_string()))?;
+    let allowed = claims.mercure.publish.as_deref().ok_or_else(|| {
+        ApiError::new(
+            Rejection::Unauthorized,
+            "the token has no mercure.publish claim",
+        )
+    })?;
+    let allowed = claim_selectors(allowed, "mercure.publish", |s| state.selector(s))
+        .map_err(|e| ApiError::new(Rejection::Unauthorized, e.to_string()))?;
+    if source == TokenSource::Cookie && !origin_allowed(headers, &settings.publish_origins) {
+        return Err(ApiError::new(
+            Rejection::Forbidden,
+            "cookie-authenticated publishing needs an Origin listed in publish_origins",
+        ));
+    }
+    rate_limit(state, &token, peer)?;
+
+    let form = Limited::new(body, max_body).collect().await.map_err(|e| {
+        if e.downcast_ref::<http_body_util::LengthLimitError>()
+            .is_some()
+        {
+            too_large(max_body)
+        } else {
+            ApiError::new(Rejection::BadRequest, format!("cannot read the body: {e}"))
+        }
+    })?;
+    check_content_type(headers)?;
+    let update = parse_form(&form.to_bytes(), limits.max_topics)?;
+    if let Some(topic) = update
+        .topics
+        .iter()
+        .find(|t| !allowed.iter().any(|sel| sel.matches(t)))
+    {
+        return Err(ApiError::new(
+            Rejection::Forbidden,
+            format!("the token's mercure.publish claim does not cover topic {topic:?}"),
+        ));
+    }
+    let published = state.hub.publish(update).map_err(|e| match e {
+        PublishError::Overloaded => ApiError::new(Rejection::Overloaded, e.to_string())
+            .retry_after(std::time::Duration::from_secs(1)),
+        PublishError::ShuttingDown => ApiError::new(Rejection::ShuttingDown, e.to_string())
+            .retry_after(std::time::Duration::from_secs(1)),
+    })?;
+    Ok(published.id.to_string())
+}
+
+fn too_large(max: usize) -> ApiError {
+    ApiError::new(
+        Rejection::BodyTooLarge,
+        format!("the body exceeds {max} bytes"),
+    )
+}
+
+fn content_length(headers: &HeaderMap) -> Option<usize> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mime = ct.split(';').next().unwrap_or("").trim();
+    if mime.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            Rejection::BadRequest,
+            format!("the body must be application/x-www-form-urlencoded, not {ct:?}"),
+        ))
+    }
+}
+
+/// The client's own bucket (keyed by its token) and the hub-wide one.
+fn rate_limit(state: &SharedState, token: &str, peer: Peer) -> Result<(), ApiError> {
+    let limits = &state.settings.load().limits;
+    let now = Instant::now();
+    let limited = |wait| {
+        ApiError::new(
+            Rejection::RateLimited,
+            "publish rate limit exceeded; retry later",
+        )
+        .retry_after(wait)
+    };
+    if let Some((rate, burst)) = limits.publish_rate {
+        let key = if token.is_empty() {
+            peer.0.ip().to_string()
+        } else {
+            token.to_owned()
+        };
+        state
+            .client_limiter
+            .check(key, rate, burst, now)
+            .map_err(limited)?;
+    }
+    if let Some((rate, burst)) = limits.global_publish_rate {
+        state
+            .global_limiter
+            .check((), rate, burst, now)
+            .map_err(limited)?;
+    }
+    Ok(())
+}
+
+/// A cookie rides along with any cross-site form post, so only listed origins may
+/// publish with one (CSRF guard). `Referer` stands in when `Origin` is absent.
+fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
+    let origin = headers
+        .get(header::ORIGIN)
+        .or_else(|| headers.get(header::REFERER))
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    allowed
+        .iter()
+        .any(|a| a == "*" || origin == a || origin.starts_with(&format!("{a}/")))
+}
+
+pub(crate) fn query_param(uri: &Uri, name: &str) -> Option<String> {
+    form_urlencoded::parse(uri.query()?.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+/// Parses the publish form. Unknown fields are ignored, as in the reference hub.
+pub(crate) fn parse_form(body: &[u8], max_topics: usize) -> Result<Update, ApiError> {
+    let mut update = Update {
+        id: String::new(),
+        topics: Vec::new(),
+        data: String::new(),
+        private: false,
+        event_type: None,
+        retry: None,
+    };
+    let mut id = None;
+    for (key, value) in form_urlencoded::parse(body) {
+        match &*key {
+            "topic" => update.topics.push(value.into_owned()),
+            "data" => update.data = value.into_owned(),
+            "private" => update.private = true,
+            "id" => id = Some(value.into_owned()),
+            "type" => update.event_type = Some(value.into_owned()),
+            "retry" => {
+                let retry: u64 = value.parse().map_err(|_| {
+                    ApiError::new(
+                        Rejection::BadRequest,
+                        format!("invalid \"retry\" {value:?}: expected an unsigned integer"),
+                    )
+                })?;
+                update.retry = (retry > 0).then_some(retry);
+            }
+            _ => {}
+        }
+    }
+    update.id = id.unwrap_or_else(|| format!("urn:uuid:{}", uuid::Uuid::now_v7()));
+    update.validate(max_topics).map_err(|e| {
+        let reason = match e {
+            UpdateError::ReservedTopic(_) => Rejection::Forbidden,
+            _ => Rejection::BadRequest,
+        };
+        ApiError::new(reason, e.to_string())
+    })?;
+    Ok(update)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn form_fields() {
+        let u = parse_form(
+            b"topic=a&topic=b&data=x%0Ay&private=on&id=i&type=t&retry=5&other=1",
+            10,
+        )
+        .unwrap();
+        assert_eq!(u.topics, ["a", "b"]);
+        assert_eq!(u.data, "x\ny");
+        assert!(u.private);
+        assert_eq!(
+            (u.id.as_str(), u.event_type.as_deref(), u.retry),
+            ("i", Some("t"), Some(5))
+        );
+        let generated = parse_form(b"topic=a", 10).unwrap();
+        assert!(generated.id.starts_with("urn:uuid:"), "{}", generated.id);
+    }
+
+    #[test]
+    fn form_errors() {
+        for (body, status) in [
+            (&b"data=x"[..], 400),
+            (b"topic=a&retry=-1", 400),
+            (b"topic=a&id=%23x", 400),
+            (b"topic=a&type=a%0Ab", 400),
+            (b"topic=a&topic=b&topic=c", 400),
+            (b"topic=/.well-known/mercure/x", 403),
+        ] {
+            let err = parse_form(body, 2).unwrap_err();
+            assert_eq!(
+                err.status().as_u16(),
+                status,
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
+}

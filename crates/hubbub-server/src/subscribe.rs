@@ -1,0 +1,205 @@
+//! `GET /.well-known/mercure`: authorize, register with the hub (replay included)
+//! BEFORE any byte is sent, then stream frames until the hub ends the stream or
+//! the client leaves.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, Uri, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures_util::stream;
+use hubbub_core::{CloseReason, Next, Resume, SubscribeError, SubscribeRequest, Subscription};
+use hubbub_proto::{OPEN_COMMENT, Selector};
+use rand::Rng;
+
+use crate::auth::{Role, claim_selectors};
+use crate::error::ApiError;
+use crate::metrics::Rejection;
+use crate::state::SharedState;
+
+pub async fn subscribe(State(state): State<SharedState>, headers: HeaderMap, uri: Uri) -> Response {
+    match open(&state, &headers, &uri) {
+        Ok(sub) => sse_response(sub),
+        Err(err) => state.reject(err).into_response(),
+    }
+}
+
+#[derive(Debug, Default)]
+struct Query {
+    topics: Vec<String>,
+    last_event_id: Option<String>,
+    authorization: Option<String>,
+}
+
+fn parse_query(uri: &Uri) -> Query {
+    let mut q = Query::default();
+    for (k, v) in form_urlencoded::parse(uri.query().unwrap_or("").as_bytes()) {
+        match &*k {
+            "topic" => q.topics.push(v.into_owned()),
+            "lastEventID" => q.last_event_id = Some(v.into_owned()),
+            "authorization" => q.authorization = Some(v.into_owned()),
+            _ => {}
+        }
+    }
+    q
+}
+
+fn open(state: &SharedState, headers: &HeaderMap, uri: &Uri) -> Result<Subscription, ApiError> {
+    let settings = state.settings.load_full();
+    let query = parse_query(uri);
+    hubbub_proto::update::validate_topics(&query.topics, settings.limits.max_topics)
+        .map_err(|e| ApiError::new(Rejection::BadRequest, e.to_string()))?;
+    let selectors = query
+        .topics
+        .iter()
+        .map(|t| state.selector(t))
+        .collect::<Result<Vec<Selector>, _>>()
+        .map_err(|e| ApiError::new(Rejection::BadRequest, e.to_string()))?;
+
+    let (claims, exp) = match settings
+        .auth
+        .find_token(headers, query.authorization.as_deref())
+    {
+        None if settings.auth.anonymous() => (None, None),
+        None => {
+            return Err(ApiError::new(
+                Rejection::Unauthorized,
+                "subscribing requires a JWT on this hub",
+            ));
+        }
+        Some((token, _)) => {
+            let claims = settings
+                .auth
+                .verify(Role::Subscriber, &token)
+                .map_err(|e| ApiError::new(Rejection::Unauthorized, e.to_string()))?;
+            let allowed = claims
+                .mercure
+                .subscribe
+                .as_deref()
+                .map(|list| claim_selectors(list, "mercure.subscribe", |s| state.selector(s)))
+                .transpose()
+                .map_err(|e| ApiError::new(Rejection::Unauthorized, e.to_string()))?;
+            (allowed, claims.exp)
+        }
+    };
+
+    let request = SubscribeRequest {
+        selectors,
+        claims,
+        resume: resume(headers, query.last_event_id),
+        deadline: deadline(settings.limits.lifetime, exp),
+    };
+    state.hub.subscribe(request).map_err(|e| match e {
+        SubscribeError::TooManySubscribers(_) => {
+            ApiError::new(Rejection::TooManySubscribers, e.to_string())
+                .retry_after(Duration::from_secs(5))
+        }
+        SubscribeError::ShuttingDown => ApiError::new(Rejection::ShuttingDown, e.to_string())
+            .retry_after(Duration::from_secs(1)),
+    })
+}
+
+/// The `Last-Event-ID` header wins over the `lastEventID` query parameter.
+fn resume(headers: &HeaderMap, query: Option<String>) -> Resume {
+    let header = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    match header.or(query) {
+        None => Resume::Live,
+        Some(id) if id == "earliest" => Resume::Earliest,
+        Some(id) => Resume::After(id),
+    }
+}
+
+/// The sooner of the token's expiry and the maximum lifetime (randomized to
+/// 80-100 % so a fleet of clients does not reconnect in one wave).
+fn deadline(lifetime: Option<Duration>, exp: Option<u64>) -> Option<(Instant, CloseReason)> {
+    let now = Instant::now();
+    let life = lifetime.map(|l| {
+        (
+            now + l.mul_f64(rand::rng().random_range(0.8..=1.0)),
+            CloseReason::Lifetime,
+        )
+    });
+    let token = exp.map(|exp| {
+        let unix_now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        (
+            now + Duration::from_secs(exp.saturating_sub(unix_now)),
+            CloseReason::TokenExpired,
+        )
+    });
+    match (life, token) {
+        (Some(l), Some(t)) => Some(if t.0 <= l.0 { t } else { l }),
+        (l, t) => l.or(t),
+    }
+}
+
+fn sse_response(sub: Subscription) -> Response {
+    let last_event_id = sub
+        .response_last_event_id()
+        .and_then(|id| HeaderValue::from_str(id).ok());
+    let mut response = Response::new(sse_body(sub));
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, no-cache, no-store, must-revalidate, max-age=0"),
+    );
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    if let Some(id) = last_event_id {
+        h.insert("last-event-id", id);
+    }
+    response
+}
+
+/// The open comment, then one body chunk per frame. Frames that are ready at
+/// once are returned without waiting, so hyper gathers them into one write.
+fn sse_body(sub: Subscription) -> Body {
+    let open = stream::iter([Ok::<_, std::convert::Infallible>(Bytes::from_static(
+        OPEN_COMMENT,
+    ))]);
+    let frames = stream::unfold(sub, |mut sub| async move {
+        match sub.next().await {
+            Next::Frame(frame) => Some((Ok(frame), sub)),
+            Next::Closed(_) => None,
+        }
+    });
+    Body::from_stream(futures_util::StreamExt::chain(open, frames))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_wins_over_query() {
+        let mut h = HeaderMap::new();
+        assert_eq!(resume(&h, None), Resume::Live);
+        assert_eq!(resume(&h, Some("earliest".into())), Resume::Earliest);
+        h.insert("last-event-id", "a".parse().unwrap());
+        assert_eq!(resume(&h, Some("b".into())), Resume::After("a".into()));
+    }
+
+    #[test]
+    fn deadline_is_the_sooner_one() {
+        let (_, reason) = deadline(Some(Duration::from_secs(600)), Some(0)).unwrap();
+        assert_eq!(reason, CloseReason::TokenExpired);
+        let (at, reason) = deadline(Some(Duration::from_secs(100)), None).unwrap();
+        assert_eq!(reason, CloseReason::Lifetime);
+        let left = at - Instant::now();
+        assert!(
+            left <= Duration::from_secs(100) && left >= Duration::from_secs(79),
+            "{left:?}"
+        );
+        assert!(deadline(None, None).is_none());
+    }
+}

@@ -1,0 +1,179 @@
+//! Command-line surface. Every `serve` option is a flag, a `HUBBUB_*` variable and
+//! a key of the TOML config file (same name, dashes for underscores); flags and
+//! variables override the file.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use hubbub_server::config::{parse_duration, Config};
+
+#[derive(Debug, Parser)]
+#[command(name = "hubbub", version, about = "A clustered, Mercure-compatible Server-Sent-Events hub")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the hub.
+    Serve(Box<ServeArgs>),
+    /// Publish one update.
+    Publish(PublishArgs),
+    /// Subscribe and print events as they arrive.
+    Subscribe(SubscribeArgs),
+    /// Load, latency and soak benchmarks against hubbub or nchan.
+    Bench(Box<hubbub_bench::BenchArgs>),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+fn duration(s: &str) -> Result<std::time::Duration, String> {
+    parse_duration(s)
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// TOML config file; re-read on SIGHUP.
+    #[arg(long, env = "HUBBUB_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Development mode: the well-known Mercure dev key, anonymous subscribers. Never in production.
+    #[arg(long, env = "HUBBUB_DEV")]
+    pub dev: bool,
+    #[arg(long, env = "HUBBUB_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    #[arg(long, env = "HUBBUB_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// Allow subscribers without a token (public updates only).
+    #[arg(long, env = "HUBBUB_ANONYMOUS")]
+    pub anonymous: bool,
+    /// JWT key for both roles (HS* secret or PEM public key).
+    #[arg(long, env = "HUBBUB_JWT_KEY", hide_env_values = true)]
+    pub jwt_key: Option<String>,
+    #[arg(long, env = "HUBBUB_JWT_ALG")]
+    pub jwt_alg: Option<String>,
+    #[arg(long, env = "HUBBUB_PUBLISHER_JWT_KEY", hide_env_values = true)]
+    pub publisher_jwt_key: Option<String>,
+    #[arg(long, env = "HUBBUB_PUBLISHER_JWT_ALG")]
+    pub publisher_jwt_alg: Option<String>,
+    #[arg(long, env = "HUBBUB_SUBSCRIBER_JWT_KEY", hide_env_values = true)]
+    pub subscriber_jwt_key: Option<String>,
+    #[arg(long, env = "HUBBUB_SUBSCRIBER_JWT_ALG")]
+    pub subscriber_jwt_alg: Option<String>,
+    #[arg(long, env = "HUBBUB_COOKIE_NAME")]
+    pub cookie_name: Option<String>,
+    /// Origins allowed by CORS (comma-separated; `*` is refused since credentials are allowed).
+    #[arg(long, env = "HUBBUB_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Option<Vec<String>>,
+    /// Origins allowed to publish with a cookie (comma-separated).
+    #[arg(long, env = "HUBBUB_PUBLISH_ORIGINS", value_delimiter = ',')]
+    pub publish_origins: Option<Vec<String>>,
+    /// Heartbeat after this long without output (e.g. 40s; 0 = off).
+    #[arg(long, env = "HUBBUB_HEARTBEAT", value_parser = duration)]
+    pub heartbeat: Option<std::time::Duration>,
+    /// Maximum stream lifetime, randomized to 80-100 % (0 = unlimited).
+    #[arg(long, env = "HUBBUB_WRITE_TIMEOUT", value_parser = duration)]
+    pub write_timeout: Option<std::time::Duration>,
+    /// A socket write blocked this long cuts the connection (0 = never).
+    #[arg(long, env = "HUBBUB_WRITE_DEADLINE", value_parser = duration)]
+    pub write_deadline: Option<std::time::Duration>,
+    #[arg(long, env = "HUBBUB_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<usize>,
+    #[arg(long, env = "HUBBUB_MAX_TOPICS")]
+    pub max_topics: Option<usize>,
+    /// 0 = no limit.
+    #[arg(long, env = "HUBBUB_MAX_SUBSCRIBERS")]
+    pub max_subscribers: Option<usize>,
+    /// 0 = from the open-files limit.
+    #[arg(long, env = "HUBBUB_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    #[arg(long, env = "HUBBUB_QUEUE_CAPACITY")]
+    pub queue_capacity: Option<usize>,
+    #[arg(long, env = "HUBBUB_HISTORY_SIZE")]
+    pub history_size: Option<usize>,
+    #[arg(long, env = "HUBBUB_HISTORY_BYTES")]
+    pub history_bytes: Option<usize>,
+    #[arg(long, env = "HUBBUB_HISTORY_MAX_AGE", value_parser = duration)]
+    pub history_max_age: Option<std::time::Duration>,
+    /// Publishes per second per token (0 = off).
+    #[arg(long, env = "HUBBUB_PUBLISH_RATE")]
+    pub publish_rate: Option<f64>,
+    #[arg(long, env = "HUBBUB_PUBLISH_BURST")]
+    pub publish_burst: Option<u32>,
+    /// Publishes per second for the whole hub (0 = off).
+    #[arg(long, env = "HUBBUB_GLOBAL_PUBLISH_RATE")]
+    pub global_publish_rate: Option<f64>,
+    #[arg(long, env = "HUBBUB_SHUTDOWN_GRACE", value_parser = duration)]
+    pub shutdown_grace: Option<std::time::Duration>,
+}
+
+impl ServeArgs {
+    /// The file (if any) with flags and variables on top.
+    pub fn config(&self) -> Result<Config, hubbub_server::ConfigError> {
+        let mut c = match &self.config {
+            Some(path) => Config::from_file(&path.to_string_lossy())?,
+            None => Config::default(),
+        };
+        macro_rules! set {
+            ($($field:ident),*) => { $( if let Some(v) = &self.$field { c.$field = v.clone(); } )* };
+        }
+        macro_rules! set_opt {
+            ($($field:ident),*) => { $( if let Some(v) = &self.$field { c.$field = Some(v.clone()); } )* };
+        }
+        set!(listen, jwt_alg, cookie_name, cors_origins, publish_origins, heartbeat, write_timeout);
+        set!(write_deadline, max_body_bytes, max_topics, max_subscribers, max_connections, queue_capacity);
+        set!(history_size, history_bytes, history_max_age, publish_rate, publish_burst, global_publish_rate);
+        set!(shutdown_grace);
+        set_opt!(jwt_key, publisher_jwt_key, publisher_jwt_alg, subscriber_jwt_key, subscriber_jwt_alg);
+        c.dev |= self.dev;
+        c.anonymous |= self.anonymous;
+        Ok(c)
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct PublishArgs {
+    /// The hub URL.
+    #[arg(long, env = "HUBBUB_HUB", default_value = "http://127.0.0.1:8080/.well-known/mercure")]
+    pub hub: String,
+    /// Topic (repeat for alternates).
+    #[arg(long, required = true)]
+    pub topic: Vec<String>,
+    #[arg(long, default_value = "")]
+    pub data: String,
+    #[arg(long)]
+    pub id: Option<String>,
+    #[arg(long = "type")]
+    pub event_type: Option<String>,
+    #[arg(long)]
+    pub private: bool,
+    /// Publisher JWT. Without it, one is minted with --jwt-key.
+    #[arg(long, env = "HUBBUB_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// HS256 key to mint a token with (defaults to the development key).
+    #[arg(long, env = "HUBBUB_JWT_KEY", hide_env_values = true)]
+    pub jwt_key: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SubscribeArgs {
+    #[arg(long, env = "HUBBUB_HUB", default_value = "http://127.0.0.1:8080/.well-known/mercure")]
+    pub hub: String,
+    /// Topic selector (repeatable): exact topic, `*` or URI template.
+    #[arg(long, required = true)]
+    pub topic: Vec<String>,
+    /// Resume after this id (or `earliest`).
+    #[arg(long)]
+    pub last_event_id: Option<String>,
+    /// Subscriber JWT (for private updates).
+    #[arg(long, env = "HUBBUB_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Print events as JSON lines.
+    #[arg(long)]
+    pub json: bool,
+}

@@ -1,0 +1,82 @@
+//! `hubbub serve`: build the settings, bind, print the dev banner, wire signals
+//! (SIGTERM/SIGINT drain and stop, SIGHUP reloads the config file).
+
+use anyhow::Context;
+use hubbub_server::{Server, DEV_JWT_KEY, HUB_PATH};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+use crate::cli::{LogFormat, ServeArgs};
+
+pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    init_logging(args.log_format);
+    let config = args.config()?;
+    let settings = config.settings()?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    if config.dev && config.jwt_key.is_none() {
+        print_dev_banner(addr)?;
+    }
+    let server = Server::new(settings);
+    let shutdown = CancellationToken::new();
+    tokio::spawn(watch_signals(server.clone(), args, shutdown.clone()));
+    server.run(listener, shutdown).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn watch_signals(server: Server, args: ServeArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => reload(&server, &args),
+        }
+    }
+    tracing::info!("signal received: draining");
+    shutdown.cancel();
+    Ok(())
+}
+
+/// Keeps the old settings when the new ones do not validate.
+fn reload(server: &Server, args: &ServeArgs) {
+    match args.config().and_then(|c| c.settings()) {
+        Ok(settings) => {
+            server.reload(settings);
+            tracing::info!("configuration reloaded");
+        }
+        Err(e) => {
+            server.reload_failed();
+            tracing::error!(error = %e, "reload failed; keeping the previous configuration");
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn print_dev_banner(addr: std::net::SocketAddr) -> anyhow::Result<()> {
+    let token = crate::client::mint(DEV_JWT_KEY, serde_json::json!({ "publish": ["*"], "subscribe": ["*"] }))?;
+    let hub = format!("http://{addr}{HUB_PATH}");
+    eprintln!(
+        "\n  hubbub is running in DEVELOPMENT mode: the JWT key is Mercure's public dev key\n  \
+         ({DEV_JWT_KEY}) and anyone may subscribe. Do not expose it.\n\n  \
+         page:       http://{addr}/\n  hub:        {hub}\n  \
+         publisher token (also valid for private subscriptions):\n    {token}\n\n  \
+         try it:\n    curl -N '{hub}?topic=https://example.com/demo'\n    \
+         curl -d 'topic=https://example.com/demo' -d 'data=hello' -H 'Authorization: Bearer {token}' {hub}\n"
+    );
+    Ok(())
+}
