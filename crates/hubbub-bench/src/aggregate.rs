@@ -80,12 +80,20 @@ impl Agg {
 
     /// Every worker either reported its final counts or is gone.
     pub fn all_final(&self) -> bool {
-        self.finals.iter().zip(&self.gone).all(|(f, g)| f.is_some() || *g)
+        self.finals
+            .iter()
+            .zip(&self.gone)
+            .all(|(f, g)| f.is_some() || *g)
     }
 
     /// Workers that are gone without a final report.
     pub fn missing_finals(&self) -> Vec<usize> {
-        self.finals.iter().enumerate().filter(|(_, f)| f.is_none()).map(|(i, _)| i).collect()
+        self.finals
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| f.is_none())
+            .map(|(i, _)| i)
+            .collect()
     }
 
     pub fn finals(&self) -> impl Iterator<Item = &WorkerFinal> {
@@ -154,8 +162,19 @@ mod tests {
 
     #[test]
     fn folds_ticks_and_finals() {
-        let mut agg = Agg { last: vec![Tick::default(); 2], finals: vec![None; 2], gone: vec![false; 2], ..Agg::default() };
-        let tick = |c, d| Tick { connected: c, initial_done: c, deliveries: d, hist: vec![(100, d)], ..Tick::default() };
+        let mut agg = Agg {
+            last: vec![Tick::default(); 2],
+            finals: vec![None; 2],
+            gone: vec![false; 2],
+            ..Agg::default()
+        };
+        let tick = |c, d| Tick {
+            connected: c,
+            initial_done: c,
+            deliveries: d,
+            hist: vec![(100, d)],
+            ..Tick::default()
+        };
         agg.apply(0, WorkerMsg::Event(Event::Tick(tick(3, 5))));
         agg.apply(1, WorkerMsg::Event(Event::Tick(tick(4, 6))));
         agg.apply(1, WorkerMsg::Event(Event::Tick(tick(4, 1))));
@@ -165,7 +184,13 @@ mod tests {
         assert_eq!((d, h.len()), (12, 12));
         assert_eq!(agg.take_recent().0, 0);
         assert!(!agg.all_final());
-        agg.apply(0, WorkerMsg::Event(Event::Final(Box::new(WorkerFinal { lost: 2, ..WorkerFinal::default() }))));
+        agg.apply(
+            0,
+            WorkerMsg::Event(Event::Final(Box::new(WorkerFinal {
+                lost: 2,
+                ..WorkerFinal::default()
+            }))),
+        );
         agg.apply(1, WorkerMsg::Gone);
         assert!(agg.all_final());
         assert_eq!(agg.missing_finals(), vec![1]);

@@ -46,13 +46,25 @@ pub struct BenchArgs {
     #[arg(long, value_enum, default_value_t = Target::Hubbub, env = "HUBBUB_BENCH_TARGET")]
     pub target: Target,
     /// Mercure hub URL (target hubbub).
-    #[arg(long, default_value = "http://127.0.0.1:8080/.well-known/mercure", env = "HUBBUB_BENCH_HUB")]
+    #[arg(
+        long,
+        default_value = "http://127.0.0.1:8080/.well-known/mercure",
+        env = "HUBBUB_BENCH_HUB"
+    )]
     pub hub: String,
     /// Subscribe URL template, `{topic}` replaced by `bench-<i>` (target nchan).
-    #[arg(long, default_value = "http://127.0.0.1:8090/sub/{topic}", env = "HUBBUB_BENCH_SUB_URL")]
+    #[arg(
+        long,
+        default_value = "http://127.0.0.1:8090/sub/{topic}",
+        env = "HUBBUB_BENCH_SUB_URL"
+    )]
     pub sub_url: String,
     /// Publish URL template, `{topic}` replaced by `bench-<i>` (target nchan).
-    #[arg(long, default_value = "http://127.0.0.1:8090/pub/{topic}", env = "HUBBUB_BENCH_PUB_URL")]
+    #[arg(
+        long,
+        default_value = "http://127.0.0.1:8090/pub/{topic}",
+        env = "HUBBUB_BENCH_PUB_URL"
+    )]
     pub pub_url: String,
     /// Number of SSE subscribers.
     #[arg(long, default_value_t = 1000, env = "HUBBUB_BENCH_SUBSCRIBERS")]
@@ -61,7 +73,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 1, env = "HUBBUB_BENCH_TOPICS")]
     pub topics: u32,
     /// Publisher tasks, each on its own kept-alive connection, sharing `--rate`.
-    #[arg(long, default_value_t = 1, env = "HUBBUB_BENCH_PUBLISHERS")]
+    #[arg(long, default_value_t = 4, env = "HUBBUB_BENCH_PUBLISHERS")]
     pub publishers: u32,
     /// Total publishes per second offered; 0 = idle test (connections only).
     #[arg(long, default_value_t = 100.0, env = "HUBBUB_BENCH_RATE")]
@@ -87,8 +99,10 @@ pub struct BenchArgs {
     /// Subscriber worker processes [default: ceil(subscribers / 15000)]; 0 = in this process.
     #[arg(long, env = "HUBBUB_BENCH_PROCESSES")]
     pub processes: Option<u32>,
-    /// Loopback source addresses 127.0.0.2, .3, ... to spread connections over
-    /// [default: enough for at most 20000 connections each].
+    /// Loopback source addresses 127.0.0.2, .3, ... to spread subscriber connections
+    /// over, with source ports assigned by the bench [default: one per 20000
+    /// subscribers]; 0 = the kernel picks address and port (slow past ~10k
+    /// connections: its free-port search scans the range).
     #[arg(long, env = "HUBBUB_BENCH_SOURCE_IPS")]
     pub source_ips: Option<u32>,
     /// HS256 secret used to mint the publisher JWT.
@@ -98,7 +112,11 @@ pub struct BenchArgs {
     #[arg(long, env = "HUBBUB_BENCH_TOKEN")]
     pub token: Option<Secret>,
     /// Server process to sample RSS and CPU of (repeatable; values are summed).
-    #[arg(long = "server-pid", env = "HUBBUB_BENCH_SERVER_PID", value_delimiter = ',')]
+    #[arg(
+        long = "server-pid",
+        env = "HUBBUB_BENCH_SERVER_PID",
+        value_delimiter = ','
+    )]
     pub server_pids: Vec<u32>,
     /// Write the JSON report here.
     #[arg(long, env = "HUBBUB_BENCH_JSON_OUT")]
@@ -134,16 +152,22 @@ pub struct BenchArgs {
 impl BenchArgs {
     /// Worker processes to start (0 = subscribers run inside this process).
     pub fn effective_processes(&self) -> u32 {
-        self.processes.unwrap_or_else(|| self.subscribers.div_ceil(15_000))
+        self.processes
+            .unwrap_or_else(|| self.subscribers.div_ceil(15_000))
     }
 
     pub fn effective_source_ips(&self) -> u32 {
-        self.source_ips.unwrap_or_else(|| self.subscribers.div_ceil(20_000)).max(1)
+        self.source_ips
+            .unwrap_or_else(|| self.subscribers.div_ceil(20_000).max(1))
     }
 
     pub(crate) fn validate(&self) -> Result<(), String> {
         let finite_nonneg = |name: &str, v: f64| {
-            if v.is_finite() && v >= 0.0 { Ok(()) } else { Err(format!("--{name} must be a finite number >= 0")) }
+            if v.is_finite() && v >= 0.0 {
+                Ok(())
+            } else {
+                Err(format!("--{name} must be a finite number >= 0"))
+            }
         };
         finite_nonneg("rate", self.rate)?;
         finite_nonneg("duration", self.duration)?;
@@ -166,6 +190,12 @@ impl BenchArgs {
         let ips = self.effective_source_ips();
         if ips > 250 {
             return Err("--source-ips must be at most 250 (127.0.0.2 ..= 127.0.0.251)".into());
+        }
+        if ips == 0 && self.subscribers > 28_000 {
+            return Err("more than 28,000 subscribers need --source-ips (one per 20,000)".into());
+        }
+        if ips > 0 && self.subscribers.div_ceil(ips) > 40_000 {
+            return Err("at most 40,000 subscribers per source address: raise --source-ips".into());
         }
         let procs = self.effective_processes();
         if procs > 0 && self.subscribers.div_ceil(procs) > 19_800 {
@@ -193,7 +223,9 @@ mod tests {
     }
 
     fn parse(argv: &[&str]) -> BenchArgs {
-        Cli::try_parse_from(std::iter::once("bench").chain(argv.iter().copied())).unwrap().args
+        Cli::try_parse_from(std::iter::once("bench").chain(argv.iter().copied()))
+            .unwrap()
+            .args
     }
 
     #[test]
@@ -209,10 +241,42 @@ mod tests {
 
     #[test]
     fn validates() {
-        assert!(parse(&["--subscribers", "45000", "--processes", "2"]).validate().is_err());
+        assert!(
+            parse(&["--subscribers", "45000", "--processes", "2"])
+                .validate()
+                .is_err()
+        );
         assert!(parse(&["--topics", "0"]).validate().is_err());
+        assert!(
+            parse(&[
+                "--subscribers",
+                "30000",
+                "--processes",
+                "2",
+                "--source-ips",
+                "0"
+            ])
+            .validate()
+            .is_err()
+        );
+        assert!(
+            parse(&["--subscribers", "30000", "--processes", "2"])
+                .validate()
+                .is_ok()
+        );
         assert!(parse(&["--rate=-1"]).validate().is_err());
-        assert!(parse(&["--target", "nchan", "--server-pid", "1,2", "--server-pid", "3"]).server_pids == [1, 2, 3]);
+        assert!(
+            parse(&[
+                "--target",
+                "nchan",
+                "--server-pid",
+                "1,2",
+                "--server-pid",
+                "3"
+            ])
+            .server_pids
+                == [1, 2, 3]
+        );
     }
 
     #[test]

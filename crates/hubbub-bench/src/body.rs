@@ -60,7 +60,12 @@ impl BodyDecoder {
             Framing::Length(n) => (State::Data, n),
             Framing::UntilClose => (State::Data, u64::MAX),
         };
-        Self { framing, state, remaining, digits: 0 }
+        Self {
+            framing,
+            state,
+            remaining,
+            digits: 0,
+        }
     }
 
     pub fn is_done(&self) -> bool {
@@ -70,14 +75,20 @@ impl BodyDecoder {
     /// Feeds raw bytes, calling `out` with each piece of body. Returns the number of
     /// input bytes consumed: less than `input.len()` only once the body is complete
     /// (the rest belongs to the next response on a kept-alive connection).
-    pub fn feed<'a>(&mut self, input: &'a [u8], out: &mut impl FnMut(&'a [u8])) -> Result<usize, BodyError> {
+    pub fn feed<'a>(
+        &mut self,
+        input: &'a [u8],
+        out: &mut impl FnMut(&'a [u8]),
+    ) -> Result<usize, BodyError> {
         match self.framing {
             Framing::Chunked => self.feed_chunked(input, out),
             Framing::Length(_) | Framing::UntilClose => {
                 if self.state == State::Done {
                     return Ok(0);
                 }
-                let n = usize::try_from(self.remaining).unwrap_or(usize::MAX).min(input.len());
+                let n = usize::try_from(self.remaining)
+                    .unwrap_or(usize::MAX)
+                    .min(input.len());
                 if n > 0 {
                     out(&input[..n]);
                 }
@@ -92,14 +103,20 @@ impl BodyDecoder {
         }
     }
 
-    fn feed_chunked<'a>(&mut self, input: &'a [u8], out: &mut impl FnMut(&'a [u8])) -> Result<usize, BodyError> {
+    fn feed_chunked<'a>(
+        &mut self,
+        input: &'a [u8],
+        out: &mut impl FnMut(&'a [u8]),
+    ) -> Result<usize, BodyError> {
         let mut i = 0;
         while i < input.len() {
             let b = input[i];
             match self.state {
                 State::Done => return Ok(i),
                 State::Data => {
-                    let n = usize::try_from(self.remaining).unwrap_or(usize::MAX).min(input.len() - i);
+                    let n = usize::try_from(self.remaining)
+                        .unwrap_or(usize::MAX)
+                        .min(input.len() - i);
                     out(&input[i..i + n]);
                     self.remaining -= n as u64;
                     i += n;
@@ -169,7 +186,11 @@ impl BodyDecoder {
 
     fn end_size_line(&mut self) {
         self.digits = 0;
-        self.state = if self.remaining == 0 { State::TrailerStart } else { State::Data };
+        self.state = if self.remaining == 0 {
+            State::TrailerStart
+        } else {
+            State::Data
+        };
     }
 }
 
@@ -193,7 +214,9 @@ mod tests {
         let mut d = BodyDecoder::new(framing);
         let mut body = Vec::new();
         for p in parts {
-            let n = d.feed(p, &mut |s: &[u8]| body.extend_from_slice(s)).unwrap();
+            let n = d
+                .feed(p, &mut |s: &[u8]| body.extend_from_slice(s))
+                .unwrap();
             assert!(n == p.len() || d.is_done());
         }
         (body, d.is_done())
@@ -202,7 +225,10 @@ mod tests {
     #[test]
     fn chunked_with_extensions_and_trailers() {
         let input = b"5;ext=1\r\nhello\r\nA\r\n, world!!!\r\n0\r\nX-T: y\r\n\r\n";
-        assert_eq!(decode_all_splits(Framing::Chunked, input), (b"hello, world!!!".to_vec(), true));
+        assert_eq!(
+            decode_all_splits(Framing::Chunked, input),
+            (b"hello, world!!!".to_vec(), true)
+        );
     }
 
     #[test]
@@ -227,17 +253,29 @@ mod tests {
         let mut d = BodyDecoder::new(Framing::Chunked);
         assert_eq!(d.feed(b"zz\r\n", &mut |_| {}), Err(BodyError::BadChunkSize));
         let mut d = BodyDecoder::new(Framing::Chunked);
-        assert_eq!(d.feed(b"1\r\nab", &mut |_| {}), Err(BodyError::MissingChunkCrlf));
+        assert_eq!(
+            d.feed(b"1\r\nab", &mut |_| {}),
+            Err(BodyError::MissingChunkCrlf)
+        );
         let mut d = BodyDecoder::new(Framing::Chunked);
-        assert_eq!(d.feed(b"fffffffffffffffff\r\n", &mut |_| {}), Err(BodyError::ChunkTooLarge));
+        assert_eq!(
+            d.feed(b"fffffffffffffffff\r\n", &mut |_| {}),
+            Err(BodyError::ChunkTooLarge)
+        );
     }
 
     #[test]
     fn fixed_length_and_until_close() {
-        assert_eq!(decode_all_splits(Framing::Length(3), b"abc"), (b"abc".to_vec(), true));
+        assert_eq!(
+            decode_all_splits(Framing::Length(3), b"abc"),
+            (b"abc".to_vec(), true)
+        );
         let mut d = BodyDecoder::new(Framing::Length(2));
         assert_eq!(d.feed(b"abcd", &mut |_| {}), Ok(2));
         assert!(BodyDecoder::new(Framing::Length(0)).is_done());
-        assert_eq!(decode_all_splits(Framing::UntilClose, b"data: x\n\n"), (b"data: x\n\n".to_vec(), false));
+        assert_eq!(
+            decode_all_splits(Framing::UntilClose, b"data: x\n\n"),
+            (b"data: x\n\n".to_vec(), false)
+        );
     }
 }

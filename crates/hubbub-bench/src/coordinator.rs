@@ -17,7 +17,9 @@ use crate::payload;
 use crate::plan::Plan;
 use crate::procfs::{self, ProcSample};
 use crate::publisher::{self, PubStats};
-use crate::report::{ClientStats, ConnectStats, DeliveryStats, PublishStats, Report, Role, ServerStats};
+use crate::report::{
+    ClientStats, ConnectStats, DeliveryStats, PublishStats, Report, Role, ServerStats,
+};
 use crate::wire::{Command, Phase, WorkerFinal};
 use crate::workers::Workers;
 
@@ -35,7 +37,12 @@ struct Edge {
 
 impl Edge {
     fn take(pubs: &PubStats, pids: &[u32]) -> Self {
-        Self { at: Instant::now(), ok: pubs.ok.load(Relaxed), per_topic: pubs.per_topic(), server: procfs::sample_sum(pids) }
+        Self {
+            at: Instant::now(),
+            ok: pubs.ok.load(Relaxed),
+            per_topic: pubs.per_topic(),
+            server: procfs::sample_sum(pids),
+        }
     }
 }
 
@@ -75,7 +82,11 @@ pub async fn run(args: &BenchArgs) -> Result<Report, BenchError> {
     let budget = Duration::from_secs_f64(requested as f64 / plan.connect_rate)
         + CONNECT_SLACK
         + Duration::from_secs(2) * plan.processes;
-    if !wait_for(&agg, budget, |a| a.initial_done() >= requested || a.all_gone()).await {
+    if !wait_for(&agg, budget, |a| {
+        a.initial_done() >= requested || a.all_gone()
+    })
+    .await
+    {
         problems.push(format!("connect phase timed out after {budget:?}"));
     }
     let connect_seconds = t0.elapsed().as_secs_f64();
@@ -86,7 +97,11 @@ pub async fn run(args: &BenchArgs) -> Result<Report, BenchError> {
     // Publish: warmup, the measured window, then drain.
     set_phase(Phase::Warmup);
     let stop = CancellationToken::new();
-    let pubs = if plan.rate > 0.0 { publisher::spawn(&plan, &pub_stats, &stop) } else { Vec::new() };
+    let pubs = if plan.rate > 0.0 {
+        publisher::spawn(&plan, &pub_stats, &stop)
+    } else {
+        Vec::new()
+    };
     if plan.rate > 0.0 {
         tokio::time::sleep(plan.warmup).await;
     }
@@ -101,16 +116,23 @@ pub async fn run(args: &BenchArgs) -> Result<Report, BenchError> {
     }
     tokio::time::sleep(plan.drain).await;
 
-    workers.broadcast(&Command::Finish { published: pub_stats.published() });
+    workers.broadcast(&Command::Finish {
+        published: pub_stats.published(),
+    });
     if !wait_for(&agg, FINAL_TIMEOUT, Agg::all_final).await {
         problems.push("workers did not all report within the finish timeout".into());
     }
     let missing = aggregate::lock(&agg).missing_finals();
     if !missing.is_empty() {
-        problems.push(format!("worker(s) {missing:?} ended without a final report"));
+        problems.push(format!(
+            "worker(s) {missing:?} ended without a final report"
+        ));
         if missing.len() == workers.len() {
             workers.shutdown().await;
-            return Err(BenchError::Worker { index: missing[0] as u32, reason: "no worker reported".into() });
+            return Err(BenchError::Worker {
+                index: missing[0] as u32,
+                reason: "no worker reported".into(),
+            });
         }
     }
     workers.shutdown().await;
@@ -139,15 +161,23 @@ pub async fn run(args: &BenchArgs) -> Result<Report, BenchError> {
             (Some(a), Some(b)) => b.cpu_seconds - a.cpu_seconds,
             _ => 0.0,
         };
-        let peak = samples.iter().map(|s| s.rss_bytes).chain([rss(&server_end), rss(&server_connected)]).max();
+        let peak = samples
+            .iter()
+            .map(|s| s.rss_bytes)
+            .chain([rss(&server_end), rss(&server_connected)])
+            .max();
         ServerStats {
             pids: pids.clone(),
             rss_before_bytes: rss(&server_before),
             rss_connected_bytes: rss(&server_connected),
             rss_end_bytes: rss(&server_end),
             rss_peak_bytes: peak.unwrap_or(0),
-            rss_per_subscriber_bytes: (connected > 0 && server_before.is_some() && server_connected.is_some())
-                .then(|| (rss(&server_connected) as f64 - rss(&server_before) as f64) / connected as f64),
+            rss_per_subscriber_bytes: (connected > 0
+                && server_before.is_some()
+                && server_connected.is_some())
+            .then(|| {
+                (rss(&server_connected) as f64 - rss(&server_before) as f64) / connected as f64
+            }),
             cpu_window_s,
             cpu_window_percent: per_s(cpu_window_s) * 100.0,
             cpu_total_s: server_end.map_or(0.0, |s| s.cpu_seconds),
@@ -176,7 +206,11 @@ pub async fn run(args: &BenchArgs) -> Result<Report, BenchError> {
             ok_total: pub_stats.ok.load(Relaxed),
             errors: pub_stats.errors(),
             missed_schedule: pub_stats.missed.load(Relaxed),
-            rtt: pub_stats.rtt.lock().unwrap_or_else(|e| e.into_inner()).summary(),
+            rtt: pub_stats
+                .rtt
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .summary(),
         },
         delivery: DeliveryStats {
             in_window: totals.deliveries_measured,
@@ -207,11 +241,17 @@ fn finish(args: &BenchArgs, report: Report) -> Result<Report, BenchError> {
     print!("{report}");
     if let Some(path) = &args.json_out {
         let json = serde_json::to_vec_pretty(&report).unwrap_or_default();
-        std::fs::write(path, json).map_err(|source| BenchError::Output { path: path.clone(), source })?;
+        std::fs::write(path, json).map_err(|source| BenchError::Output {
+            path: path.clone(),
+            source,
+        })?;
     }
     let reasons = report.failures();
     if args.fail_on_loss && !reasons.is_empty() {
-        return Err(BenchError::Failed { reasons, report: Box::new(report) });
+        return Err(BenchError::Failed {
+            reasons,
+            report: Box::new(report),
+        });
     }
     Ok(report)
 }
@@ -263,7 +303,15 @@ pub fn worker_report(plan: &Plan, fin: Option<WorkerFinal>) -> Report {
         },
         latency: totals.hist.summary(),
         server: None,
-        client: ClientStats { processes: 1, cpu_parent_s: 0.0, cpu_workers_s: totals.cpu_seconds },
-        problems: if missing { vec!["worker ended without final counts".into()] } else { Vec::new() },
+        client: ClientStats {
+            processes: 1,
+            cpu_parent_s: 0.0,
+            cpu_workers_s: totals.cpu_seconds,
+        },
+        problems: if missing {
+            vec!["worker ended without final counts".into()]
+        } else {
+            Vec::new()
+        },
     }
 }

@@ -36,14 +36,26 @@ pub async fn run(
     let tasks = TaskTracker::new();
 
     let connector = tokio::spawn({
-        let (plan, stats, handles, tasks, finish_rx) =
-            (plan.clone(), stats.clone(), handles.clone(), tasks.clone(), finish_rx.clone());
+        let (plan, stats, handles, tasks, finish_rx) = (
+            plan.clone(),
+            stats.clone(),
+            handles.clone(),
+            tasks.clone(),
+            finish_rx.clone(),
+        );
         async move {
             let per_second = plan.connect_rate / f64::from(of);
             let start = Instant::now();
             for (k, slot) in slots.into_iter().enumerate() {
-                tokio::time::sleep_until(start + Duration::from_secs_f64(k as f64 / per_second)).await;
-                let fut = subscriber::run_slot(plan.clone(), stats.clone(), slot, handles[k].clone(), finish_rx.clone());
+                tokio::time::sleep_until(start + Duration::from_secs_f64(k as f64 / per_second))
+                    .await;
+                let fut = subscriber::run_slot(
+                    plan.clone(),
+                    stats.clone(),
+                    slot,
+                    handles[k].clone(),
+                    finish_rx.clone(),
+                );
                 tasks.spawn(fut);
             }
         }
@@ -51,12 +63,22 @@ pub async fn run(
 
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    // The parent waits for every first connect to finish: tell it as soon as that
+    // happens rather than at the next once-a-second tick.
+    let mut connect_watch = tokio::time::interval(Duration::from_millis(50));
+    let mut connects_reported = handles.is_empty();
     let mut last_deliveries = 0;
     let mut churn: Option<tokio::task::JoinHandle<()>> = None;
     let published = loop {
         tokio::select! {
             _ = ticker.tick() => {
                 let _ = ev_tx.send(Event::Tick(tick(&stats, &mut last_deliveries)));
+            }
+            _ = connect_watch.tick(), if !connects_reported => {
+                if stats.initial_done.load(Relaxed) >= handles.len() as u64 {
+                    connects_reported = true;
+                    let _ = ev_tx.send(Event::Tick(tick(&stats, &mut last_deliveries)));
+                }
             }
             cmd = cmd_rx.recv() => match cmd {
                 Some(Command::Phase { phase }) => {
@@ -77,16 +99,19 @@ pub async fn run(
     if let Some(c) = churn.take() {
         c.abort();
     }
+    let connected_at_end = stats.connected.load(Relaxed);
     // A slot told "finished" without a table (parent gone) only counts holes.
     let _ = finish_tx.send(Some(published.unwrap_or_default()));
     tasks.close();
     let _ = tokio::time::timeout(FINISH_TIMEOUT, tasks.wait()).await;
 
     let hist_measured = stats.hists().measured.dump();
-    let locked = |m: &std::sync::Mutex<std::collections::BTreeMap<String, u64>>| m.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let locked = |m: &std::sync::Mutex<std::collections::BTreeMap<String, u64>>| {
+        m.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    };
     let fin = WorkerFinal {
         slots: handles.len() as u64,
-        connected_at_end: stats.connected.load(Relaxed),
+        connected_at_end,
         never_connected: stats.never_connected.load(Relaxed)
             + (handles.len() as u64).saturating_sub(stats.initial_done.load(Relaxed)),
         connect_errors: locked(&stats.connect_errors),
@@ -99,7 +124,11 @@ pub async fn run(
         disconnects: locked(&stats.disconnects),
         churned: stats.churned.load(Relaxed),
         hist_measured,
-        cpu_seconds: if own_process { procfs::sample(None).map_or(0.0, |s| s.cpu_seconds) } else { 0.0 },
+        cpu_seconds: if own_process {
+            procfs::sample(None).map_or(0.0, |s| s.cpu_seconds)
+        } else {
+            0.0
+        },
     };
     let _ = ev_tx.send(Event::Tick(tick(&stats, &mut last_deliveries)));
     let _ = ev_tx.send(Event::Final(Box::new(fin)));
@@ -134,12 +163,12 @@ async fn drive_churn(handles: Arc<[Arc<SlotHandle>]>, per_second: f64) {
     let mut next = 0;
     loop {
         ticker.tick().await;
-        // Skip slots that are between connections: a stored wakeup would close their
-        // next stream the moment it opens.
+        // Skip slots that are between connections (a stored wakeup would close their
+        // next stream the moment it opens) or have nothing to resume from yet.
         for _ in 0..handles.len() {
             let h = &handles[next];
             next = (next + 1) % handles.len();
-            if h.connected.load(Relaxed) {
+            if h.churnable.load(Relaxed) {
                 h.churn.notify_one();
                 break;
             }

@@ -30,5 +30,8 @@ pub enum BenchError {
     Io(#[from] std::io::Error),
     /// `--fail-on-loss` checks failed; the full report is still attached.
     #[error("bench failed: {}", .reasons.join("; "))]
-    Failed { reasons: Vec<String>, report: Box<Report> },
+    Failed {
+        reasons: Vec<String>,
+        report: Box<Report>,
+    },
 }

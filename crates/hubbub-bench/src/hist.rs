@@ -39,7 +39,10 @@ impl LatencyHist {
     }
 
     pub fn dump(&self) -> HistDump {
-        self.0.iter_recorded().map(|v| (v.value_iterated_to(), v.count_at_value())).collect()
+        self.0
+            .iter_recorded()
+            .map(|v| (v.value_iterated_to(), v.count_at_value()))
+            .collect()
     }
 
     pub fn merge_dump(&mut self, dump: &HistDump) {
@@ -50,7 +53,11 @@ impl LatencyHist {
 
     /// Value at quantile `q` (0..=1), 0 when empty.
     pub fn quantile(&self, q: f64) -> u64 {
-        if self.0.is_empty() { 0 } else { self.0.value_at_quantile(q) }
+        if self.0.is_empty() {
+            0
+        } else {
+            self.0.value_at_quantile(q)
+        }
     }
 
     pub fn max(&self) -> u64 {
@@ -58,7 +65,11 @@ impl LatencyHist {
     }
 
     pub fn mean(&self) -> f64 {
-        if self.0.is_empty() { 0.0 } else { self.0.mean() }
+        if self.0.is_empty() {
+            0.0
+        } else {
+            self.0.mean()
+        }
     }
 
     pub fn summary(&self) -> LatencySummary {

@@ -1,7 +1,7 @@
 //! Just enough HTTP/1.1 for a cheap client: `http://` URLs, request bytes, response
 //! heads (via httparse) and a paced, bind-before-connect TCP connect.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -24,8 +24,13 @@ pub struct HttpUrl {
 
 impl HttpUrl {
     pub fn parse(url: &str) -> Result<Self, BenchError> {
-        let bad = |reason: &str| BenchError::Url { url: url.to_owned(), reason: reason.to_owned() };
-        let rest = url.strip_prefix("http://").ok_or_else(|| bad("only http:// URLs are supported"))?;
+        let bad = |reason: &str| BenchError::Url {
+            url: url.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let rest = url
+            .strip_prefix("http://")
+            .ok_or_else(|| bad("only http:// URLs are supported"))?;
         let (authority, path) = match rest.find(['/', '?']) {
             Some(i) if rest.as_bytes()[i] == b'/' => (&rest[..i], rest[i..].to_owned()),
             Some(i) => (&rest[..i], format!("/{}", &rest[i..])),
@@ -57,7 +62,11 @@ impl HttpUrl {
 
     /// The `Host` header value.
     pub fn authority(&self) -> String {
-        if self.port == 80 { self.host.clone() } else { format!("{}:{}", self.host, self.port) }
+        if self.port == 80 {
+            self.host.clone()
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
     }
 
     /// Resolves the host, preferring IPv4 (loopback source addresses are IPv4).
@@ -72,7 +81,9 @@ impl HttpUrl {
             .find(|a| a.is_ipv4())
             .or_else(|| addrs.first())
             .copied()
-            .ok_or_else(|| BenchError::Resolve(self.host.clone(), std::io::ErrorKind::NotFound.into()))
+            .ok_or_else(|| {
+                BenchError::Resolve(self.host.clone(), std::io::ErrorKind::NotFound.into())
+            })
     }
 }
 
@@ -82,8 +93,25 @@ pub fn subscribe_request(host: &str, path: &str) -> Vec<u8> {
         .into_bytes()
 }
 
+/// `request` (a complete head ending in a blank line) plus a `Last-Event-ID` header.
+pub fn with_last_event_id(request: &[u8], id: &[u8]) -> Vec<u8> {
+    let head = request.strip_suffix(b"\r\n").unwrap_or(request);
+    let mut out = Vec::with_capacity(request.len() + id.len() + 20);
+    out.extend_from_slice(head);
+    out.extend_from_slice(b"Last-Event-ID: ");
+    out.extend_from_slice(id);
+    out.extend_from_slice(b"\r\n\r\n");
+    out
+}
+
 /// A kept-alive `POST`.
-pub fn post_request(host: &str, path: &str, content_type: &str, auth: Option<&str>, body: &[u8]) -> Vec<u8> {
+pub fn post_request(
+    host: &str,
+    path: &str,
+    content_type: &str,
+    auth: Option<&str>,
+    body: &[u8],
+) -> Vec<u8> {
     let mut req = format!(
         "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n",
         body.len()
@@ -155,7 +183,12 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<Head>, HeadError> {
     if framing == Framing::UntilClose {
         keep_alive = false;
     }
-    Ok(Some(Head { status, framing, keep_alive, len }))
+    Ok(Some(Head {
+        status,
+        framing,
+        keep_alive,
+        len,
+    }))
 }
 
 /// Why opening a connection or a stream failed, as a short stable key for reports.
@@ -177,24 +210,54 @@ pub fn io_error_key(e: &std::io::Error) -> String {
     }
 }
 
-/// Connects to `addr`, from `source` if given. `SO_REUSEADDR` lets the bound source
-/// port be one still in TIME_WAIT from an earlier run, so back-to-back scenarios do
-/// not run out of ephemeral ports.
-pub async fn connect(addr: SocketAddr, source: Option<IpAddr>) -> std::io::Result<TcpStream> {
-    let sock = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
-    if let Some(src) = source {
+/// Connects to `addr`, from `source` (address and port) if given. If that exact
+/// source is taken (a listener on the port, a 4-tuple still in use), falls back to a
+/// kernel-chosen port on the same address.
+pub async fn connect(addr: SocketAddr, source: Option<SocketAddr>) -> std::io::Result<TcpStream> {
+    use std::io::ErrorKind as K;
+    let Some(src) = source else {
+        return finish_connect(new_socket(addr)?.connect(addr).await?);
+    };
+    let attempt = async |src: SocketAddr| {
+        let sock = new_socket(addr)?;
+        // Lets a port of an earlier run's connection, still in TIME_WAIT, be reused.
         sock.set_reuseaddr(true)?;
-        sock.bind(SocketAddr::new(src, 0))?;
+        sock.bind(src)?;
+        sock.connect(addr).await
+    };
+    let stream = match attempt(src).await {
+        Err(e) if src.port() != 0 && matches!(e.kind(), K::AddrInUse | K::AddrNotAvailable) => {
+            attempt(SocketAddr::new(src.ip(), 0)).await?
+        }
+        other => other?,
+    };
+    finish_connect(stream)
+}
+
+fn new_socket(addr: SocketAddr) -> std::io::Result<TcpSocket> {
+    if addr.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
     }
-    let stream = sock.connect(addr).await?;
+}
+
+fn finish_connect(stream: TcpStream) -> std::io::Result<TcpStream> {
     stream.set_nodelay(true)?;
     Ok(stream)
 }
 
 /// Writes `request` and reads until a full response head is in; returns the head and
 /// the bytes read past it (the start of the body).
-pub async fn send_and_read_head(stream: &mut TcpStream, request: &[u8], buf: &mut Vec<u8>) -> Result<Head, String> {
-    stream.write_all(request).await.map_err(|e| io_error_key(&e))?;
+pub async fn send_and_read_head(
+    stream: &mut TcpStream,
+    request: &[u8],
+    buf: &mut Vec<u8>,
+) -> Result<Head, String> {
+    stream
+        .write_all(request)
+        .await
+        .map_err(|e| io_error_key(&e))?;
     read_head(stream, buf).await
 }
 
@@ -207,7 +270,10 @@ pub async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<Head
             Err(e) => return Err(format!("bad_response: {e}")),
         }
         let mut chunk = [0u8; 2048];
-        let n = stream.read(&mut chunk).await.map_err(|e| io_error_key(&e))?;
+        let n = stream
+            .read(&mut chunk)
+            .await
+            .map_err(|e| io_error_key(&e))?;
         if n == 0 {
             return Err("eof".into());
         }
@@ -225,20 +291,33 @@ pub async fn with_timeout<T>(
     timeout: Duration,
     fut: impl std::future::Future<Output = Result<T, String>>,
 ) -> Result<T, String> {
-    tokio::time::timeout(timeout, fut).await.unwrap_or_else(|_| Err("timeout".into()))
+    tokio::time::timeout(timeout, fut)
+        .await
+        .unwrap_or_else(|_| Err("timeout".into()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn parse_request_for_test(r: &str) -> bool {
+        let mut headers = [httparse::EMPTY_HEADER; 16];
+        matches!(httparse::Request::new(&mut headers).parse(r.as_bytes()), Ok(httparse::Status::Complete(n)) if n == r.len())
+    }
+
     #[test]
     fn parses_urls() {
         let u = HttpUrl::parse("http://127.0.0.1:8080/.well-known/mercure").unwrap();
-        assert_eq!((u.host.as_str(), u.port, u.path.as_str()), ("127.0.0.1", 8080, "/.well-known/mercure"));
+        assert_eq!(
+            (u.host.as_str(), u.port, u.path.as_str()),
+            ("127.0.0.1", 8080, "/.well-known/mercure")
+        );
         assert_eq!(u.authority(), "127.0.0.1:8080");
         let u = HttpUrl::parse("http://localhost?x=1").unwrap();
-        assert_eq!((u.host.as_str(), u.port, u.path.as_str()), ("localhost", 80, "/?x=1"));
+        assert_eq!(
+            (u.host.as_str(), u.port, u.path.as_str()),
+            ("localhost", 80, "/?x=1")
+        );
         assert_eq!(u.authority(), "localhost");
         let u = HttpUrl::parse("http://[::1]:9/a").unwrap();
         assert_eq!((u.host.as_str(), u.port), ("[::1]", 9));
@@ -252,13 +331,25 @@ mod tests {
         let h = parse_head(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n:\n")
             .unwrap()
             .unwrap();
-        assert_eq!((h.status, h.framing, h.keep_alive), (200, Framing::Chunked, true));
+        assert_eq!(
+            (h.status, h.framing, h.keep_alive),
+            (200, Framing::Chunked, true)
+        );
         assert_eq!(h.len, 80);
-        let h = parse_head(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: close\r\n\r\n").unwrap().unwrap();
+        let h = parse_head(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: close\r\n\r\n")
+            .unwrap()
+            .unwrap();
         assert_eq!((h.framing, h.keep_alive), (Framing::Length(5), false));
-        let h = parse_head(b"HTTP/1.1 429 Too Many\r\nRetry-After: 1\r\n\r\n").unwrap().unwrap();
-        assert_eq!((h.status, h.framing, h.keep_alive), (429, Framing::UntilClose, false));
-        let h = parse_head(b"HTTP/1.0 204 No Content\r\n\r\n").unwrap().unwrap();
+        let h = parse_head(b"HTTP/1.1 429 Too Many\r\nRetry-After: 1\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (h.status, h.framing, h.keep_alive),
+            (429, Framing::UntilClose, false)
+        );
+        let h = parse_head(b"HTTP/1.0 204 No Content\r\n\r\n")
+            .unwrap()
+            .unwrap();
         assert_eq!((h.framing, h.keep_alive), (Framing::Length(0), false));
         assert_eq!(parse_head(b"HTTP/1.1 200 OK\r\nX: y\r\n"), Ok(None));
         assert_eq!(parse_head(b"garbage\r\n\r\n"), Err(HeadError::Malformed));
@@ -274,5 +365,11 @@ mod tests {
         assert!(s.ends_with("\r\n\r\nabc"));
         let g = String::from_utf8(subscribe_request("h", "/s?topic=x")).unwrap();
         assert!(g.starts_with("GET /s?topic=x HTTP/1.1\r\n") && g.ends_with("\r\n\r\n"));
+        let r = String::from_utf8(with_last_event_id(g.as_bytes(), b"urn:uuid:1")).unwrap();
+        assert!(
+            r.ends_with("no-cache\r\nLast-Event-ID: urn:uuid:1\r\n\r\n"),
+            "{r}"
+        );
+        assert!(parse_request_for_test(&r));
     }
 }

@@ -30,7 +30,9 @@ pub use args::{BenchArgs, DEV_JWT_KEY, Secret, Target};
 pub use error::BenchError;
 pub use hist::LatencySummary;
 pub use plan::PlanSummary;
-pub use report::{ClientStats, ConnectStats, DeliveryStats, PublishStats, Report, Role, ServerSample, ServerStats};
+pub use report::{
+    ClientStats, ConnectStats, DeliveryStats, PublishStats, Report, Role, ServerSample, ServerStats,
+};
 
 /// Runs the benchmark described by `args`.
 ///
@@ -43,7 +45,7 @@ pub use report::{ClientStats, ConnectStats, DeliveryStats, PublishStats, Report,
 pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
     match args.worker_index {
         Some(index) => {
-            let (plan, fin) = workers::run_child(&args, index).await?;
+            let (plan, fin) = workers::run_child(args, index).await?;
             Ok(coordinator::worker_report(&plan, fin))
         }
         None => coordinator::run(&args).await,

@@ -30,7 +30,11 @@ pub fn spawn_sampler(pids: Vec<u32>, every: Duration, t0: Instant) -> (Samples, 
         loop {
             ticker.tick().await;
             if let Some(s) = procfs::sample_sum(&pids) {
-                let sample = ServerSample { t_s: t0.elapsed().as_secs_f64(), rss_bytes: s.rss_bytes, cpu_s: s.cpu_seconds };
+                let sample = ServerSample {
+                    t_s: t0.elapsed().as_secs_f64(),
+                    rss_bytes: s.rss_bytes,
+                    cpu_s: s.cpu_seconds,
+                };
                 out.lock().unwrap_or_else(|e| e.into_inner()).push(sample);
             }
         }
@@ -64,7 +68,13 @@ pub fn spawn_progress(src: ProgressSources) -> JoinHandle<()> {
             last_at = Instant::now();
             let (connected, done, errors, (deliveries, recent), so_far) = {
                 let mut a = aggregate::lock(&src.agg);
-                (a.connected(), a.initial_done(), a.connect_errors(), a.take_recent(), a.so_far_p99())
+                (
+                    a.connected(),
+                    a.initial_done(),
+                    a.connect_errors(),
+                    a.take_recent(),
+                    a.so_far_p99(),
+                )
             };
             let ok = src.publishers.ok.load(Relaxed);
             let err: u64 = src.publishers.errors().values().sum();

@@ -24,7 +24,11 @@ pub struct Stamp {
 pub fn encode(stamp: &Stamp, size: usize) -> String {
     let mut s = String::with_capacity(size.max(48));
     // Writing to a String cannot fail.
-    let _ = write!(s, "b{:x}:{}:{}:{}:", stamp.run, stamp.publisher, stamp.seq, stamp.sent_nanos);
+    let _ = write!(
+        s,
+        "b{:x}:{}:{}:{}:",
+        stamp.run, stamp.publisher, stamp.seq, stamp.sent_nanos
+    );
     while s.len() < size {
         s.push('x');
     }
@@ -41,7 +45,12 @@ pub fn decode(data: &[u8]) -> Option<Stamp> {
     let sent_nanos = parse_dec(fields.next()?)?;
     // The fifth piece (padding) must exist: it proves the nanos field was terminated.
     fields.next()?;
-    Some(Stamp { run: u32::try_from(run).ok()?, publisher, seq, sent_nanos })
+    Some(Stamp {
+        run: u32::try_from(run).ok()?,
+        publisher,
+        seq,
+        sent_nanos,
+    })
 }
 
 /// Wall-clock nanoseconds since the epoch (0 if the clock is before 1970).
@@ -76,7 +85,12 @@ mod tests {
     use super::*;
 
     fn stamp() -> Stamp {
-        Stamp { run: 0xdead_beef, publisher: 3, seq: 42, sent_nanos: 1_700_000_000_123_456_789 }
+        Stamp {
+            run: 0xdead_beef,
+            publisher: 3,
+            seq: 42,
+            sent_nanos: 1_700_000_000_123_456_789,
+        }
     }
 
     #[test]
@@ -96,7 +110,15 @@ mod tests {
 
     #[test]
     fn rejects_foreign_data() {
-        for bad in [&b""[..], b"hello", b"b1:2:3", b"b1:2:3:4", b"bzz:1:2:3:", b"b1:-1:2:3:", b"b1:1:2:3x:"] {
+        for bad in [
+            &b""[..],
+            b"hello",
+            b"b1:2:3",
+            b"b1:2:3:4",
+            b"bzz:1:2:3:",
+            b"b1:-1:2:3:",
+            b"b1:1:2:3x:",
+        ] {
             assert_eq!(decode(bad), None, "{:?}", String::from_utf8_lossy(bad));
         }
     }

@@ -81,8 +81,13 @@ impl Plan {
             .map(|name| {
                 let path = match args.target {
                     Target::Hubbub => {
-                        let sep = if sub_base.path.contains('?') { '&' } else { '?' };
-                        let topic: String = form_urlencoded::byte_serialize(name.as_bytes()).collect();
+                        let sep = if sub_base.path.contains('?') {
+                            '&'
+                        } else {
+                            '?'
+                        };
+                        let topic: String =
+                            form_urlencoded::byte_serialize(name.as_bytes()).collect();
                         format!("{}{sep}topic={topic}", sub_base.path)
                     }
                     Target::Nchan => HttpUrl::parse(&fill(&sub_url, name))?.path,
@@ -94,7 +99,12 @@ impl Plan {
             Target::Hubbub => {
                 let prefixes = names
                     .iter()
-                    .map(|n| format!("topic={}&data=", form_urlencoded::byte_serialize(n.as_bytes()).collect::<String>()))
+                    .map(|n| {
+                        format!(
+                            "topic={}&data=",
+                            form_urlencoded::byte_serialize(n.as_bytes()).collect::<String>()
+                        )
+                    })
                     .collect();
                 (vec![pub_base.path.clone()], prefixes)
             }
@@ -117,7 +127,9 @@ impl Plan {
         let token = match (args.target, &args.token) {
             (Target::Nchan, _) => None,
             (Target::Hubbub, Some(t)) => Some(t.0.clone()),
-            (Target::Hubbub, None) if args.rate > 0.0 => Some(crate::publisher::mint_token(&args.jwt_key.0)?),
+            (Target::Hubbub, None) if args.rate > 0.0 => {
+                Some(crate::publisher::mint_token(&args.jwt_key.0)?)
+            }
             (Target::Hubbub, None) => None,
         };
         let secs = Duration::from_secs_f64;
@@ -156,9 +168,29 @@ impl Plan {
         slot % self.topics
     }
 
-    /// Source address for subscriber `slot`, spreading slots evenly.
-    pub fn source_of(&self, slot: u32) -> Option<IpAddr> {
-        (!self.source_ips.is_empty()).then(|| self.source_ips[slot as usize % self.source_ips.len()])
+    /// Source address and port for connection number `generation` (0 first, then
+    /// one per reconnect) of subscriber `slot`; `None` lets the kernel choose.
+    ///
+    /// Ports are assigned here rather than by `bind(ip:0)`: the kernel's search for a
+    /// free port at bind time (it cannot know the destination yet) gets slower with
+    /// every port in use and, at ~20k sockets per address, stalls the whole client.
+    /// Each reconnect moves to another port so it never meets its own TIME_WAIT, and
+    /// each run starts at its own offset so it rarely meets the previous run's.
+    pub fn source_of(&self, slot: u32, generation: u32) -> Option<SocketAddr> {
+        const PORT_BASE: u64 = 20_000;
+        const PORT_SPAN: u64 = 65_536 - PORT_BASE;
+        let ips = self.source_ips.len() as u64;
+        if ips == 0 {
+            return None;
+        }
+        let (slot, generation) = (u64::from(slot), u64::from(generation));
+        let per_ip = u64::from(self.subscribers).div_ceil(ips);
+        let port =
+            PORT_BASE + (slot / ips + generation * per_ip + u64::from(self.run_id)) % PORT_SPAN;
+        Some(SocketAddr::new(
+            self.source_ips[(slot % ips) as usize],
+            u16::try_from(port).unwrap_or(0),
+        ))
     }
 
     /// How many subscribers listen on each topic.
@@ -175,7 +207,9 @@ impl Plan {
         match self.target {
             Target::Hubbub => {
                 // The payload alphabet ([0-9a-z:]) needs no form escaping.
-                let mut body = String::with_capacity(self.pub_form_prefix[topic as usize].len() + payload.len());
+                let mut body = String::with_capacity(
+                    self.pub_form_prefix[topic as usize].len() + payload.len(),
+                );
                 body.push_str(&self.pub_form_prefix[topic as usize]);
                 body.push_str(payload);
                 http::post_request(
@@ -186,9 +220,13 @@ impl Plan {
                     body.as_bytes(),
                 )
             }
-            Target::Nchan => {
-                http::post_request(&self.pub_host, &self.pub_paths[topic as usize], "text/plain", None, payload.as_bytes())
-            }
+            Target::Nchan => http::post_request(
+                &self.pub_host,
+                &self.pub_paths[topic as usize],
+                "text/plain",
+                None,
+                payload.as_bytes(),
+            ),
         }
     }
 
@@ -232,4 +270,73 @@ pub struct PlanSummary {
     pub churn: f64,
     pub processes: u32,
     pub source_ips: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: BenchArgs,
+    }
+
+    async fn plan(argv: &[&str]) -> Plan {
+        let args = Cli::try_parse_from(std::iter::once("bench").chain(argv.iter().copied()))
+            .unwrap()
+            .args;
+        Plan::resolve(&args, 7).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn source_ports_are_unique_per_generation() {
+        let p = plan(&["--subscribers", "45000", "--processes", "3"]).await;
+        assert_eq!(p.source_ips.len(), 3);
+        let mut seen = std::collections::HashSet::new();
+        for slot in 0..45_000 {
+            assert!(seen.insert(p.source_of(slot, 0).unwrap()), "slot {slot}");
+        }
+        for slot in 0..45_000 {
+            assert!(
+                seen.insert(p.source_of(slot, 1).unwrap()),
+                "slot {slot} gen 1"
+            );
+        }
+        assert_eq!(
+            p.source_of(1, 0).unwrap().ip(),
+            IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3))
+        );
+        assert_eq!(
+            plan(&["--subscribers", "100", "--source-ips", "0"])
+                .await
+                .source_of(5, 0),
+            None
+        );
+    }
+
+    #[tokio::test]
+    async fn builds_requests_per_dialect() {
+        let p = plan(&["--topics", "2", "--hub", "http://localhost:9/hub?x=1"]).await;
+        let req = String::from_utf8(p.sub_requests[1].clone()).unwrap();
+        assert!(req.starts_with("GET /hub?x=1&topic=https%3A%2F%2Fbench.hubbub%2Ft%2F1 HTTP/1.1\r\nHost: localhost:9\r\n"), "{req}");
+        let publish = String::from_utf8(p.publish_request(1, "b1:0:1:2:")).unwrap();
+        assert!(publish.contains("Authorization: Bearer ey"));
+        assert!(
+            publish.ends_with("\r\n\r\ntopic=https%3A%2F%2Fbench.hubbub%2Ft%2F1&data=b1:0:1:2:"),
+            "{publish}"
+        );
+        let n = plan(&["--target", "nchan", "--topics", "3"]).await;
+        assert!(
+            String::from_utf8(n.sub_requests[2].clone())
+                .unwrap()
+                .starts_with("GET /sub/bench-2 HTTP/1.1")
+        );
+        let publish = String::from_utf8(n.publish_request(2, "b1:0:1:2:")).unwrap();
+        assert!(
+            publish.starts_with("POST /pub/bench-2 HTTP/1.1") && !publish.contains("Authorization")
+        );
+        assert_eq!(n.subscribers_per_topic().iter().sum::<u64>(), 1000);
+    }
 }

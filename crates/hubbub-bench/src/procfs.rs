@@ -18,7 +18,10 @@ pub fn sample(pid: Option<u32>) -> Option<ProcSample> {
     let dir = pid.map_or_else(|| "/proc/self".to_owned(), |p| format!("/proc/{p}"));
     let status = std::fs::read_to_string(format!("{dir}/status")).ok()?;
     let stat = std::fs::read_to_string(format!("{dir}/stat")).ok()?;
-    Some(ProcSample { rss_bytes: parse_vm_rss(&status)?, cpu_seconds: parse_cpu_seconds(&stat)? })
+    Some(ProcSample {
+        rss_bytes: parse_vm_rss(&status)?,
+        cpu_seconds: parse_cpu_seconds(&stat)?,
+    })
 }
 
 /// Sum over `pids` (e.g. nginx master + worker); `None` if any is gone or none given.
@@ -28,13 +31,21 @@ pub fn sample_sum(pids: &[u32]) -> Option<ProcSample> {
     }
     pids.iter().try_fold(ProcSample::default(), |acc, pid| {
         let s = sample(Some(*pid))?;
-        Some(ProcSample { rss_bytes: acc.rss_bytes + s.rss_bytes, cpu_seconds: acc.cpu_seconds + s.cpu_seconds })
+        Some(ProcSample {
+            rss_bytes: acc.rss_bytes + s.rss_bytes,
+            cpu_seconds: acc.cpu_seconds + s.cpu_seconds,
+        })
     })
 }
 
 fn parse_vm_rss(status: &str) -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kib: u64 = line["VmRSS:".len()..].trim().trim_end_matches("kB").trim().parse().ok()?;
+    let kib: u64 = line["VmRSS:".len()..]
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
     Some(kib * 1024)
 }
 
@@ -56,7 +67,8 @@ mod tests {
     fn parses_status_and_stat() {
         let status = "Name:\tx\nVmPeak:\t  999 kB\nVmRSS:\t   12345 kB\nThreads: 1\n";
         assert_eq!(parse_vm_rss(status), Some(12345 * 1024));
-        let stat = "42 (we ird) (name)) S 1 42 42 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 1 0 5 1000 200";
+        let stat =
+            "42 (we ird) (name)) S 1 42 42 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 1 0 5 1000 200";
         assert_eq!(parse_cpu_seconds(stat), Some(3.25));
         assert_eq!(parse_cpu_seconds("garbage"), None);
     }
@@ -66,7 +78,10 @@ mod tests {
         if cfg!(target_os = "linux") {
             let s = sample(None).unwrap();
             assert!(s.rss_bytes > 0);
-            assert_eq!(sample_sum(&[std::process::id()]).map(|s| s.rss_bytes > 0), Some(true));
+            assert_eq!(
+                sample_sum(&[std::process::id()]).map(|s| s.rss_bytes > 0),
+                Some(true)
+            );
         }
         assert_eq!(sample_sum(&[]), None);
     }

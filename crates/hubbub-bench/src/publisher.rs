@@ -36,7 +36,10 @@ pub fn mint_token(key: &str) -> Result<String, jsonwebtoken::errors::Error> {
     }
     // Servers validating with library defaults insist on `exp`.
     let exp = payload::now_nanos() / 1_000_000_000 + 86_400;
-    let claims = Claims { mercure: Mercure { publish: ["*"] }, exp };
+    let claims = Claims {
+        mercure: Mercure { publish: ["*"] },
+        exp,
+    };
     jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
         &claims,
@@ -66,32 +69,53 @@ impl PubStats {
             missed: AtomicU64::new(0),
             errors: Mutex::default(),
             rtt: Mutex::default(),
-            last_seq: (0..publishers).map(|_| (0..topics).map(|_| AtomicU64::new(0)).collect()).collect(),
+            last_seq: (0..publishers)
+                .map(|_| (0..topics).map(|_| AtomicU64::new(0)).collect())
+                .collect(),
         }
     }
 
     pub fn published(&self) -> Vec<Vec<u64>> {
-        self.last_seq.iter().map(|t| t.iter().map(|s| s.load(Relaxed)).collect()).collect()
+        self.last_seq
+            .iter()
+            .map(|t| t.iter().map(|s| s.load(Relaxed)).collect())
+            .collect()
     }
 
     /// Accepted publishes per topic, all publishers together.
     pub fn per_topic(&self) -> Vec<u64> {
         let topics = self.last_seq.first().map_or(0, Vec::len);
-        (0..topics).map(|t| self.last_seq.iter().map(|p| p[t].load(Relaxed)).sum()).collect()
+        (0..topics)
+            .map(|t| self.last_seq.iter().map(|p| p[t].load(Relaxed)).sum())
+            .collect()
     }
 
     pub fn errors(&self) -> BTreeMap<String, u64> {
-        self.errors.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.errors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn error(&self, key: String) {
-        *self.errors.lock().unwrap_or_else(|e| e.into_inner()).entry(key).or_default() += 1;
+        *self
+            .errors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(key)
+            .or_default() += 1;
     }
 }
 
 /// Starts `plan.publishers` tasks sharing `plan.rate`; they stop on `stop`.
-pub fn spawn(plan: &Arc<Plan>, stats: &Arc<PubStats>, stop: &CancellationToken) -> Vec<JoinHandle<()>> {
-    (0..plan.publishers).map(|p| tokio::spawn(run_one(p, plan.clone(), stats.clone(), stop.clone()))).collect()
+pub fn spawn(
+    plan: &Arc<Plan>,
+    stats: &Arc<PubStats>,
+    stop: &CancellationToken,
+) -> Vec<JoinHandle<()>> {
+    (0..plan.publishers)
+        .map(|p| tokio::spawn(run_one(p, plan.clone(), stats.clone(), stop.clone())))
+        .collect()
 }
 
 async fn run_one(p: u32, plan: Arc<Plan>, stats: Arc<PubStats>, stop: CancellationToken) {
@@ -111,7 +135,12 @@ async fn run_one(p: u32, plan: Arc<Plan>, stats: Arc<PubStats>, stop: Cancellati
         // Publish number n of this publisher is global number n*M+p: topics round-robin.
         let topic = ((n * m + u64::from(p)) % u64::from(plan.topics)) as u32;
         let seq = seqs[topic as usize] + 1;
-        let stamp = Stamp { run: plan.run_id, publisher: p, seq, sent_nanos: payload::now_nanos() };
+        let stamp = Stamp {
+            run: plan.run_id,
+            publisher: p,
+            seq,
+            sent_nanos: payload::now_nanos(),
+        };
         let request = plan.publish_request(topic, &payload::encode(&stamp, plan.payload));
         stats.attempts.fetch_add(1, Relaxed);
         let sent = Instant::now();
@@ -123,7 +152,11 @@ async fn run_one(p: u32, plan: Arc<Plan>, stats: Arc<PubStats>, stop: Cancellati
                 stats.last_seq[p as usize][topic as usize].store(seq, Relaxed);
                 stats.ok.fetch_add(1, Relaxed);
                 let us = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
-                stats.rtt.lock().unwrap_or_else(|e| e.into_inner()).record(us);
+                stats
+                    .rtt
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .record(us);
             }
             // The sequence number is reused, so a rejected publish leaves no hole.
             Ok(status) => stats.error(format!("http_{status}")),
@@ -154,22 +187,35 @@ struct PubConn {
 /// the whole response; returns the status.
 async fn send(conn: &mut Option<PubConn>, plan: &Plan, request: &[u8]) -> Result<u16, String> {
     if conn.is_none() {
-        let stream = http::connect(plan.pub_addr, None).await.map_err(|e| io_error_key(&e))?;
-        *conn = Some(PubConn { stream, buf: Vec::with_capacity(4096) });
+        let stream = http::connect(plan.pub_addr, None)
+            .await
+            .map_err(|e| io_error_key(&e))?;
+        *conn = Some(PubConn {
+            stream,
+            buf: Vec::with_capacity(4096),
+        });
     }
-    let Some(c) = conn.as_mut() else { return Err("no_connection".into()) };
+    let Some(c) = conn.as_mut() else {
+        return Err("no_connection".into());
+    };
     c.buf.clear();
     let head = http::send_and_read_head(&mut c.stream, request, &mut c.buf).await?;
     c.buf.drain(..head.len);
     let mut body = BodyDecoder::new(head.framing);
     loop {
-        let used = body.feed(&c.buf, &mut |_| {}).map_err(|e| format!("bad_body: {e}"))?;
+        let used = body
+            .feed(&c.buf, &mut |_| {})
+            .map_err(|e| format!("bad_body: {e}"))?;
         c.buf.drain(..used);
         if body.is_done() {
             break;
         }
         let mut chunk = [0u8; 4096];
-        let n = c.stream.read(&mut chunk).await.map_err(|e| io_error_key(&e))?;
+        let n = c
+            .stream
+            .read(&mut chunk)
+            .await
+            .map_err(|e| io_error_key(&e))?;
         if n == 0 {
             if head.framing == crate::body::Framing::UntilClose {
                 break;
@@ -193,8 +239,12 @@ mod tests {
         let token = mint_token("k").unwrap();
         let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
         v.required_spec_claims.clear();
-        let data =
-            jsonwebtoken::decode::<serde_json::Value>(&token, &jsonwebtoken::DecodingKey::from_secret(b"k").unwrap(), &v).unwrap();
+        let data = jsonwebtoken::decode::<serde_json::Value>(
+            &token,
+            &jsonwebtoken::DecodingKey::from_secret(b"k").unwrap(),
+            &v,
+        )
+        .unwrap();
         assert_eq!(data.claims["mercure"]["publish"][0], "*");
     }
 

@@ -125,7 +125,10 @@ impl Report {
             why.push("no delivery at all".into());
         }
         if self.connect.never_connected > 0 {
-            why.push(format!("{} subscribers never connected", self.connect.never_connected));
+            why.push(format!(
+                "{} subscribers never connected",
+                self.connect.never_connected
+            ));
         }
         let drops: u64 = d.disconnects.values().sum();
         if drops > 0 {
@@ -144,13 +147,17 @@ fn map(m: &BTreeMap<String, u64>) -> String {
     if m.is_empty() {
         return "none".into();
     }
-    m.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ")
+    m.iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let p = &self.plan;
-        writeln!(f, "hubbub bench: target {:?}, subscribe {}", p.target, p.sub_url)?;
+        let target = format!("{:?}", p.target).to_lowercase();
+        writeln!(f, "hubbub bench: target {target}, subscribe {}", p.sub_url)?;
         let c = &self.connect;
         writeln!(
             f,
@@ -184,7 +191,11 @@ impl fmt::Display for Report {
                 fmt_us(pb.rtt.max_us)
             )?;
         } else {
-            writeln!(f, "  publish      none (idle run, {:.1} s held)", self.window_s)?;
+            writeln!(
+                f,
+                "  publish      none (idle run, {:.1} s held)",
+                self.window_s
+            )?;
         }
         let d = &self.delivery;
         writeln!(
@@ -214,8 +225,10 @@ impl fmt::Display for Report {
             map(&d.disconnects)
         )?;
         if let Some(s) = &self.server {
-            let per_sub =
-                s.rss_per_subscriber_bytes.map_or_else(|| "n/a".to_owned(), |b| format!("{:.2} KiB/subscriber", b / 1024.0));
+            let per_sub = s.rss_per_subscriber_bytes.map_or_else(
+                || "n/a".to_owned(),
+                |b| format!("{:.2} KiB/subscriber", b / 1024.0),
+            );
             writeln!(
                 f,
                 "  server       RSS {} before, {} connected ({per_sub}), {} at end, peak {}; CPU {:.2} s in window ({:.0}% of a core)",

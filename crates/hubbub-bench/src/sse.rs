@@ -18,11 +18,39 @@ pub struct SseParser {
     has_data: bool,
     /// The previous input ended in CR: a leading LF now belongs to that line end.
     skip_lf: bool,
+    /// The `id` field seen last (the spec's "last event ID buffer").
+    id_buf: Vec<u8>,
+    /// The id of the last dispatched event (the "last event ID string"): only this is
+    /// safe to resume from, since a stream may end between an `id:` line and its data.
+    last_id: Vec<u8>,
 }
 
 impl SseParser {
+    /// A parser for a stream resumed after `last_id` (empty: none yet).
+    pub fn resuming(last_id: Vec<u8>) -> Self {
+        Self {
+            id_buf: last_id.clone(),
+            last_id,
+            ..Self::default()
+        }
+    }
+
+    /// Whether a reconnect could resume this stream (an event with an id was seen).
+    pub fn has_last_id(&self) -> bool {
+        !self.last_id.is_empty()
+    }
+
+    /// The id to send as `Last-Event-ID` when reconnecting.
+    pub fn into_last_id(self) -> Vec<u8> {
+        self.last_id
+    }
+
     /// Feeds body bytes; calls `on_event` with the data of every completed event.
-    pub fn feed(&mut self, mut input: &[u8], on_event: &mut impl FnMut(&[u8])) -> Result<(), LineTooLong> {
+    pub fn feed(
+        &mut self,
+        mut input: &[u8],
+        on_event: &mut impl FnMut(&[u8]),
+    ) -> Result<(), LineTooLong> {
         if self.skip_lf && !input.is_empty() {
             self.skip_lf = false;
             if input[0] == b'\n' {
@@ -58,6 +86,9 @@ impl SseParser {
 
     fn line_done(&mut self, line: &[u8], on_event: &mut impl FnMut(&[u8])) {
         if line.is_empty() {
+            if self.last_id != self.id_buf {
+                self.last_id.clone_from(&self.id_buf);
+            }
             if self.has_data && !self.data.is_empty() {
                 on_event(&self.data);
             }
@@ -81,6 +112,9 @@ impl SseParser {
             }
             self.data.extend_from_slice(value);
             self.has_data = true;
+        } else if name == b"id" && !value.contains(&0) {
+            self.id_buf.clear();
+            self.id_buf.extend_from_slice(value);
         }
     }
 }
@@ -93,7 +127,10 @@ mod tests {
         let mut p = SseParser::default();
         let mut out = Vec::new();
         for part in parts {
-            p.feed(part, &mut |d: &[u8]| out.push(String::from_utf8_lossy(d).into_owned())).unwrap();
+            p.feed(part, &mut |d: &[u8]| {
+                out.push(String::from_utf8_lossy(d).into_owned())
+            })
+            .unwrap();
         }
         out
     }
@@ -102,7 +139,11 @@ mod tests {
         let whole = events(&[input]);
         for a in 0..=input.len() {
             for b in a..=input.len() {
-                assert_eq!(events(&[&input[..a], &input[a..b], &input[b..]]), whole, "split {a},{b}");
+                assert_eq!(
+                    events(&[&input[..a], &input[a..b], &input[b..]]),
+                    whole,
+                    "split {a},{b}"
+                );
             }
         }
         whole
@@ -110,13 +151,33 @@ mod tests {
 
     #[test]
     fn parses_events_comments_and_multiline_data() {
-        let input = b":\n\nid: 1\ndata: hello\n\n:\nevent: x\ndata: a\ndata:b\ndata\n\nretry: 5\n\n";
+        let input =
+            b":\n\nid: 1\ndata: hello\n\n:\nevent: x\ndata: a\ndata:b\ndata\n\nretry: 5\n\n";
         assert_eq!(every_split(input), vec!["hello", "a\nb\n"]);
     }
 
     #[test]
+    fn remembers_the_last_event_id() {
+        let mut p = SseParser::resuming(b"old".to_vec());
+        p.feed(b":\n\n", &mut |_| {}).unwrap();
+        assert_eq!(p.last_id, b"old");
+        p.feed(
+            b"id: urn:1\ndata: a\n\ndata: no id\n\nid: bad\0\n\n",
+            &mut |_| {},
+        )
+        .unwrap();
+        assert_eq!(p.last_id, b"urn:1");
+        // An event cut off after its id line is not resumed from.
+        p.feed(b"id: urn:2\ndata: half", &mut |_| {}).unwrap();
+        assert_eq!(p.into_last_id(), b"urn:1");
+    }
+
+    #[test]
     fn accepts_crlf_and_lone_cr() {
-        assert_eq!(every_split(b"data: one\r\n\r\ndata: two\r\rdata: 3\n\r\n"), vec!["one", "two", "3"]);
+        assert_eq!(
+            every_split(b"data: one\r\n\r\ndata: two\r\rdata: 3\n\r\n"),
+            vec!["one", "two", "3"]
+        );
     }
 
     #[test]

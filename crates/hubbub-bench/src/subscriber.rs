@@ -5,12 +5,16 @@
 //! into one scratch buffer per runtime thread, and the parsers hold no buffer while
 //! the stream is between events.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use tokio::io::{AsyncRead, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, watch};
 
@@ -75,7 +79,10 @@ impl SubStats {
     }
 
     fn bump(map: &Mutex<BTreeMap<String, u64>>, key: String) {
-        *map.lock().unwrap_or_else(|e| e.into_inner()).entry(key).or_default() += 1;
+        *map.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(key)
+            .or_default() += 1;
     }
 }
 
@@ -83,7 +90,9 @@ impl SubStats {
 #[derive(Debug, Default)]
 pub struct SlotHandle {
     pub churn: Notify,
-    pub connected: AtomicBool,
+    /// Open, and has an event id to resume from. Churning a stream before it has
+    /// one would lose whatever was in flight to it, through no fault of the server.
+    pub churnable: AtomicBool,
 }
 
 /// Why a stream ended.
@@ -94,106 +103,132 @@ enum End {
 }
 
 /// Runs slot `slot` (global subscriber index) until the run finishes.
-pub async fn run_slot(plan: Arc<Plan>, stats: Arc<SubStats>, slot: u32, handle: Arc<SlotHandle>, mut finish: FinishRx) {
+///
+/// Like an `EventSource`, a slot reconnects after churn or a drop with the last event
+/// id it saw (`Last-Event-ID`), and keeps one sequence tracker across its streams: a
+/// hub that resumes correctly shows no loss, one that does not shows the gap as lost.
+pub async fn run_slot(
+    plan: Arc<Plan>,
+    stats: Arc<SubStats>,
+    slot: u32,
+    handle: Arc<SlotHandle>,
+    mut finish: FinishRx,
+) {
     let topic = plan.topic_of(slot);
-    let mut first = true;
-    let first_done = |stats: &SubStats, ok: bool| {
-        stats.initial_done.fetch_add(1, Relaxed);
-        if !ok {
-            stats.never_connected.fetch_add(1, Relaxed);
-        }
-    };
-    loop {
-        if finish.borrow().is_some() {
-            if first {
-                first_done(&stats, false);
-            }
-            return;
+    let mut generation = 0u32;
+    // `None` until the first stream opens.
+    let mut tracker: Option<Tracker> = None;
+    let mut last_id: Vec<u8> = Vec::new();
+    let published: Option<Published> = loop {
+        if let Some(p) = finish.borrow().as_ref() {
+            break Some(p.clone());
         }
         let opened = tokio::select! {
-            r = http::with_timeout(plan.connect_timeout, open(&plan, slot)) => r,
-            _ = finish.changed() => {
-                if first { first_done(&stats, false); }
-                return;
-            }
-        };
-        let (stream, body, leftover) = match opened {
-            Ok(o) => o,
-            Err(key) => {
-                stats.connect_errors_total.fetch_add(1, Relaxed);
-                SubStats::bump(&stats.connect_errors, key);
-                if first {
-                    // A slot that never got in stays out: retrying would turn an
-                    // overloaded server's refusals into a connect storm.
-                    first_done(&stats, false);
-                    return;
-                }
-                if pause(&mut finish).await {
-                    return;
+            r = http::with_timeout(plan.connect_timeout, open(&plan, slot, generation, &last_id)) => r,
+            r = finish.changed() => {
+                if r.is_err() {
+                    break None;
                 }
                 continue;
             }
         };
-        let from_start = stats.phase() == Phase::Connecting;
-        if first {
-            first_done(&stats, true);
-            first = false;
+        generation = generation.wrapping_add(1);
+        let (mut stream, body, leftover) = match opened {
+            Ok(o) => o,
+            Err(key) => {
+                stats.connect_errors_total.fetch_add(1, Relaxed);
+                SubStats::bump(&stats.connect_errors, key);
+                if tracker.is_none() {
+                    // A slot that never got in stays out: retrying would turn an
+                    // overloaded server's refusals into a connect storm.
+                    break None;
+                }
+                pause(&mut finish).await;
+                continue;
+            }
+        };
+        if tracker.is_none() {
+            stats.initial_done.fetch_add(1, Relaxed);
         }
+        let from_start = stats.phase() == Phase::Connecting;
+        let tracker =
+            tracker.get_or_insert_with(|| Tracker::new(plan.publishers as usize, from_start));
         stats.connected.fetch_add(1, Relaxed);
-        handle.connected.store(true, Relaxed);
+        let sse = SseParser::resuming(std::mem::take(&mut last_id));
+        let churnable = sse.has_last_id();
+        handle.churnable.store(churnable, Relaxed);
         let mut conn = Conn {
             body,
-            sse: SseParser::default(),
-            tracker: Tracker::new(plan.publishers as usize, from_start),
+            sse,
+            tracker,
+            churnable,
+            handle: &handle,
             plan: &plan,
             stats: &stats,
         };
-        let end = conn.pump(&stream, &leftover, &handle, &mut finish).await;
-        handle.connected.store(false, Relaxed);
+        let end = conn.pump(&mut stream, &leftover, &mut finish).await;
+        last_id = conn.sse.into_last_id();
+        handle.churnable.store(false, Relaxed);
         stats.connected.fetch_sub(1, Relaxed);
         drop(stream);
         match end {
-            End::Finished(published) => {
-                let lost = match published {
-                    Some(p) => {
-                        let last = |publisher: usize| p.get(publisher).and_then(|t| t.get(topic as usize)).copied().unwrap_or(0);
-                        conn.tracker.lost(Some(&last))
-                    }
-                    None => conn.tracker.lost(None),
-                };
-                stats.lost.fetch_add(lost, Relaxed);
-                return;
-            }
+            End::Finished(p) => break p,
             End::Churned => {
-                stats.lost.fetch_add(conn.tracker.lost(None), Relaxed);
                 stats.churned.fetch_add(1, Relaxed);
             }
             End::Dropped(key) => {
-                stats.lost.fetch_add(conn.tracker.lost(None), Relaxed);
                 SubStats::bump(&stats.disconnects, key);
-                if pause(&mut finish).await {
-                    return;
-                }
+                pause(&mut finish).await;
             }
         }
-    }
+    };
+    let Some(tracker) = tracker else {
+        stats.initial_done.fetch_add(1, Relaxed);
+        stats.never_connected.fetch_add(1, Relaxed);
+        return;
+    };
+    let lost = match published {
+        Some(p) => {
+            let last = |publisher: usize| {
+                p.get(publisher)
+                    .and_then(|t| t.get(topic as usize))
+                    .copied()
+                    .unwrap_or(0)
+            };
+            tracker.lost(Some(&last))
+        }
+        None => tracker.lost(None),
+    };
+    stats.lost.fetch_add(lost, Relaxed);
 }
 
-/// Waits before reconnecting; true if the run finished meanwhile.
-async fn pause(finish: &mut FinishRx) -> bool {
+/// Waits before reconnecting, or until the run finishes.
+async fn pause(finish: &mut FinishRx) {
     tokio::select! {
-        _ = tokio::time::sleep(RECONNECT_DELAY) => finish.borrow().is_some(),
-        _ = finish.changed() => true,
+        _ = tokio::time::sleep(RECONNECT_DELAY) => {}
+        _ = finish.changed() => {}
     }
 }
 
 /// Connects and checks the response head; returns the stream, its body decoder and
 /// any body bytes that came with the head.
-async fn open(plan: &Plan, slot: u32) -> Result<(TcpStream, BodyDecoder, Vec<u8>), String> {
-    let request = &plan.sub_requests[plan.topic_of(slot) as usize];
-    let mut stream = http::connect(plan.sub_addr, plan.source_of(slot)).await.map_err(|e| io_error_key(&e))?;
+async fn open(
+    plan: &Plan,
+    slot: u32,
+    generation: u32,
+    last_id: &[u8],
+) -> Result<(TcpStream, BodyDecoder, Vec<u8>), String> {
+    let base = &plan.sub_requests[plan.topic_of(slot) as usize];
+    let request = if last_id.is_empty() {
+        Cow::Borrowed(base)
+    } else {
+        Cow::Owned(http::with_last_event_id(base, last_id))
+    };
+    let mut stream = http::connect(plan.sub_addr, plan.source_of(slot, generation))
+        .await
+        .map_err(|e| io_error_key(&e))?;
     let mut buf = Vec::new();
-    let head = http::send_and_read_head(&mut stream, request, &mut buf).await?;
+    let head = http::send_and_read_head(&mut stream, &request, &mut buf).await?;
     if head.status != 200 {
         return Err(format!("http_{}", head.status));
     }
@@ -205,34 +240,63 @@ async fn open(plan: &Plan, slot: u32) -> Result<(TcpStream, BodyDecoder, Vec<u8>
 struct Conn<'a> {
     body: BodyDecoder,
     sse: SseParser,
-    tracker: Tracker,
+    tracker: &'a mut Tracker,
+    churnable: bool,
+    handle: &'a SlotHandle,
     plan: &'a Plan,
     stats: &'a SubStats,
 }
 
 impl Conn<'_> {
-    async fn pump(&mut self, stream: &TcpStream, leftover: &[u8], handle: &SlotHandle, finish: &mut FinishRx) -> End {
+    async fn pump(
+        &mut self,
+        stream: &mut TcpStream,
+        leftover: &[u8],
+        finish: &mut FinishRx,
+    ) -> End {
         if let Err(key) = self.process(leftover) {
             return End::Dropped(key);
         }
-        loop {
-            tokio::select! {
-                r = stream.readable() => {
-                    if let Err(e) = r {
-                        return End::Dropped(io_error_key(&e));
+        {
+            // Registered once, not per read: these stay armed across iterations.
+            let churned = self.handle.churn.notified();
+            let finished = finish.changed();
+            tokio::pin!(churned, finished);
+            loop {
+                tokio::select! {
+                    r = std::future::poll_fn(|cx| self.poll_read(stream, cx)) => {
+                        if let Err(key) = r {
+                            return End::Dropped(key);
+                        }
                     }
-                    if let Err(key) = self.read_ready(stream) {
-                        return End::Dropped(key);
-                    }
-                }
-                _ = handle.churn.notified() => return End::Churned,
-                _ = finish.changed() => {
-                    // Whatever already arrived still counts.
-                    let _ = self.read_ready(stream);
-                    return End::Finished(finish.borrow().clone());
+                    _ = &mut churned => return End::Churned,
+                    _ = &mut finished => break,
                 }
             }
         }
+        // Whatever already arrived still counts.
+        let _ = self.read_ready(stream);
+        End::Finished(finish.borrow().clone())
+    }
+
+    /// One read into the thread's scratch buffer, processed before the poll returns,
+    /// so no buffer is held across awaits. Going through `poll_read` (not `try_read`)
+    /// lets tokio treat a short read as "drained" and skip the extra read that would
+    /// otherwise return `WouldBlock`.
+    fn poll_read(
+        &mut self,
+        stream: &mut TcpStream,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), String>> {
+        SCRATCH.with_borrow_mut(|buf| {
+            let mut rb = ReadBuf::new(buf);
+            match Pin::new(stream).poll_read(cx, &mut rb) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(Err(e)) => Poll::Ready(Err(io_error_key(&e))),
+                Poll::Ready(Ok(())) if rb.filled().is_empty() => Poll::Ready(Err("eof".to_owned())),
+                Poll::Ready(Ok(())) => Poll::Ready(self.process(rb.filled())),
+            }
+        })
     }
 
     /// Reads what the socket has without waiting; `Err` once the stream is over.
@@ -241,12 +305,7 @@ impl Conn<'_> {
             loop {
                 match stream.try_read(buf) {
                     Ok(0) => return Err("eof".to_owned()),
-                    Ok(n) => {
-                        self.process(&buf[..n])?;
-                        if n < buf.len() {
-                            return Ok(());
-                        }
-                    }
+                    Ok(n) => self.process(&buf[..n])?,
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
                     Err(e) => return Err(io_error_key(&e)),
                 }
@@ -255,16 +314,29 @@ impl Conn<'_> {
     }
 
     fn process(&mut self, bytes: &[u8]) -> Result<(), String> {
-        let Conn { body, sse, tracker, plan, stats } = self;
+        let Conn {
+            body,
+            sse,
+            tracker,
+            plan,
+            stats,
+            ..
+        } = self;
         let mut sse_err = None;
         body.feed(bytes, &mut |piece| {
             if sse_err.is_none() {
-                sse_err = sse.feed(piece, &mut |data| on_event(data, tracker, plan, stats)).err();
+                sse_err = sse
+                    .feed(piece, &mut |data| on_event(data, tracker, plan, stats))
+                    .err();
             }
         })
         .map_err(|e| format!("bad_body: {e}"))?;
         if let Some(e) = sse_err {
             return Err(format!("bad_sse: {e}"));
+        }
+        if !self.churnable && self.sse.has_last_id() {
+            self.churnable = true;
+            self.handle.churnable.store(true, Relaxed);
         }
         if body.is_done() {
             return Err("server_ended_stream".to_owned());

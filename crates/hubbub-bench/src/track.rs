@@ -35,7 +35,10 @@ pub struct Tracker {
 
 impl Tracker {
     pub fn new(publishers: usize, from_start: bool) -> Self {
-        Self { streams: vec![Stream::default(); publishers], from_start }
+        Self {
+            streams: vec![Stream::default(); publishers],
+            from_start,
+        }
     }
 
     /// Records `seq` (>= 1) from `publisher`; `None` if the publisher is unknown.
@@ -45,7 +48,12 @@ impl Tracker {
             return None;
         }
         if s.first == 0 {
-            *s = Stream { first: seq, max: seq, bits: 1, distinct: 1 };
+            *s = Stream {
+                first: seq,
+                max: seq,
+                bits: 1,
+                distinct: 1,
+            };
             return Some(Seen::New);
         }
         if seq > s.max {
@@ -145,7 +153,11 @@ mod tests {
         let mut t = Tracker::new(1, true);
         t.record(0, 1);
         t.record(0, 1000);
-        assert_eq!(t.record(0, 1), Some(Seen::Reordered), "too old to know: assumed new");
+        assert_eq!(
+            t.record(0, 1),
+            Some(Seen::Reordered),
+            "too old to know: assumed new"
+        );
         assert_eq!(t.record(0, 999), Some(Seen::Reordered));
         assert_eq!(t.record(0, 999), Some(Seen::Duplicate));
     }

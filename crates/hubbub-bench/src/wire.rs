@@ -36,10 +36,14 @@ impl Phase {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "snake_case")]
 pub enum Command {
-    Phase { phase: Phase },
+    Phase {
+        phase: Phase,
+    },
     /// Publishing is over: `published[p][t]` is the last sequence number publisher `p`
     /// got accepted on topic `t`. Workers count losses, report `Final` and exit.
-    Finish { published: Vec<Vec<u64>> },
+    Finish {
+        published: Vec<Vec<u64>>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -107,12 +111,19 @@ mod tests {
 
     #[test]
     fn events_round_trip_and_foreign_lines_are_skipped() {
-        let ev = Event::Tick(Tick { connected: 3, deliveries: 9, hist: vec![(10, 2)], ..Tick::default() });
+        let ev = Event::Tick(Tick {
+            connected: 3,
+            deliveries: 9,
+            hist: vec![(10, 2)],
+            ..Tick::default()
+        });
         let line = encode_event(&ev);
         assert!(line.ends_with('\n'));
         assert_eq!(decode_event(line.trim_end()).unwrap().unwrap(), ev);
         assert!(decode_event("2025-01-01T00:00:00Z INFO hello").is_none());
-        let cmd = Command::Finish { published: vec![vec![1, 2]] };
+        let cmd = Command::Finish {
+            published: vec![vec![1, 2]],
+        };
         let json = serde_json::to_string(&cmd).unwrap();
         assert_eq!(serde_json::from_str::<Command>(&json).unwrap(), cmd);
         assert_eq!(Phase::from_u8(Phase::Measure as u8), Phase::Measure);

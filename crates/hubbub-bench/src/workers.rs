@@ -27,8 +27,14 @@ pub enum WorkerMsg {
 
 #[derive(Debug)]
 enum Link {
-    Child { child: Child, cmd_tx: Option<mpsc::UnboundedSender<Command>> },
-    InProcess { cmd_tx: Option<mpsc::UnboundedSender<Command>>, task: JoinHandle<()> },
+    Child {
+        child: Child,
+        cmd_tx: Option<mpsc::UnboundedSender<Command>>,
+    },
+    InProcess {
+        cmd_tx: Option<mpsc::UnboundedSender<Command>>,
+        task: JoinHandle<()>,
+    },
 }
 
 /// The parent's handle on all workers.
@@ -39,7 +45,10 @@ pub struct Workers {
 
 impl Workers {
     /// Starts `plan.processes` worker processes, or one in-process engine if 0.
-    pub fn start(plan: &Arc<Plan>, msg_tx: mpsc::UnboundedSender<(u32, WorkerMsg)>) -> Result<Self, BenchError> {
+    pub fn start(
+        plan: &Arc<Plan>,
+        msg_tx: mpsc::UnboundedSender<(u32, WorkerMsg)>,
+    ) -> Result<Self, BenchError> {
         if plan.subscribers == 0 {
             return Ok(Self { links: Vec::new() });
         }
@@ -53,7 +62,12 @@ impl Workers {
                 }
                 let _ = msg_tx.send((0, WorkerMsg::Gone));
             });
-            return Ok(Self { links: vec![Link::InProcess { cmd_tx: Some(cmd_tx), task }] });
+            return Ok(Self {
+                links: vec![Link::InProcess {
+                    cmd_tx: Some(cmd_tx),
+                    task,
+                }],
+            });
         }
         let exe = std::env::current_exe().map_err(BenchError::Spawn)?;
         let argv: Vec<_> = std::env::args_os().skip(1).collect();
@@ -61,7 +75,12 @@ impl Workers {
         for i in 0..plan.processes {
             let mut child = Proc::new(&exe)
                 .args(&argv)
-                .args(["--worker-index", &i.to_string(), "--worker-of", &plan.processes.to_string()])
+                .args([
+                    "--worker-index",
+                    &i.to_string(),
+                    "--worker-of",
+                    &plan.processes.to_string(),
+                ])
                 .args(["--run-id", &plan.run_id.to_string()])
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
@@ -70,7 +89,10 @@ impl Workers {
                 .spawn()
                 .map_err(BenchError::Spawn)?;
             let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
-                return Err(BenchError::Worker { index: i, reason: "no stdio pipes".into() });
+                return Err(BenchError::Worker {
+                    index: i,
+                    reason: "no stdio pipes".into(),
+                });
             };
             let (cmd_tx, mut cmd_rx) = mpsc::unbounded_channel::<Command>();
             tokio::spawn(async move {
@@ -78,7 +100,9 @@ impl Workers {
                 while let Some(cmd) = cmd_rx.recv().await {
                     let mut line = serde_json::to_string(&cmd).unwrap_or_default();
                     line.push('\n');
-                    if stdin.write_all(line.as_bytes()).await.is_err() || stdin.flush().await.is_err() {
+                    if stdin.write_all(line.as_bytes()).await.is_err()
+                        || stdin.flush().await.is_err()
+                    {
                         break;
                     }
                 }
@@ -98,7 +122,10 @@ impl Workers {
                 }
                 let _ = msg_tx.send((i, WorkerMsg::Gone));
             });
-            links.push(Link::Child { child, cmd_tx: Some(cmd_tx) });
+            links.push(Link::Child {
+                child,
+                cmd_tx: Some(cmd_tx),
+            });
         }
         Ok(Self { links })
     }
@@ -126,7 +153,10 @@ impl Workers {
         for link in self.links {
             match link {
                 Link::Child { mut child, .. } => {
-                    if tokio::time::timeout(Duration::from_secs(15), child.wait()).await.is_err() {
+                    if tokio::time::timeout(Duration::from_secs(15), child.wait())
+                        .await
+                        .is_err()
+                    {
                         let _ = child.kill().await;
                     }
                 }
@@ -140,7 +170,41 @@ impl Workers {
 
 /// Child side: commands from stdin, events to stdout, until the engine finishes.
 /// Returns this worker's final counts.
-pub async fn run_child(args: &BenchArgs, index: u32) -> Result<(Arc<Plan>, Option<wire::WorkerFinal>), BenchError> {
+///
+/// The engine gets its own single-threaded runtime on a fresh thread, whatever
+/// runtime the binary started: one thread per worker process keeps the client cheap
+/// (no cross-thread wakeups or shared-counter cache traffic) so the server stays the
+/// bottleneck; more client cores means more `--processes`.
+pub async fn run_child(
+    args: BenchArgs,
+    index: u32,
+) -> Result<(Arc<Plan>, Option<wire::WorkerFinal>), BenchError> {
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name(format!("bench-worker-{index}"))
+        .spawn(move || {
+            let result = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt.block_on(child_main(&args, index)),
+                Err(e) => Err(BenchError::Io(e)),
+            };
+            let _ = done_tx.send(result);
+        })
+        .map_err(BenchError::Spawn)?;
+    done_rx.await.unwrap_or_else(|_| {
+        Err(BenchError::Worker {
+            index,
+            reason: "worker thread panicked".into(),
+        })
+    })
+}
+
+async fn child_main(
+    args: &BenchArgs,
+    index: u32,
+) -> Result<(Arc<Plan>, Option<wire::WorkerFinal>), BenchError> {
     let plan = Arc::new(Plan::resolve(args, args.run_id).await?);
     let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
     // A plain thread, not tokio's stdin: its blocking read cannot be cancelled and
@@ -156,7 +220,14 @@ pub async fn run_child(args: &BenchArgs, index: u32) -> Result<(Arc<Plan>, Optio
         }
     });
     let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
-    let engine = tokio::spawn(engine::run(plan.clone(), index, args.worker_of, cmd_rx, ev_tx, true));
+    let engine = tokio::spawn(engine::run(
+        plan.clone(),
+        index,
+        args.worker_of,
+        cmd_rx,
+        ev_tx,
+        true,
+    ));
     let mut stdout = tokio::io::stdout();
     let mut fin = None;
     while let Some(ev) = ev_rx.recv().await {

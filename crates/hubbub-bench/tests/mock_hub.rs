@@ -12,17 +12,27 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
 #[derive(Debug, Parser)]
+#[command(args_override_self = true)]
 struct Cli {
     #[command(flatten)]
     args: BenchArgs,
 }
 
 #[derive(Default)]
+struct Topic {
+    /// Every (id, frame) published, for `Last-Event-ID` replay.
+    history: Vec<(u64, Vec<u8>)>,
+    subscribers: Vec<mpsc::UnboundedSender<Vec<u8>>>,
+}
+
+#[derive(Default)]
 struct Hub {
-    topics: Mutex<HashMap<String, Vec<mpsc::UnboundedSender<Vec<u8>>>>>,
+    topics: Mutex<HashMap<String, Topic>>,
     next_id: AtomicU64,
     /// Drop every n-th publish for everyone (0 = never).
     drop_every: u64,
+    /// Ignore `Last-Event-ID`.
+    no_resume: bool,
 }
 
 async fn serve(hub: Arc<Hub>) -> u16 {
@@ -40,7 +50,7 @@ async fn serve(hub: Arc<Hub>) -> u16 {
 async fn connection(hub: Arc<Hub>, mut stream: TcpStream) {
     let mut buf = Vec::new();
     loop {
-        let (method, path, body) = loop {
+        let (method, path, body, last_id) = loop {
             let mut headers = [httparse::EMPTY_HEADER; 32];
             let mut req = httparse::Request::new(&mut headers);
             if let Ok(httparse::Status::Complete(n)) = req.parse(&buf) {
@@ -48,9 +58,27 @@ async fn connection(hub: Arc<Hub>, mut stream: TcpStream) {
                     .headers
                     .iter()
                     .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-                    .map_or(0, |h| std::str::from_utf8(h.value).unwrap().parse().unwrap());
+                    .map_or(0, |h| {
+                        std::str::from_utf8(h.value).unwrap().parse().unwrap()
+                    });
+                let last_id: Option<u64> = req
+                    .headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case("last-event-id"))
+                    .map(|h| {
+                        std::str::from_utf8(h.value)
+                            .unwrap()
+                            .trim_start_matches("urn:uuid:")
+                            .parse()
+                            .unwrap()
+                    });
                 if buf.len() >= n + len {
-                    let out = (req.method.unwrap().to_owned(), req.path.unwrap().to_owned(), buf[n..n + len].to_vec());
+                    let out = (
+                        req.method.unwrap().to_owned(),
+                        req.path.unwrap().to_owned(),
+                        buf[n..n + len].to_vec(),
+                        last_id,
+                    );
                     buf.drain(..n + len);
                     break out;
                 }
@@ -63,9 +91,22 @@ async fn connection(hub: Arc<Hub>, mut stream: TcpStream) {
         };
         if method == "GET" {
             let query = path.split_once('?').map_or("", |(_, q)| q);
-            let topic = form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == "topic").unwrap().1.into_owned();
+            let topic = form_urlencoded::parse(query.as_bytes())
+                .find(|(k, _)| k == "topic")
+                .unwrap()
+                .1
+                .into_owned();
             let (tx, mut rx) = mpsc::unbounded_channel();
-            hub.topics.lock().unwrap().entry(topic).or_default().push(tx);
+            {
+                let mut topics = hub.topics.lock().unwrap();
+                let t = topics.entry(topic).or_default();
+                if let Some(after) = last_id.filter(|_| !hub.no_resume) {
+                    for (_, frame) in t.history.iter().filter(|(id, _)| *id > after) {
+                        tx.send(frame.clone()).unwrap();
+                    }
+                }
+                t.subscribers.push(tx);
+            }
             let head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n:\n\r\n";
             if stream.write_all(head.as_bytes()).await.is_err() {
                 return;
@@ -82,14 +123,18 @@ async fn connection(hub: Arc<Hub>, mut stream: TcpStream) {
         }
         let form: HashMap<String, String> = form_urlencoded::parse(&body).into_owned().collect();
         let id = hub.next_id.fetch_add(1, Ordering::Relaxed) + 1;
-        if hub.drop_every == 0 || id % hub.drop_every != 0 {
+        if hub.drop_every == 0 || !id.is_multiple_of(hub.drop_every) {
             let frame = format!("id: urn:uuid:{id}\ndata: {}\n\n", form["data"]).into_bytes();
-            if let Some(subs) = hub.topics.lock().unwrap().get_mut(&form["topic"]) {
-                subs.retain(|s| s.send(frame.clone()).is_ok());
-            }
+            let mut topics = hub.topics.lock().unwrap();
+            let t = topics.entry(form["topic"].clone()).or_default();
+            t.history.push((id, frame.clone()));
+            t.subscribers.retain(|s| s.send(frame.clone()).is_ok());
         }
         let body = format!("urn:uuid:{id}");
-        let resp = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+        let resp = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
         if stream.write_all(resp.as_bytes()).await.is_err() {
             return;
         }
@@ -98,8 +143,25 @@ async fn connection(hub: Arc<Hub>, mut stream: TcpStream) {
 
 fn args(port: u16, extra: &[&str]) -> BenchArgs {
     let hub = format!("http://127.0.0.1:{port}/.well-known/mercure");
-    let mut argv = vec!["bench", "--hub", &hub, "--processes", "0", "--quiet", "--fail-on-loss"];
-    argv.extend_from_slice(&["--warmup", "0.5", "--duration", "1", "--drain", "0.5", "--settle", "0.2"]);
+    let mut argv = vec![
+        "bench",
+        "--hub",
+        &hub,
+        "--processes",
+        "0",
+        "--quiet",
+        "--fail-on-loss",
+    ];
+    argv.extend_from_slice(&[
+        "--warmup",
+        "0.5",
+        "--duration",
+        "1",
+        "--drain",
+        "0.5",
+        "--settle",
+        "0.2",
+    ]);
     argv.extend_from_slice(extra);
     Cli::try_parse_from(argv).unwrap().args
 }
@@ -107,7 +169,18 @@ fn args(port: u16, extra: &[&str]) -> BenchArgs {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clean_run_counts_every_delivery() {
     let port = serve(Arc::new(Hub::default())).await;
-    let extra = ["--subscribers", "60", "--topics", "3", "--publishers", "2", "--rate", "60", "--payload", "100"];
+    let extra = [
+        "--subscribers",
+        "60",
+        "--topics",
+        "3",
+        "--publishers",
+        "2",
+        "--rate",
+        "60",
+        "--payload",
+        "100",
+    ];
     let report = hubbub_bench::run(args(port, &extra)).await.unwrap();
     assert_eq!(report.connect.connected, 60);
     assert_eq!(report.delivery.lost, 0);
@@ -122,10 +195,16 @@ async fn clean_run_counts_every_delivery() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropped_messages_fail_the_run() {
-    let port = serve(Arc::new(Hub { drop_every: 7, ..Hub::default() })).await;
+    let port = serve(Arc::new(Hub {
+        drop_every: 7,
+        ..Hub::default()
+    }))
+    .await;
     let extra = ["--subscribers", "10", "--rate", "40"];
     let err = hubbub_bench::run(args(port, &extra)).await.unwrap_err();
-    let BenchError::Failed { report, reasons } = err else { panic!("{err}") };
+    let BenchError::Failed { report, reasons } = err else {
+        panic!("{err}")
+    };
     // Every 7th publish reached nobody: each of the 10 subscribers misses it.
     let published = report.publish.ok_total;
     assert_eq!(report.delivery.lost, published / 7 * 10, "{reasons:?}");
@@ -133,27 +212,54 @@ async fn dropped_messages_fail_the_run() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn idle_run_and_churn_lose_nothing() {
+async fn idle_run_and_resumed_churn_lose_nothing() {
     let port = serve(Arc::new(Hub::default())).await;
-    let report = hubbub_bench::run(args(port, &["--subscribers", "30", "--rate", "0"])).await.unwrap();
+    let report = hubbub_bench::run(args(port, &["--subscribers", "30", "--rate", "0"]))
+        .await
+        .unwrap();
     assert_eq!((report.connect.connected, report.delivery.total), (30, 0));
-    // Churned streams reconnect and are not counted as lost for what they missed.
+    // Churned streams come back with Last-Event-ID and the hub replays the gap.
     let extra = ["--subscribers", "30", "--rate", "50", "--churn", "20"];
-    let mut a = args(port, &extra);
-    a.fail_on_loss = false;
-    let report = hubbub_bench::run(a).await.unwrap();
+    let report = hubbub_bench::run(args(port, &extra)).await.unwrap();
     assert!(report.delivery.churned > 10, "{}", report.delivery.churned);
     assert_eq!(report.delivery.lost, 0);
     assert_eq!(report.connect.connected_at_end, 30);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn churn_without_resume_shows_the_gaps() {
+    let port = serve(Arc::new(Hub {
+        no_resume: true,
+        ..Hub::default()
+    }))
+    .await;
+    let extra = ["--subscribers", "30", "--rate", "200", "--churn", "20"];
+    let err = hubbub_bench::run(args(port, &extra)).await.unwrap_err();
+    let BenchError::Failed { report, .. } = err else {
+        panic!("{err}")
+    };
+    assert!(report.delivery.lost > 0);
+    // Nothing was dropped, only never delivered to a reconnecting subscriber.
+    assert_eq!(
+        report.delivery.total + report.delivery.lost,
+        report.publish.ok_total * 30
+    );
+}
+
 #[tokio::test]
 async fn refuses_remote_targets_and_reports_refused_connections() {
-    let a = Cli::try_parse_from(["bench", "--hub", "http://192.0.2.1:80/x"]).unwrap().args;
-    assert!(matches!(hubbub_bench::run(a).await, Err(BenchError::NotLoopback(_))));
+    let a = Cli::try_parse_from(["bench", "--hub", "http://192.0.2.1:80/x"])
+        .unwrap()
+        .args;
+    assert!(matches!(
+        hubbub_bench::run(a).await,
+        Err(BenchError::NotLoopback(_))
+    ));
     // Nothing listens on port 1.
     let a = args(1, &["--subscribers", "5", "--rate", "0", "--duration", "0"]);
-    let Err(BenchError::Failed { report, .. }) = hubbub_bench::run(a).await else { panic!() };
+    let Err(BenchError::Failed { report, .. }) = hubbub_bench::run(a).await else {
+        panic!()
+    };
     assert_eq!(report.connect.never_connected, 5);
     assert_eq!(report.connect.errors.get("refused"), Some(&5));
 }

@@ -20,16 +20,29 @@ pub fn router(state: SharedState) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/cluster", get(cluster))
         .layer(middleware::from_fn_with_state(state.clone(), cors))
         .with_state(state)
 }
 
 async fn readyz(State(state): State<SharedState>) -> Response {
-    if state.hub.is_shutting_down() {
+    if state.is_ready() {
+        "ready\n".into_response()
+    } else if state.hub.is_shutting_down() {
         (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response()
     } else {
-        "ready\n".into_response()
+        (StatusCode::SERVICE_UNAVAILABLE, "joining the cluster\n").into_response()
     }
+}
+
+/// This node's view of the cluster (JSON). A single node says so.
+async fn cluster(State(state): State<SharedState>) -> Response {
+    let body = match &state.cluster {
+        Some(c) => serde_json::to_value(c.view()).unwrap_or_default(),
+        None => serde_json::json!({ "mode": "single", "ready": state.is_ready(),
+            "subscribers": state.hub.subscriber_count() }),
+    };
+    axum::Json(body).into_response()
 }
 
 async fn metrics(State(state): State<SharedState>) -> Response {
@@ -40,6 +53,9 @@ async fn metrics(State(state): State<SharedState>) -> Response {
     let (entries, bytes) = state.hub.history_size();
     state.metrics.history_entries.set(entries as i64);
     state.metrics.history_bytes.set(bytes as i64);
+    if let Some(cluster) = &state.cluster {
+        state.metrics.observe_cluster(&cluster.view());
+    }
     (
         [(
             header::CONTENT_TYPE,

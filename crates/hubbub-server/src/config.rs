@@ -8,6 +8,8 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 use thiserror::Error;
 
+use hubbub_cluster::ClusterConfig;
+
 use crate::auth::{Auth, KeyError};
 
 /// The key every Mercure example uses. Only `--dev` falls back to it.
@@ -59,7 +61,29 @@ pub struct Config {
     pub global_publish_rate: f64,
     #[serde(deserialize_with = "duration")]
     pub shutdown_grace: Duration,
+    /// Cluster: no seeds means a single node.
+    pub seeds: Vec<String>,
+    /// Defaults to the host name.
+    pub node_id: Option<String>,
+    pub cluster_id: String,
+    pub gossip_listen: SocketAddr,
+    /// `ip:port` or `host:port` (resolved once at start-up).
+    pub gossip_advertise: Option<String>,
+    pub relay_listen: SocketAddr,
+    pub relay_advertise: Option<String>,
+    /// Authenticates relay links; required for a cluster unless `dev`.
+    pub cluster_secret: Option<String>,
+    #[serde(deserialize_with = "duration")]
+    pub gossip_interval: Duration,
+    /// A peer silent this long no longer holds delivery back.
+    #[serde(deserialize_with = "duration")]
+    pub order_wait: Duration,
+    /// Updates each node keeps per origin to repair peers (anti-entropy).
+    pub cluster_log_size: usize,
 }
+
+/// Only for `--dev` clusters on one machine; said loudly at start-up.
+pub const DEV_CLUSTER_SECRET: &str = "hubbub-dev-cluster-secret";
 
 impl Default for Config {
     fn default() -> Self {
@@ -91,6 +115,17 @@ impl Default for Config {
             publish_burst: 50,
             global_publish_rate: 0.0,
             shutdown_grace: Duration::from_secs(10),
+            seeds: Vec::new(),
+            node_id: None,
+            cluster_id: "hubbub".into(),
+            gossip_listen: SocketAddr::from(([0, 0, 0, 0], 7946)),
+            gossip_advertise: None,
+            relay_listen: SocketAddr::from(([0, 0, 0, 0], 7947)),
+            relay_advertise: None,
+            cluster_secret: None,
+            gossip_interval: Duration::from_millis(100),
+            order_wait: Duration::from_secs(1),
+            cluster_log_size: 10_000,
         }
     }
 }
@@ -110,18 +145,21 @@ impl std::fmt::Debug for Config {
             .field("heartbeat", &self.heartbeat)
             .field("max_subscribers", &self.max_subscribers)
             .field("max_connections", &self.max_connections)
+            .field("seeds", &self.seeds)
+            .field("node_id", &self.node_id)
+            .field("cluster_secret", &hide(&self.cluster_secret))
             .finish_non_exhaustive()
     }
 }
 
 #[derive(Debug, Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
+    #[error("cannot read config file {path}")]
     Read {
         path: String,
         source: std::io::Error,
     },
-    #[error("invalid config file {path}: {source}")]
+    #[error("invalid config file {path}")]
     Parse {
         path: String,
         source: Box<toml::de::Error>,
@@ -137,6 +175,16 @@ pub enum ConfigError {
     },
     #[error("invalid {key}: {reason}")]
     Invalid { key: &'static str, reason: String },
+    #[error("a cluster needs cluster_secret (to authenticate relay links between nodes)")]
+    NoClusterSecret,
+    #[error(
+        "{key} is {addr}, which peers cannot dial: set {advertise} to this node's reachable address"
+    )]
+    Unadvertisable {
+        key: &'static str,
+        addr: SocketAddr,
+        advertise: &'static str,
+    },
 }
 
 impl Config {
@@ -185,7 +233,41 @@ impl Config {
             cors_origins: self.cors_origins.clone(),
             publish_origins: self.publish_origins.clone(),
             shutdown_grace: self.shutdown_grace,
+            cluster: self.cluster()?,
         })
+    }
+
+    /// `None` without seeds: a single node, exactly as without clustering.
+    fn cluster(&self) -> Result<Option<ClusterConfig>, ConfigError> {
+        if self.seeds.is_empty() {
+            return Ok(None);
+        }
+        let secret = match (&self.cluster_secret, self.dev) {
+            (Some(s), _) if !s.is_empty() => s.clone(),
+            (_, true) => DEV_CLUSTER_SECRET.to_owned(),
+            _ => return Err(ConfigError::NoClusterSecret),
+        };
+        let gossip_advertise = match &self.gossip_advertise {
+            Some(a) => resolve(a, "gossip_advertise")?,
+            None => advertised(None, self.gossip_listen, "gossip_listen", "gossip_advertise")?,
+        };
+        let relay_advertise = match &self.relay_advertise {
+            Some(a) => a.clone(),
+            None => {
+                advertised(None, self.relay_listen, "relay_listen", "relay_advertise")?.to_string()
+            }
+        };
+        let node_id = self.node_id.clone().unwrap_or_else(host_name);
+        let mut c = ClusterConfig::new(node_id, self.gossip_listen, self.relay_listen, secret);
+        c.cluster_id = self.cluster_id.clone();
+        c.gossip_advertise = gossip_advertise;
+        c.relay_advertise = relay_advertise;
+        c.http_advertise = (!self.listen.ip().is_unspecified()).then(|| self.listen.to_string());
+        c.seeds = self.seeds.clone();
+        c.gossip_interval = self.gossip_interval;
+        c.order_wait = self.order_wait;
+        c.limits.log_entries = self.cluster_log_size.max(1);
+        Ok(Some(c))
     }
 
     fn auth(&self) -> Result<Auth, ConfigError> {
@@ -240,6 +322,42 @@ impl Config {
     }
 }
 
+fn advertised(
+    explicit: Option<SocketAddr>,
+    listen: SocketAddr,
+    key: &'static str,
+    advertise: &'static str,
+) -> Result<SocketAddr, ConfigError> {
+    match explicit {
+        Some(a) => Ok(a),
+        None if listen.ip().is_unspecified() => Err(ConfigError::Unadvertisable {
+            key,
+            addr: listen,
+            advertise,
+        }),
+        None => Ok(listen),
+    }
+}
+
+fn resolve(addr: &str, key: &'static str) -> Result<SocketAddr, ConfigError> {
+    use std::net::ToSocketAddrs;
+    let invalid = |reason: String| ConfigError::Invalid { key, reason };
+    addr.to_socket_addrs()
+        .map_err(|e| invalid(format!("cannot resolve {addr:?}: {e}")))?
+        .next()
+        .ok_or_else(|| invalid(format!("{addr:?} resolves to no address")))
+}
+
+/// The node id when none is set: the host name (a pod name in Kubernetes).
+fn host_name() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "hubbub".into())
+}
+
 /// What the running server reads (through an `ArcSwap`, so SIGHUP can swap it).
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -248,6 +366,8 @@ pub struct Settings {
     pub cors_origins: Vec<String>,
     pub publish_origins: Vec<String>,
     pub shutdown_grace: Duration,
+    /// Fixed at start-up (a reload does not change it).
+    pub cluster: Option<ClusterConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -333,6 +453,45 @@ mod tests {
             ..Config::default()
         };
         assert!(star.settings().is_err());
+    }
+
+    #[test]
+    fn cluster_needs_a_secret_and_a_dialable_address() {
+        let base = Config {
+            jwt_key: Some("k".into()),
+            seeds: vec!["127.0.0.1:7946".into()],
+            ..Config::default()
+        };
+        assert!(matches!(base.settings(), Err(ConfigError::NoClusterSecret)));
+        let secret = Config {
+            cluster_secret: Some("s".into()),
+            ..base.clone()
+        };
+        assert!(matches!(
+            secret.settings(),
+            Err(ConfigError::Unadvertisable { .. })
+        ));
+        let ok = Config {
+            gossip_listen: "127.0.0.1:7000".parse().unwrap(),
+            relay_listen: "127.0.0.1:7001".parse().unwrap(),
+            node_id: Some("n1".into()),
+            ..secret
+        };
+        let cluster = ok.settings().unwrap().cluster.unwrap();
+        assert_eq!(
+            (cluster.node_id.as_str(), cluster.relay_advertise.as_str()),
+            ("n1", "127.0.0.1:7001")
+        );
+        assert!(
+            Config {
+                jwt_key: Some("k".into()),
+                ..Config::default()
+            }
+            .settings()
+            .unwrap()
+            .cluster
+            .is_none()
+        );
     }
 
     #[test]

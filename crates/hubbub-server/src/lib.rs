@@ -3,6 +3,7 @@
 
 mod app;
 pub mod auth;
+mod clustering;
 pub mod config;
 mod error;
 pub mod metrics;
@@ -30,17 +31,33 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts the fan-out engine (needs a tokio runtime) with `settings`.
+    /// A single node (cluster settings, if any, are ignored: see [`start`](Self::start)).
+    /// Starts the fan-out engine, so it needs a tokio runtime.
     pub fn new(settings: Settings) -> Self {
-        let metrics = Metrics::new();
-        let config = HubConfig {
-            limits: settings.limits.hub.clone(),
-            ..HubConfig::default()
-        };
-        let hub = Hub::start(config, Arc::new(metrics.clone()));
+        let (hub, metrics) = start_hub(&settings);
         Self {
-            state: Arc::new(AppState::new(hub, settings, metrics)),
+            state: Arc::new(AppState::new(hub, settings, metrics, None)),
         }
+    }
+
+    /// A single node, or a cluster member when the settings have seeds: joins
+    /// gossip, opens relay links and feeds the ordered cluster log to the hub.
+    pub async fn start(settings: Settings) -> Result<Self, hubbub_cluster::ClusterError> {
+        let Some(cluster_config) = settings.cluster.clone() else {
+            return Ok(Self::new(settings));
+        };
+        let (hub, metrics) = start_hub(&settings);
+        let (cluster, ordered) = hubbub_cluster::Cluster::start(cluster_config).await?;
+        tokio::spawn(clustering::deliver(hub.clone(), ordered));
+        tokio::spawn(clustering::report_subscribers(hub.clone(), cluster.clone()));
+        Ok(Self {
+            state: Arc::new(AppState::new(hub, settings, metrics, Some(cluster))),
+        })
+    }
+
+    /// The cluster node, when this server is part of one.
+    pub fn cluster(&self) -> Option<&hubbub_cluster::Cluster> {
+        self.state.cluster.as_ref()
     }
 
     /// Serves on `listener` until `shutdown` is cancelled, then drains (see `serve`).
@@ -72,4 +89,13 @@ impl Server {
     pub fn hub(&self) -> &Hub {
         &self.state.hub
     }
+}
+
+fn start_hub(settings: &Settings) -> (Hub, Metrics) {
+    let metrics = Metrics::new();
+    let config = HubConfig {
+        limits: settings.limits.hub.clone(),
+        ..HubConfig::default()
+    };
+    (Hub::start(config, Arc::new(metrics.clone())), metrics)
 }

@@ -1,6 +1,9 @@
 //! Prometheus metrics. The core reports through [`hubbub_core::HubMetrics`]; the
 //! HTTP layer counts requests and rejections; gauges are read at scrape time.
 
+use std::sync::{Arc, Mutex, PoisonError};
+
+use hubbub_cluster::{ClusterStats, ClusterView};
 use hubbub_core::{CloseReason, HubMetrics};
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
@@ -22,6 +25,18 @@ pub enum Rejection {
 }
 
 impl Rejection {
+    pub const ALL: [Rejection; 9] = [
+        Self::BadRequest,
+        Self::Unauthorized,
+        Self::Forbidden,
+        Self::BodyTooLarge,
+        Self::RateLimited,
+        Self::TooManySubscribers,
+        Self::TooManyConnections,
+        Self::Overloaded,
+        Self::ShuttingDown,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::BadRequest => "bad_request",
@@ -51,6 +66,145 @@ pub struct Metrics {
     pub history_bytes: IntGauge,
     pub rejected: IntCounterVec,
     pub reloads: IntCounterVec,
+    cluster: ClusterMetrics,
+}
+
+/// Cluster figures, copied from the cluster's own counters at scrape time.
+#[derive(Debug, Clone)]
+struct ClusterMetrics {
+    members: IntGauge,
+    ready: IntGauge,
+    waiting: IntGauge,
+    behind: IntGauge,
+    max_lag_ms: IntGauge,
+    updates: IntCounterVec,
+    relay_bytes: IntCounterVec,
+    relay_updates: IntCounterVec,
+    pulls: IntCounter,
+    auth_failures: IntCounter,
+    last: Arc<Mutex<ClusterStats>>,
+}
+
+impl ClusterMetrics {
+    fn new() -> Self {
+        let gauge = |n: &str, h: &str| IntGauge::new(n, h).expect("valid");
+        let vec =
+            |n: &str, h: &str, l: &str| IntCounterVec::new(Opts::new(n, h), &[l]).expect("valid");
+        Self {
+            members: gauge("cluster_members", "Live members besides this node."),
+            ready: gauge("cluster_ready", "1 once this node joined and caught up."),
+            waiting: gauge(
+                "cluster_waiting_updates",
+                "Updates held for peers' watermarks.",
+            ),
+            behind: gauge(
+                "cluster_vector_behind",
+                "Sum over origins of how far this node trails the best member (0 = converged).",
+            ),
+            max_lag_ms: gauge(
+                "cluster_max_peer_lag_ms",
+                "Largest watermark lag among peers.",
+            ),
+            updates: vec(
+                "cluster_updates_total",
+                "Cluster updates by outcome: released in order, late, lost, duplicate, repaired.",
+                "outcome",
+            ),
+            relay_bytes: vec(
+                "relay_bytes_total",
+                "Relay link bytes by direction.",
+                "direction",
+            ),
+            relay_updates: vec(
+                "relay_updates_total",
+                "Updates over relay links by direction.",
+                "direction",
+            ),
+            pulls: IntCounter::new("cluster_pulls_total", "Anti-entropy pulls sent.")
+                .expect("valid"),
+            auth_failures: IntCounter::new(
+                "relay_auth_failures_total",
+                "Relay links refused for a bad secret.",
+            )
+            .expect("valid"),
+            last: Arc::default(),
+        }
+    }
+
+    fn collectors(&self) -> Vec<Box<dyn prometheus::core::Collector>> {
+        vec![
+            Box::new(self.members.clone()),
+            Box::new(self.ready.clone()),
+            Box::new(self.waiting.clone()),
+            Box::new(self.behind.clone()),
+            Box::new(self.max_lag_ms.clone()),
+            Box::new(self.updates.clone()),
+            Box::new(self.relay_bytes.clone()),
+            Box::new(self.relay_updates.clone()),
+            Box::new(self.pulls.clone()),
+            Box::new(self.auth_failures.clone()),
+        ]
+    }
+
+    fn observe(&self, view: &ClusterView) {
+        self.members.set(view.members.len() as i64);
+        self.ready.set(i64::from(view.ready));
+        self.waiting.set(view.stats.waiting as i64);
+        self.behind.set(behind(view) as i64);
+        self.max_lag_ms.set(
+            view.members
+                .iter()
+                .filter_map(|m| m.lag_ms)
+                .max()
+                .unwrap_or(0) as i64,
+        );
+        let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+        let (now, was) = (&view.stats, &*last);
+        let add = |c: &IntCounter, new: u64, old: u64| c.inc_by(new.saturating_sub(old));
+        let u = |label| self.updates.with_label_values(&[label]);
+        add(&u("released"), now.released, was.released);
+        add(&u("late"), now.late, was.late);
+        add(&u("lost"), now.lost, was.lost);
+        add(&u("duplicate"), now.duplicates, was.duplicates);
+        add(&u("repaired"), now.repaired, was.repaired);
+        add(
+            &self.relay_bytes.with_label_values(&["out"]),
+            now.relay_bytes_out,
+            was.relay_bytes_out,
+        );
+        add(
+            &self.relay_bytes.with_label_values(&["in"]),
+            now.relay_bytes_in,
+            was.relay_bytes_in,
+        );
+        add(
+            &self.relay_updates.with_label_values(&["out"]),
+            now.relay_updates_out,
+            was.relay_updates_out,
+        );
+        add(
+            &self.relay_updates.with_label_values(&["in"]),
+            now.relay_updates_in,
+            was.relay_updates_in,
+        );
+        add(&self.pulls, now.pulls_sent, was.pulls_sent);
+        add(&self.auth_failures, now.auth_failures, was.auth_failures);
+        *last = now.clone();
+    }
+}
+
+/// How many updates this node lacks compared with the best-informed member.
+pub fn behind(view: &ClusterView) -> u64 {
+    let mut best: std::collections::BTreeMap<&str, u64> = std::collections::BTreeMap::new();
+    for m in &view.members {
+        for (origin, hwm) in &m.vector {
+            let e = best.entry(origin.as_str()).or_default();
+            *e = (*e).max(*hwm);
+        }
+    }
+    best.iter()
+        .map(|(o, h)| h.saturating_sub(view.vector.get(*o).copied().unwrap_or(0)))
+        .sum()
 }
 
 impl Default for Metrics {
@@ -110,6 +264,7 @@ impl Metrics {
                 &["result"],
             )
             .expect("valid"),
+            cluster: ClusterMetrics::new(),
             registry,
         };
         m.register_all();
@@ -131,7 +286,7 @@ impl Metrics {
             Box::new(self.rejected.clone()),
             Box::new(self.reloads.clone()),
         ];
-        for c in collectors {
+        for c in collectors.into_iter().chain(self.cluster.collectors()) {
             r.register(c).expect("each metric is registered once");
         }
         // Process RSS, CPU and open fds (Linux): hubbub_process_resident_memory_bytes etc.
@@ -139,9 +294,17 @@ impl Metrics {
             prometheus::process_collector::ProcessCollector::for_self(),
         ))
         .expect("registered once");
+        for why in Rejection::ALL {
+            self.rejected.with_label_values(&[why.as_str()]);
+        }
         for reason in CloseReason::ALL {
             self.closed.with_label_values(&[reason.as_str()]);
         }
+    }
+
+    /// Copies the cluster's figures in (called at scrape time).
+    pub fn observe_cluster(&self, view: &ClusterView) {
+        self.cluster.observe(view);
     }
 
     pub fn reject(&self, why: Rejection) {

@@ -9,7 +9,6 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Uri, header};
 use axum::response::{IntoResponse, Response};
 use http_body_util::{BodyExt, Limited};
-use hubbub_core::PublishError;
 use hubbub_proto::Update;
 use hubbub_proto::update::UpdateError;
 
@@ -92,13 +91,7 @@ async fn handle(
             format!("the token's mercure.publish claim does not cover topic {topic:?}"),
         ));
     }
-    let published = state.hub.publish(update).map_err(|e| match e {
-        PublishError::Overloaded => ApiError::new(Rejection::Overloaded, e.to_string())
-            .retry_after(std::time::Duration::from_secs(1)),
-        PublishError::ShuttingDown => ApiError::new(Rejection::ShuttingDown, e.to_string())
-            .retry_after(std::time::Duration::from_secs(1)),
-    })?;
-    Ok(published.id.to_string())
+    state.publish(update)
 }
 
 fn too_large(max: usize) -> ApiError {

@@ -6,6 +6,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -14,7 +15,6 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tokio::time::Sleep;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -39,9 +39,9 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> io::Result<()> {
     let router = crate::app::router(state.clone());
-    let max = effective_max_connections(state.settings.load().limits.max_connections);
-    let slots = Arc::new(Semaphore::new(max));
+    let open = Arc::new(AtomicUsize::new(0));
     let tracker = TaskTracker::new();
+    let max = effective_max_connections(state.settings.load().limits.max_connections);
     tracing::info!(addr = %listener.local_addr()?, max_connections = max, "listening");
     loop {
         let (stream, peer) = tokio::select! {
@@ -56,7 +56,9 @@ pub async fn run(
                 }
             },
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
+        // Read per accept, so a reload changes the cap at once.
+        let max = effective_max_connections(state.settings.load().limits.max_connections);
+        let Some(slot) = Slot::take(&open, max) else {
             state.metrics.reject(Rejection::TooManyConnections);
             tracker.spawn(refuse(stream));
             continue;
@@ -122,6 +124,25 @@ async fn serve_connection<S>(
     };
     if let Err(e) = result {
         tracing::debug!(error = %e, "connection ended with an error");
+    }
+}
+
+/// One open connection, counted until dropped.
+struct Slot(Arc<AtomicUsize>);
+
+impl Slot {
+    fn take(open: &Arc<AtomicUsize>, max: usize) -> Option<Self> {
+        open.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < max).then_some(n + 1)
+        })
+        .ok()?;
+        Some(Self(open.clone()))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -3,14 +3,17 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use hubbub_core::Hub;
+use hubbub_cluster::{Cluster, SubmitError};
+use hubbub_core::{Hub, PublishError};
+use hubbub_proto::Update;
 use hubbub_proto::{Selector, SelectorError};
 
 use crate::config::Settings;
 use crate::error::ApiError;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Rejection};
 use crate::ratelimit::RateLimiter;
 
 /// Compiled templates are reused across requests; the cache is cleared when full.
@@ -23,21 +26,56 @@ pub struct AppState {
     pub metrics: Metrics,
     pub client_limiter: RateLimiter,
     pub global_limiter: RateLimiter,
+    /// Set when this node is part of a cluster: publishes go through it.
+    pub cluster: Option<Cluster>,
     selectors: Mutex<HashMap<String, Selector>>,
 }
 
 pub type SharedState = Arc<AppState>;
 
 impl AppState {
-    pub fn new(hub: Hub, settings: Settings, metrics: Metrics) -> Self {
+    pub fn new(hub: Hub, settings: Settings, metrics: Metrics, cluster: Option<Cluster>) -> Self {
         Self {
             hub,
             settings: ArcSwap::from_pointee(settings),
             metrics,
             client_limiter: RateLimiter::default(),
             global_limiter: RateLimiter::default(),
+            cluster,
             selectors: Mutex::default(),
         }
+    }
+
+    /// Accepts a validated update: into the cluster log when clustered (every
+    /// node then delivers it in the same order), else straight into the hub.
+    /// Returns its id.
+    pub fn publish(&self, update: Update) -> Result<String, ApiError> {
+        let busy =
+            |msg: String, reason| ApiError::new(reason, msg).retry_after(Duration::from_secs(1));
+        match &self.cluster {
+            Some(cluster) => {
+                cluster
+                    .submit(update)
+                    .map(|s| s.update.id.clone())
+                    .map_err(|e| match e {
+                        SubmitError::Overloaded => busy(e.to_string(), Rejection::Overloaded),
+                        SubmitError::ShuttingDown => busy(e.to_string(), Rejection::ShuttingDown),
+                    })
+            }
+            None => self
+                .hub
+                .publish(update)
+                .map(|p| p.id.to_string())
+                .map_err(|e| match e {
+                    PublishError::Overloaded => busy(e.to_string(), Rejection::Overloaded),
+                    PublishError::ShuttingDown => busy(e.to_string(), Rejection::ShuttingDown),
+                }),
+        }
+    }
+
+    /// Ready to serve: not shutting down and, in a cluster, caught up.
+    pub fn is_ready(&self) -> bool {
+        !self.hub.is_shutting_down() && self.cluster.as_ref().is_none_or(Cluster::is_ready)
     }
 
     /// Counts the rejection, then hands the error back for the response.

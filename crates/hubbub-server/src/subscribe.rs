@@ -161,19 +161,49 @@ fn sse_response(sub: Subscription) -> Response {
     response
 }
 
-/// The open comment, then one body chunk per frame. Frames that are ready at
-/// once are returned without waiting, so hyper gathers them into one write.
+/// Most bytes gathered into one body chunk (one socket write).
+const MAX_BATCH_BYTES: usize = 64 * 1024;
+
+/// The open comment, then the frames. Everything already queued when the writer
+/// wakes is gathered into one chunk (one write syscall instead of one per event):
+/// a subscriber that fell behind catches up in a few large writes. A lone frame
+/// is passed through as is, without copying.
 fn sse_body(sub: Subscription) -> Body {
     let open = stream::iter([Ok::<_, std::convert::Infallible>(Bytes::from_static(
         OPEN_COMMENT,
     ))]);
-    let frames = stream::unfold(sub, |mut sub| async move {
-        match sub.next().await {
-            Next::Frame(frame) => Some((Ok(frame), sub)),
-            Next::Closed(_) => None,
-        }
+    let frames = stream::unfold(Some(sub), |sub| async move {
+        let mut sub = sub?;
+        let Next::Frame(first) = sub.next().await else {
+            return None;
+        };
+        let (chunk, ended) = gather(&mut sub, first);
+        Some((Ok(chunk), (!ended).then_some(sub)))
     });
     Body::from_stream(futures_util::StreamExt::chain(open, frames))
+}
+
+/// Appends whatever else is ready to `first`; reports whether the stream ended.
+fn gather(sub: &mut Subscription, first: Bytes) -> (Bytes, bool) {
+    let mut batch: Option<bytes::BytesMut> = None;
+    let mut len = first.len();
+    let mut ended = false;
+    while len < MAX_BATCH_BYTES {
+        match sub.try_next() {
+            Some(Next::Frame(frame)) => {
+                len += frame.len();
+                batch
+                    .get_or_insert_with(|| bytes::BytesMut::from(&first[..]))
+                    .extend_from_slice(&frame);
+            }
+            Some(Next::Closed(_)) => {
+                ended = true;
+                break;
+            }
+            None => break,
+        }
+    }
+    (batch.map_or(first, bytes::BytesMut::freeze), ended)
 }
 
 #[cfg(test)]

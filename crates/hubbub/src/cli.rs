@@ -6,10 +6,14 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use hubbub_server::config::{parse_duration, Config};
+use hubbub_server::config::{Config, parse_duration};
 
 #[derive(Debug, Parser)]
-#[command(name = "hubbub", version, about = "A clustered, Mercure-compatible Server-Sent-Events hub")]
+#[command(
+    name = "hubbub",
+    version,
+    about = "A clustered, Mercure-compatible Server-Sent-Events hub"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -110,6 +114,38 @@ pub struct ServeArgs {
     pub global_publish_rate: Option<f64>,
     #[arg(long, env = "HUBBUB_SHUTDOWN_GRACE", value_parser = duration)]
     pub shutdown_grace: Option<std::time::Duration>,
+    /// Cluster members to join (comma-separated host:port of their gossip address;
+    /// DNS names are re-resolved). Without seeds the node runs alone.
+    #[arg(long, env = "HUBBUB_SEEDS", value_delimiter = ',')]
+    pub seeds: Option<Vec<String>>,
+    /// Defaults to the host name.
+    #[arg(long, env = "HUBBUB_NODE_ID")]
+    pub node_id: Option<String>,
+    #[arg(long, env = "HUBBUB_CLUSTER_ID")]
+    pub cluster_id: Option<String>,
+    /// UDP address for gossip.
+    #[arg(long, env = "HUBBUB_GOSSIP_LISTEN")]
+    pub gossip_listen: Option<SocketAddr>,
+    /// ip:port or host:port peers gossip to (resolved at start-up).
+    #[arg(long, env = "HUBBUB_GOSSIP_ADVERTISE")]
+    pub gossip_advertise: Option<String>,
+    /// TCP address for relay links between nodes.
+    #[arg(long, env = "HUBBUB_RELAY_LISTEN")]
+    pub relay_listen: Option<SocketAddr>,
+    /// host:port peers dial for relay links.
+    #[arg(long, env = "HUBBUB_RELAY_ADVERTISE")]
+    pub relay_advertise: Option<String>,
+    /// Shared secret authenticating relay links (required in a cluster unless --dev).
+    #[arg(long, env = "HUBBUB_CLUSTER_SECRET", hide_env_values = true)]
+    pub cluster_secret: Option<String>,
+    #[arg(long, env = "HUBBUB_GOSSIP_INTERVAL", value_parser = duration)]
+    pub gossip_interval: Option<std::time::Duration>,
+    /// A peer silent this long no longer holds delivery back.
+    #[arg(long, env = "HUBBUB_ORDER_WAIT", value_parser = duration)]
+    pub order_wait: Option<std::time::Duration>,
+    /// Updates kept per origin to repair other nodes.
+    #[arg(long, env = "HUBBUB_CLUSTER_LOG_SIZE")]
+    pub cluster_log_size: Option<usize>,
 }
 
 impl ServeArgs {
@@ -125,11 +161,49 @@ impl ServeArgs {
         macro_rules! set_opt {
             ($($field:ident),*) => { $( if let Some(v) = &self.$field { c.$field = Some(v.clone()); } )* };
         }
-        set!(listen, jwt_alg, cookie_name, cors_origins, publish_origins, heartbeat, write_timeout);
-        set!(write_deadline, max_body_bytes, max_topics, max_subscribers, max_connections, queue_capacity);
-        set!(history_size, history_bytes, history_max_age, publish_rate, publish_burst, global_publish_rate);
-        set!(shutdown_grace);
-        set_opt!(jwt_key, publisher_jwt_key, publisher_jwt_alg, subscriber_jwt_key, subscriber_jwt_alg);
+        set!(
+            listen,
+            jwt_alg,
+            cookie_name,
+            cors_origins,
+            publish_origins,
+            heartbeat,
+            write_timeout
+        );
+        set!(
+            write_deadline,
+            max_body_bytes,
+            max_topics,
+            max_subscribers,
+            max_connections,
+            queue_capacity
+        );
+        set!(
+            history_size,
+            history_bytes,
+            history_max_age,
+            publish_rate,
+            publish_burst,
+            global_publish_rate
+        );
+        set!(
+            shutdown_grace,
+            seeds,
+            cluster_id,
+            gossip_listen,
+            relay_listen,
+            gossip_interval,
+            order_wait
+        );
+        set!(cluster_log_size);
+        set_opt!(node_id, gossip_advertise, relay_advertise, cluster_secret);
+        set_opt!(
+            jwt_key,
+            publisher_jwt_key,
+            publisher_jwt_alg,
+            subscriber_jwt_key,
+            subscriber_jwt_alg
+        );
         c.dev |= self.dev;
         c.anonymous |= self.anonymous;
         Ok(c)
@@ -139,7 +213,11 @@ impl ServeArgs {
 #[derive(Debug, Args)]
 pub struct PublishArgs {
     /// The hub URL.
-    #[arg(long, env = "HUBBUB_HUB", default_value = "http://127.0.0.1:8080/.well-known/mercure")]
+    #[arg(
+        long,
+        env = "HUBBUB_HUB",
+        default_value = "http://127.0.0.1:8080/.well-known/mercure"
+    )]
     pub hub: String,
     /// Topic (repeat for alternates).
     #[arg(long, required = true)]
@@ -162,7 +240,11 @@ pub struct PublishArgs {
 
 #[derive(Debug, Args)]
 pub struct SubscribeArgs {
-    #[arg(long, env = "HUBBUB_HUB", default_value = "http://127.0.0.1:8080/.well-known/mercure")]
+    #[arg(
+        long,
+        env = "HUBBUB_HUB",
+        default_value = "http://127.0.0.1:8080/.well-known/mercure"
+    )]
     pub hub: String,
     /// Topic selector (repeatable): exact topic, `*` or URI template.
     #[arg(long, required = true)]

@@ -1,7 +1,7 @@
 //! `hubbub publish` and `hubbub subscribe`: small clients for trying a hub from a
 //! terminal (they work against any Mercure hub).
 
-use anyhow::{bail, Context};
+use anyhow::{Context, bail};
 use futures_util::StreamExt;
 use hubbub_proto::decode::{EventParser, Item};
 use hubbub_server::DEV_JWT_KEY;
@@ -12,13 +12,17 @@ use crate::cli::{PublishArgs, SubscribeArgs};
 pub fn mint(key: &str, mercure: serde_json::Value) -> anyhow::Result<String> {
     let claims = serde_json::json!({ "mercure": mercure });
     let key = jsonwebtoken::EncodingKey::from_secret(key.as_bytes()).context("invalid key")?;
-    jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).context("cannot sign the token")
+    jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key)
+        .context("cannot sign the token")
 }
 
 pub async fn publish(args: PublishArgs) -> anyhow::Result<()> {
     let token = match args.token {
         Some(t) => t,
-        None => mint(args.jwt_key.as_deref().unwrap_or(DEV_JWT_KEY), serde_json::json!({ "publish": ["*"] }))?,
+        None => mint(
+            args.jwt_key.as_deref().unwrap_or(DEV_JWT_KEY),
+            serde_json::json!({ "publish": ["*"] }),
+        )?,
     };
     let mut form: Vec<(&str, &str)> = args.topic.iter().map(|t| ("topic", t.as_str())).collect();
     form.push(("data", &args.data));
@@ -49,20 +53,30 @@ pub async fn publish(args: PublishArgs) -> anyhow::Result<()> {
 
 pub async fn subscribe(args: SubscribeArgs) -> anyhow::Result<()> {
     let query: Vec<(&str, &str)> = args.topic.iter().map(|t| ("topic", t.as_str())).collect();
-    let mut request = reqwest::Client::new().get(&args.hub).query(&query).header("accept", "text/event-stream");
+    let mut request = reqwest::Client::new()
+        .get(&args.hub)
+        .query(&query)
+        .header("accept", "text/event-stream");
     if let Some(id) = &args.last_event_id {
         request = request.header("last-event-id", id);
     }
     if let Some(token) = &args.token {
         request = request.bearer_auth(token);
     }
-    let response = request.send().await.with_context(|| format!("cannot reach {}", args.hub))?;
+    let response = request
+        .send()
+        .await
+        .with_context(|| format!("cannot reach {}", args.hub))?;
     let status = response.status();
     if !status.is_success() {
         let body = response.text().await.unwrap_or_default();
         bail!("the hub answered {status}: {}", body.trim());
     }
-    if let Some(id) = response.headers().get("last-event-id").and_then(|v| v.to_str().ok()) {
+    if let Some(id) = response
+        .headers()
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+    {
         eprintln!("resuming after {id}");
     }
     let mut parser = EventParser::new();
@@ -83,7 +97,11 @@ fn print_event(e: &hubbub_proto::decode::Event, json: bool) {
         let line = serde_json::json!({ "id": e.id, "type": e.event_type, "data": e.data });
         println!("{line}");
     } else {
-        let ty = e.event_type.as_deref().map(|t| format!(" ({t})")).unwrap_or_default();
+        let ty = e
+            .event_type
+            .as_deref()
+            .map(|t| format!(" ({t})"))
+            .unwrap_or_default();
         println!("[{}]{ty} {}", e.id.as_deref().unwrap_or("-"), e.data);
     }
 }

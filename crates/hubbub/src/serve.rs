@@ -2,8 +2,8 @@
 //! (SIGTERM/SIGINT drain and stop, SIGHUP reloads the config file).
 
 use anyhow::Context;
-use hubbub_server::{Server, DEV_JWT_KEY, HUB_PATH};
-use tokio::signal::unix::{signal, SignalKind};
+use hubbub_server::{DEV_JWT_KEY, HUB_PATH, Server};
+use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
@@ -20,7 +20,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if config.dev && config.jwt_key.is_none() {
         print_dev_banner(addr)?;
     }
-    let server = Server::new(settings);
+    if config.dev && !config.seeds.is_empty() && config.cluster_secret.is_none() {
+        tracing::warn!("dev cluster: relay links use the public development secret");
+    }
+    let server = Server::start(settings).await?;
     let shutdown = CancellationToken::new();
     tokio::spawn(watch_signals(server.clone(), args, shutdown.clone()));
     server.run(listener, shutdown).await?;
@@ -28,7 +31,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn watch_signals(server: Server, args: ServeArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+async fn watch_signals(
+    server: Server,
+    args: ServeArgs,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
@@ -60,7 +67,11 @@ fn reload(server: &Server, args: &ServeArgs) {
 
 fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -68,7 +79,10 @@ fn init_logging(format: LogFormat) {
 }
 
 fn print_dev_banner(addr: std::net::SocketAddr) -> anyhow::Result<()> {
-    let token = crate::client::mint(DEV_JWT_KEY, serde_json::json!({ "publish": ["*"], "subscribe": ["*"] }))?;
+    let token = crate::client::mint(
+        DEV_JWT_KEY,
+        serde_json::json!({ "publish": ["*"], "subscribe": ["*"] }),
+    )?;
     let hub = format!("http://{addr}{HUB_PATH}");
     eprintln!(
         "\n  hubbub is running in DEVELOPMENT mode: the JWT key is Mercure's public dev key\n  \

@@ -1,0 +1,284 @@
+//! The public handle: start a node, submit updates, read the ordered output,
+//! look at the cluster, shut down.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use chitchat::transport::{Transport, UdpTransport};
+use hubbub_proto::Update;
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::engine::{Engine, Flags, Timing};
+use crate::local::LocalOrigin;
+use crate::membership::{GossipSettings, KEY_HTTP, KEY_READY, KEY_RELAY, Membership};
+use crate::relay::{self, RelayCtx, RelayStats};
+use crate::sequencer::{Sequencer, SequencerLimits};
+use crate::stamp::{Origin, Stamped};
+use crate::view::ClusterView;
+
+#[derive(Clone)]
+pub struct ClusterConfig {
+    pub node_id: String,
+    /// A fresh, increasing number per start (boot time in ns by default).
+    pub generation: u64,
+    pub cluster_id: String,
+    pub gossip_listen: SocketAddr,
+    pub gossip_advertise: SocketAddr,
+    pub relay_listen: SocketAddr,
+    /// `host:port` peers dial; resolved on every connection attempt.
+    pub relay_advertise: String,
+    pub http_advertise: Option<String>,
+    /// `host:port` of some members; DNS names are re-resolved (headless Services work).
+    pub seeds: Vec<String>,
+    /// Authenticates relay links. Gossip itself is not authenticated: keep it private.
+    pub secret: String,
+    pub gossip_interval: Duration,
+    /// How often an idle link sends a watermark (bounds added delivery latency).
+    pub watermark_interval: Duration,
+    /// A peer silent this long no longer holds delivery back.
+    pub order_wait: Duration,
+    /// How long a starting node waits to hear members before it takes what it has.
+    pub join_timeout: Duration,
+    pub limits: SequencerLimits,
+}
+
+impl std::fmt::Debug for ClusterConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterConfig")
+            .field("node_id", &self.node_id)
+            .field("generation", &self.generation)
+            .field("cluster_id", &self.cluster_id)
+            .field("gossip_listen", &self.gossip_listen)
+            .field("relay_listen", &self.relay_listen)
+            .field("seeds", &self.seeds)
+            .field("secret", &"<hidden>")
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClusterConfig {
+    /// Sensible timings for a LAN; addresses and identity are the caller's.
+    pub fn new(
+        node_id: impl Into<String>,
+        gossip: SocketAddr,
+        relay: SocketAddr,
+        secret: impl Into<String>,
+    ) -> Self {
+        Self {
+            node_id: node_id.into(),
+            generation: fresh_generation(),
+            cluster_id: "hubbub".into(),
+            gossip_listen: gossip,
+            gossip_advertise: gossip,
+            relay_listen: relay,
+            relay_advertise: relay.to_string(),
+            http_advertise: None,
+            seeds: Vec::new(),
+            secret: secret.into(),
+            gossip_interval: Duration::from_millis(100),
+            watermark_interval: Duration::from_millis(5),
+            order_wait: Duration::from_secs(1),
+            join_timeout: Duration::from_secs(2),
+            limits: SequencerLimits::default(),
+        }
+    }
+}
+
+/// Boot time in nanoseconds: increases across restarts, as chitchat requires.
+pub fn fresh_generation() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64)
+}
+
+#[derive(Debug, Error)]
+pub enum ClusterError {
+    #[error("cannot listen for relay links on {addr}: {source}")]
+    RelayListen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot start gossip on {addr}: {reason}")]
+    Gossip { addr: SocketAddr, reason: String },
+    #[error("a cluster secret is required")]
+    NoSecret,
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum SubmitError {
+    /// The engine is behind; the caller should answer 503 and let the client retry.
+    #[error("the cluster node is overloaded; retry shortly")]
+    Overloaded,
+    #[error("the cluster node is shutting down")]
+    ShuttingDown,
+}
+
+/// A running cluster node. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    me: Origin,
+    local: LocalOrigin,
+    own_tx: mpsc::Sender<Arc<Stamped>>,
+    view: watch::Receiver<ClusterView>,
+    flags: Arc<Flags>,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+}
+
+/// Updates in delivery order; the caller hands each to its local hub.
+pub type Ordered = mpsc::Receiver<Arc<Stamped>>;
+
+impl Cluster {
+    /// Binds the relay listener, joins gossip over UDP and starts the engine.
+    pub async fn start(config: ClusterConfig) -> Result<(Self, Ordered), ClusterError> {
+        Self::start_with_transport(config, &UdpTransport).await
+    }
+
+    /// As [`start`](Self::start), with another gossip transport (tests use
+    /// chitchat's in-memory `ChannelTransport`).
+    pub async fn start_with_transport(
+        config: ClusterConfig,
+        transport: &dyn Transport,
+    ) -> Result<(Self, Ordered), ClusterError> {
+        if config.secret.is_empty() {
+            return Err(ClusterError::NoSecret);
+        }
+        let me = Origin::new(config.node_id.clone(), config.generation);
+        let listener = TcpListener::bind(config.relay_listen)
+            .await
+            .map_err(|source| ClusterError::RelayListen {
+                addr: config.relay_listen,
+                source,
+            })?;
+        let mut keys = vec![
+            (KEY_RELAY.to_owned(), config.relay_advertise.clone()),
+            (KEY_READY.to_owned(), "false".to_owned()),
+        ];
+        if let Some(http) = &config.http_advertise {
+            keys.push((KEY_HTTP.to_owned(), http.clone()));
+        }
+        let gossip = GossipSettings {
+            cluster_id: config.cluster_id.clone(),
+            listen: config.gossip_listen,
+            advertise: config.gossip_advertise,
+            seeds: config.seeds.clone(),
+            interval: config.gossip_interval,
+        };
+        let membership = Membership::start(&me, &gossip, keys, transport)
+            .await
+            .map_err(|reason| ClusterError::Gossip {
+                addr: config.gossip_listen,
+                reason,
+            })?;
+
+        let local = LocalOrigin::new(me.clone(), config.limits.log_entries);
+        let ctx = RelayCtx {
+            me: me.clone(),
+            cluster: config.cluster_id.clone(),
+            secret: config.secret.as_bytes().into(),
+            local: local.clone(),
+            watermark_interval: config.watermark_interval,
+            stats: Arc::new(RelayStats::default()),
+        };
+        let (own_tx, own_rx) = mpsc::channel(16 * 1024);
+        let (inbound_tx, inbound_rx) = mpsc::channel(16 * 1024);
+        let (out_tx, out_rx) = mpsc::channel(16 * 1024);
+        let (view_tx, view) = watch::channel(ClusterView::default());
+        let flags = Arc::new(Flags::default());
+        let cancel = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        tracker.spawn(relay::listen(
+            listener,
+            ctx.clone(),
+            inbound_tx,
+            cancel.clone(),
+        ));
+        let timing = Timing {
+            tick: config.watermark_interval.max(Duration::from_millis(1)),
+            anti_entropy: (config.gossip_interval * 2).max(Duration::from_millis(50)),
+            order_wait: config.order_wait,
+            join_timeout: config.join_timeout,
+        };
+        // A node with seeds catches up before it delivers anything.
+        let sequencer = Sequencer::new(config.limits, true);
+        let engine = Engine::new(
+            ctx,
+            sequencer,
+            timing,
+            membership,
+            own_rx,
+            inbound_rx,
+            out_tx,
+            view_tx,
+            flags.clone(),
+            cancel.clone(),
+            tracker.clone(),
+            config.relay_advertise.clone(),
+        );
+        tracker.spawn(engine.run());
+        tracing::info!(node = %me, relay = %config.relay_listen, gossip = %config.gossip_listen, "cluster node started");
+        Ok((
+            Self {
+                me,
+                local,
+                own_tx,
+                view,
+                flags,
+                cancel,
+                tracker,
+            },
+            out_rx,
+        ))
+    }
+
+    pub fn origin(&self) -> &Origin {
+        &self.me
+    }
+
+    /// Stamps `update` as ours and hands it to the engine and the relay links.
+    /// Returns once it is logged here, not after delivery.
+    pub fn submit(&self, update: Update) -> Result<Arc<Stamped>, SubmitError> {
+        if self.cancel.is_cancelled() {
+            return Err(SubmitError::ShuttingDown);
+        }
+        let permit = self.own_tx.try_reserve().map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => SubmitError::Overloaded,
+            mpsc::error::TrySendError::Closed(_) => SubmitError::ShuttingDown,
+        })?;
+        Ok(self.local.stamp(update, |stamped| permit.send(stamped)))
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.flags.ready.load(Ordering::Relaxed)
+    }
+
+    /// Local subscriber count, gossiped to the other members.
+    pub fn set_subscribers(&self, n: u64) {
+        self.flags.subscribers.store(n, Ordering::Relaxed);
+    }
+
+    /// The latest view (refreshed every anti-entropy round).
+    pub fn view(&self) -> ClusterView {
+        self.view.borrow().clone()
+    }
+
+    /// Waits for the next view refresh.
+    pub async fn changed(&self) -> ClusterView {
+        let mut rx = self.view.clone();
+        let _ = rx.changed().await;
+        rx.borrow().clone()
+    }
+
+    /// Stops links, gossip and the engine.
+    pub async fn shutdown(&self) {
+        self.cancel.cancel();
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
+}

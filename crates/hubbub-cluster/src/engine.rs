@@ -1,0 +1,454 @@
+//! The node's event loop: it owns the [`Sequencer`], feeds it our own and our
+//! peers' updates, releases updates to the hub in order, answers and issues
+//! anti-entropy pulls, keeps one outbound link per live peer, and gossips the
+//! version vector. One task, no locks around the ordering state.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::membership::{self, Member, Membership, hwm_key};
+use crate::relay::{self, Inbound, LinkState, RelayCtx};
+use crate::sequencer::{Accepted, Sequencer};
+use crate::stamp::{Hlc, Origin, Stamped};
+use crate::view::{ClusterStats, ClusterView, MemberView};
+use crate::wire::Msg;
+
+/// Most updates sent in answer to one pull; the asker pulls again for the rest.
+const PULL_MAX: usize = 1000;
+const PULL_RETRY: Duration = Duration::from_secs(1);
+const EXTRA_QUEUE: usize = 4096;
+
+#[derive(Debug, Clone)]
+pub struct Timing {
+    pub tick: Duration,
+    pub anti_entropy: Duration,
+    pub order_wait: Duration,
+    pub join_timeout: Duration,
+}
+
+struct Link {
+    extra: mpsc::Sender<Msg>,
+    state: Arc<LinkState>,
+    cancel: CancellationToken,
+}
+
+struct Peer {
+    member: Member,
+    link: Option<Link>,
+    watermark: u64,
+    last_heard: Option<Instant>,
+}
+
+/// Shared with the `Cluster` handle.
+#[derive(Debug, Default)]
+pub struct Flags {
+    pub ready: AtomicBool,
+    pub subscribers: AtomicU64,
+}
+
+pub struct Engine {
+    pub ctx: RelayCtx,
+    pub seq: Sequencer,
+    pub timing: Timing,
+    pub membership: Membership,
+    pub own_rx: mpsc::Receiver<Arc<Stamped>>,
+    pub inbound_rx: mpsc::Receiver<Inbound>,
+    pub out_tx: mpsc::Sender<Arc<Stamped>>,
+    pub view_tx: watch::Sender<ClusterView>,
+    pub flags: Arc<Flags>,
+    pub cancel: CancellationToken,
+    pub tracker: TaskTracker,
+    pub relay_addr: String,
+    peers: BTreeMap<String, Peer>,
+    pulls: HashMap<Origin, Instant>,
+    gossiped: BTreeMap<Origin, u64>,
+    started: Instant,
+    target: Option<BTreeMap<Origin, u64>>,
+    repaired: u64,
+    pulls_sent: u64,
+}
+
+impl Engine {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        ctx: RelayCtx,
+        seq: Sequencer,
+        timing: Timing,
+        membership: Membership,
+        own_rx: mpsc::Receiver<Arc<Stamped>>,
+        inbound_rx: mpsc::Receiver<Inbound>,
+        out_tx: mpsc::Sender<Arc<Stamped>>,
+        view_tx: watch::Sender<ClusterView>,
+        flags: Arc<Flags>,
+        cancel: CancellationToken,
+        tracker: TaskTracker,
+        relay_addr: String,
+    ) -> Self {
+        Self {
+            ctx,
+            seq,
+            timing,
+            membership,
+            own_rx,
+            inbound_rx,
+            out_tx,
+            view_tx,
+            flags,
+            cancel,
+            tracker,
+            relay_addr,
+            peers: BTreeMap::new(),
+            pulls: HashMap::new(),
+            gossiped: BTreeMap::new(),
+            started: Instant::now(),
+            target: None,
+            repaired: 0,
+            pulls_sent: 0,
+        }
+    }
+
+    pub async fn run(mut self) {
+        let mut tick = tokio::time::interval(self.timing.tick);
+        let mut ae = tokio::time::interval(self.timing.anti_entropy);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ae.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut live = self.membership.live.clone();
+        loop {
+            tokio::select! {
+                _ = self.cancel.cancelled() => break,
+                Some(own) = self.own_rx.recv() => { self.seq.accept(own); }
+                Some(event) = self.inbound_rx.recv() => self.on_inbound(event),
+                r = live.changed() => if r.is_ok() {
+                    let nodes = live.borrow_and_update().clone();
+                    self.on_members(membership::live_members(&nodes, &self.ctx.me));
+                },
+                _ = tick.tick() => {}
+                _ = ae.tick() => self.anti_entropy().await,
+            }
+            if !self.release().await {
+                break;
+            }
+        }
+        for peer in self.peers.values() {
+            if let Some(link) = &peer.link {
+                link.cancel.cancel();
+            }
+        }
+        self.membership.shutdown().await;
+    }
+
+    fn on_inbound(&mut self, event: Inbound) {
+        match event {
+            Inbound::Have { origin, reply } => {
+                let _ = reply.send(self.seq.hwm(&origin));
+            }
+            Inbound::Msg { from, msg } => self.on_msg(from, msg),
+        }
+    }
+
+    fn on_msg(&mut self, from: Origin, msg: Msg) {
+        match msg {
+            Msg::Update(update) => {
+                self.ctx.local.observe(update.stamp.hlc);
+                let relayed = update.stamp.origin != from;
+                if !matches!(self.seq.accept(update), Accepted::Duplicate) && relayed {
+                    self.repaired += 1;
+                }
+            }
+            Msg::Watermark(hlc) => {
+                if let Some(peer) = self.peers.get_mut(&*from.node)
+                    && peer.member.origin == from
+                {
+                    peer.watermark = peer.watermark.max(hlc);
+                    peer.last_heard = Some(Instant::now());
+                }
+            }
+            Msg::Pull {
+                origin,
+                from: first,
+                to,
+            } => self.answer_pull(&from, origin, first, to),
+            Msg::PullEnd { origin, first, .. } => {
+                self.pulls.remove(&origin);
+                let mine = self.seq.hwm(&origin);
+                if first > mine + 1 {
+                    let mut sources = self.sources(&origin, mine);
+                    if sources.is_empty() {
+                        sources.push(from.node.clone());
+                    }
+                    let skipped = self
+                        .seq
+                        .report_gone(&origin, from.node.clone(), first, &sources);
+                    if skipped > 0 && !self.seq.is_holding() {
+                        tracing::error!(%origin, skipped, "updates lost: no peer retains them any more");
+                    }
+                }
+            }
+            Msg::Challenge { .. } | Msg::Hello { .. } | Msg::Welcome { .. } => {}
+        }
+    }
+
+    /// Peers that claim more of `origin` than we hold.
+    fn sources(&self, origin: &Origin, mine: u64) -> Vec<Arc<str>> {
+        self.peers
+            .values()
+            .filter(|p| p.member.vector.get(origin).is_some_and(|h| *h > mine))
+            .map(|p| p.member.origin.node.clone())
+            .collect()
+    }
+
+    fn answer_pull(&mut self, asker: &Origin, origin: Origin, from: u64, to: u64) {
+        let Some(link) = self.peers.get(&*asker.node).and_then(|p| p.link.as_ref()) else {
+            return;
+        };
+        let (items, first) = self.seq.range(&origin, from, to, PULL_MAX);
+        for item in items {
+            if link.extra.try_send(Msg::Update(item)).is_err() {
+                return;
+            }
+        }
+        let _ = link.extra.try_send(Msg::PullEnd {
+            origin,
+            from,
+            first,
+        });
+    }
+
+    fn on_members(&mut self, members: BTreeMap<String, Member>) {
+        self.peers.retain(|node, peer| {
+            let keep = members
+                .get(node)
+                .is_some_and(|m| m.origin == peer.member.origin);
+            if !keep && let Some(link) = &peer.link {
+                link.cancel.cancel();
+            }
+            keep
+        });
+        for (node, member) in members {
+            let relay_changed = self
+                .peers
+                .get(&node)
+                .is_some_and(|p| p.member.relay_addr != member.relay_addr);
+            match self.peers.get_mut(&node) {
+                Some(peer) if !relay_changed => peer.member = member,
+                _ => {
+                    if let Some(link) = self.peers.remove(&node).and_then(|p| p.link) {
+                        link.cancel.cancel();
+                    }
+                    let link = member
+                        .relay_addr
+                        .clone()
+                        .map(|addr| self.spawn_link(&member.origin, addr));
+                    self.peers.insert(
+                        node,
+                        Peer {
+                            member,
+                            link,
+                            watermark: 0,
+                            last_heard: None,
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    fn spawn_link(&self, peer: &Origin, addr: String) -> Link {
+        let (extra, extra_rx) = mpsc::channel(EXTRA_QUEUE);
+        let state = Arc::new(LinkState::default());
+        let cancel = self.cancel.child_token();
+        self.tracker.spawn(relay::run_link(
+            self.ctx.clone(),
+            peer.clone(),
+            addr,
+            extra_rx,
+            state.clone(),
+            cancel.clone(),
+        ));
+        Link {
+            extra,
+            state,
+            cancel,
+        }
+    }
+
+    /// The stamp up to which we and every peer we still wait for have spoken.
+    /// Our own watermark is read first, then our own queue drained: stamping
+    /// hands over under the clock's lock, so nothing at or below it is missed.
+    fn bound(&mut self) -> u64 {
+        let own = self.ctx.local.watermark();
+        while let Ok(update) = self.own_rx.try_recv() {
+            self.seq.accept(update);
+        }
+        let now = Instant::now();
+        self.peers
+            .values()
+            .filter(|p| {
+                p.last_heard
+                    .is_some_and(|t| now.duration_since(t) < self.timing.order_wait)
+            })
+            .map(|p| p.watermark)
+            .fold(own, u64::min)
+    }
+
+    /// Hands released updates to the hub; false when the hub side is gone.
+    async fn release(&mut self) -> bool {
+        let bound = self.bound();
+        for update in self.seq.release(bound) {
+            if self.out_tx.send(update).await.is_err() {
+                return false;
+            }
+        }
+        true
+    }
+
+    async fn anti_entropy(&mut self) {
+        let now = Instant::now();
+        self.pulls
+            .retain(|_, sent| now.duration_since(*sent) < PULL_RETRY);
+        let mut best: BTreeMap<Origin, (u64, String)> = BTreeMap::new();
+        for (node, peer) in &self.peers {
+            for (origin, hwm) in &peer.member.vector {
+                if best.get(origin).is_none_or(|(h, _)| hwm > h) {
+                    best.insert(origin.clone(), (*hwm, node.clone()));
+                }
+            }
+        }
+        for (origin, (target, node)) in &best {
+            let mine = self.seq.hwm(origin);
+            if *origin == self.ctx.me || *target <= mine || self.pulls.contains_key(origin) {
+                continue;
+            }
+            let Some(link) = self.peers.get(node).and_then(|p| p.link.as_ref()) else {
+                continue;
+            };
+            let pull = Msg::Pull {
+                origin: origin.clone(),
+                from: mine + 1,
+                to: *target,
+            };
+            if link.extra.try_send(pull).is_ok() {
+                self.pulls.insert(origin.clone(), now);
+                self.pulls_sent += 1;
+            }
+        }
+        self.bootstrap(best.into_iter().map(|(o, (h, _))| (o, h)).collect());
+        self.gossip().await;
+        self.publish_view();
+    }
+
+    /// At start-up, hold releases until we hold what the members had when we
+    /// joined, so our history starts in the cluster's order.
+    fn bootstrap(&mut self, cluster_max: BTreeMap<Origin, u64>) {
+        if !self.seq.is_holding() {
+            return;
+        }
+        let elapsed = self.started.elapsed();
+        let heard_vectors = self.peers.values().any(|p| !p.member.vector.is_empty());
+        if self.target.is_none() && (heard_vectors || elapsed >= self.timing.join_timeout) {
+            let mut target = cluster_max;
+            target.remove(&self.ctx.me);
+            self.target = Some(target);
+        }
+        let Some(target) = &self.target else { return };
+        let caught_up = target.iter().all(|(o, h)| self.seq.hwm(o) >= *h);
+        if caught_up || elapsed >= self.timing.join_timeout * 10 {
+            if !caught_up {
+                tracing::warn!("cluster catch-up timed out; serving with what we have");
+            }
+            self.seq.stop_holding();
+            self.flags.ready.store(true, Ordering::Relaxed);
+            tracing::info!(origins = target.len(), "cluster node ready");
+        }
+    }
+
+    async fn gossip(&mut self) {
+        let vector = self.seq.vector();
+        let mut keys: Vec<(String, String)> = vector
+            .iter()
+            .filter(|(o, h)| self.gossiped.get(*o) != Some(h))
+            .map(|(o, h)| (hwm_key(o), h.to_string()))
+            .collect();
+        let remove: Vec<String> = self
+            .gossiped
+            .keys()
+            .filter(|o| !vector.contains_key(*o))
+            .map(hwm_key)
+            .collect();
+        keys.push((
+            membership::KEY_READY.into(),
+            self.flags.ready.load(Ordering::Relaxed).to_string(),
+        ));
+        keys.push((
+            membership::KEY_SUBSCRIBERS.into(),
+            self.flags.subscribers.load(Ordering::Relaxed).to_string(),
+        ));
+        self.membership.set(keys, remove).await;
+        self.gossiped = vector;
+    }
+
+    fn publish_view(&self) {
+        let wall_ms = Hlc::millis(Hlc::wall());
+        let vector_view =
+            |v: &BTreeMap<Origin, u64>| v.iter().map(|(o, h)| (o.to_string(), *h)).collect();
+        let members = self
+            .peers
+            .values()
+            .map(|p| MemberView {
+                node: p.member.origin.node.to_string(),
+                generation: p.member.origin.generation,
+                gossip_addr: p.member.gossip_addr.to_string(),
+                relay_addr: p.member.relay_addr.clone(),
+                http_addr: p.member.http_addr.clone(),
+                ready: p.member.ready,
+                subscribers: p.member.subscribers,
+                vector: vector_view(&p.member.vector),
+                link: match &p.link {
+                    Some(l) if l.state.connected.load(Ordering::Relaxed) => "connected",
+                    Some(_) => "connecting",
+                    None => "none",
+                },
+                reconnects: p
+                    .link
+                    .as_ref()
+                    .map_or(0, |l| l.state.reconnects.load(Ordering::Relaxed)),
+                lag_ms: p
+                    .last_heard
+                    .map(|_| wall_ms.saturating_sub(Hlc::millis(p.watermark))),
+            })
+            .collect();
+        let s = self.seq.stats();
+        let r = &self.ctx.stats;
+        let stats = ClusterStats {
+            released: s.released,
+            late: s.late,
+            lost: s.lost,
+            duplicates: s.duplicates,
+            waiting: self.seq.waiting() as u64,
+            repaired: self.repaired,
+            pulls_sent: self.pulls_sent,
+            relay_bytes_out: r.bytes_out.load(Ordering::Relaxed),
+            relay_bytes_in: r.bytes_in.load(Ordering::Relaxed),
+            relay_updates_out: r.updates_out.load(Ordering::Relaxed),
+            relay_updates_in: r.updates_in.load(Ordering::Relaxed),
+            auth_failures: r.auth_failures.load(Ordering::Relaxed),
+        };
+        self.view_tx.send_replace(ClusterView {
+            cluster_id: self.ctx.cluster.clone(),
+            node: self.ctx.me.node.to_string(),
+            generation: self.ctx.me.generation,
+            ready: self.flags.ready.load(Ordering::Relaxed),
+            relay_addr: self.relay_addr.clone(),
+            subscribers: self.flags.subscribers.load(Ordering::Relaxed),
+            vector: vector_view(&self.seq.vector()),
+            members,
+            stats,
+        });
+    }
+}

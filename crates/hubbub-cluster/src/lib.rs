@@ -1,0 +1,25 @@
+//! Clustering for hubbub: membership and metadata over chitchat gossip, updates
+//! over direct authenticated TCP relay links, anti-entropy driven by gossiped
+//! version vectors, and one delivery order on every node.
+//!
+//! Depends on `hubbub-proto` only. The server submits accepted updates with
+//! [`Cluster::submit`] and hands what comes out of the [`Ordered`] receiver, in
+//! order, to its local hub. Nothing here knows HTTP.
+
+mod cluster;
+mod engine;
+mod local;
+mod membership;
+mod relay;
+pub mod sequencer;
+pub mod stamp;
+mod view;
+pub mod wire;
+
+pub use cluster::{Cluster, ClusterConfig, ClusterError, Ordered, SubmitError, fresh_generation};
+pub use sequencer::{Sequencer, SequencerLimits, SequencerStats};
+pub use stamp::{Hlc, OrderKey, Origin, Stamp, Stamped};
+pub use view::{ClusterStats, ClusterView, MemberView};
+
+/// chitchat's in-memory transport, for deterministic tests of membership.
+pub use chitchat::transport::ChannelTransport;

@@ -1,0 +1,403 @@
+//! Relay links: one outbound TCP link per peer carries this node's messages to
+//! that peer; inbound links carry each peer's messages to us. Both ends prove
+//! knowledge of the cluster secret (HMAC over a fresh nonce) before anything
+//! else is accepted, so a stranger can neither inject nor read updates.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::codec::{Framed, LengthDelimitedCodec};
+use tokio_util::sync::CancellationToken;
+
+use crate::local::LocalOrigin;
+use crate::stamp::Origin;
+use crate::wire::{MAX_FRAME, Msg, PROTOCOL};
+
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Updates read from the local log per write batch.
+const BATCH: usize = 256;
+
+type Link = Framed<TcpStream, LengthDelimitedCodec>;
+
+/// Relay traffic counters, shared by every link of a node.
+#[derive(Debug, Default)]
+pub struct RelayStats {
+    pub bytes_out: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub updates_out: AtomicU64,
+    pub updates_in: AtomicU64,
+    pub auth_failures: AtomicU64,
+}
+
+/// What every link of this node shares.
+#[derive(Debug, Clone)]
+pub struct RelayCtx {
+    pub me: Origin,
+    pub cluster: String,
+    pub secret: Arc<[u8]>,
+    pub local: LocalOrigin,
+    pub watermark_interval: Duration,
+    pub stats: Arc<RelayStats>,
+}
+
+/// What the engine hears from inbound links.
+#[derive(Debug)]
+pub enum Inbound {
+    /// A verified message from `from`.
+    Msg { from: Origin, msg: Msg },
+    /// A peer connected: how much of its origin do we hold already?
+    Have {
+        origin: Origin,
+        reply: oneshot::Sender<u64>,
+    },
+}
+
+/// Live state of one outbound link, for the cluster view.
+#[derive(Debug, Default)]
+pub struct LinkState {
+    pub connected: AtomicBool,
+    pub reconnects: AtomicU64,
+}
+
+fn framed(stream: TcpStream) -> Link {
+    let _ = stream.set_nodelay(true);
+    Framed::new(
+        stream,
+        LengthDelimitedCodec::builder()
+            .max_frame_length(MAX_FRAME)
+            .new_codec(),
+    )
+}
+
+fn mac(secret: &[u8], cluster: &str, nonce: &[u8; 16], node: &str, generation: u64) -> Vec<u8> {
+    let mut m =
+        <Hmac<Sha256> as KeyInit>::new_from_slice(secret).expect("HMAC takes any key length");
+    for part in [
+        PROTOCOL,
+        cluster.as_bytes(),
+        b"\0",
+        nonce,
+        node.as_bytes(),
+        b"\0",
+        &generation.to_be_bytes(),
+    ] {
+        m.update(part);
+    }
+    m.finalize().into_bytes().to_vec()
+}
+
+fn verify(
+    secret: &[u8],
+    cluster: &str,
+    nonce: &[u8; 16],
+    node: &str,
+    generation: u64,
+    tag: &[u8],
+) -> bool {
+    let mut m =
+        <Hmac<Sha256> as KeyInit>::new_from_slice(secret).expect("HMAC takes any key length");
+    for part in [
+        PROTOCOL,
+        cluster.as_bytes(),
+        b"\0",
+        nonce,
+        node.as_bytes(),
+        b"\0",
+        &generation.to_be_bytes(),
+    ] {
+        m.update(part);
+    }
+    m.verify_slice(tag).is_ok()
+}
+
+fn nonce() -> [u8; 16] {
+    rand::random()
+}
+
+async fn send(link: &mut Link, msg: &Msg, stats: &RelayStats) -> std::io::Result<()> {
+    let bytes = msg.encode();
+    stats
+        .bytes_out
+        .fetch_add(bytes.len() as u64 + 4, Ordering::Relaxed);
+    SinkExt::<Bytes>::feed(link, bytes).await
+}
+
+async fn flush(link: &mut Link) -> std::io::Result<()> {
+    SinkExt::<Bytes>::flush(link).await
+}
+
+async fn recv(link: &mut Link, stats: &RelayStats) -> std::io::Result<Option<Msg>> {
+    let Some(frame) = link.next().await.transpose()? else {
+        return Ok(None);
+    };
+    stats
+        .bytes_in
+        .fetch_add(frame.len() as u64 + 4, Ordering::Relaxed);
+    Msg::decode(&frame)
+        .map(Some)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
+fn protocol_error(what: &str) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_owned())
+}
+
+// ---------------------------------------------------------------- inbound
+
+/// Accepts inbound links until cancelled.
+pub async fn listen(
+    listener: TcpListener,
+    ctx: RelayCtx,
+    inbound: mpsc::Sender<Inbound>,
+    cancel: CancellationToken,
+) {
+    loop {
+        let (stream, addr) = tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "relay accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let (ctx, inbound, cancel) = (ctx.clone(), inbound.clone(), cancel.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = cancel.cancelled() => {}
+                r = serve_inbound(framed(stream), &ctx, &inbound) => if let Err(e) = r {
+                    tracing::debug!(%addr, error = %e, "inbound relay link closed");
+                },
+            }
+        });
+    }
+}
+
+async fn serve_inbound(
+    mut link: Link,
+    ctx: &RelayCtx,
+    inbound: &mpsc::Sender<Inbound>,
+) -> std::io::Result<()> {
+    let my_nonce = nonce();
+    let challenge = Msg::Challenge {
+        node: ctx.me.node.to_string(),
+        generation: ctx.me.generation,
+        nonce: my_nonce,
+    };
+    send(&mut link, &challenge, &ctx.stats).await?;
+    flush(&mut link).await?;
+    let hello = tokio::time::timeout(HANDSHAKE_TIMEOUT, recv(&mut link, &ctx.stats))
+        .await
+        .map_err(|_| protocol_error("handshake timed out"))??;
+    let Some(Msg::Hello {
+        cluster,
+        node,
+        generation,
+        nonce: their_nonce,
+        mac: tag,
+    }) = hello
+    else {
+        return Err(protocol_error("expected Hello"));
+    };
+    if cluster != ctx.cluster || !verify(&ctx.secret, &cluster, &my_nonce, &node, generation, &tag)
+    {
+        ctx.stats.auth_failures.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(peer = %link.get_ref().peer_addr().map(|a| a.to_string()).unwrap_or_default(),
+            claimed_node = %node, "relay link refused: wrong cluster id or cluster secret");
+        return Err(protocol_error("authentication failed"));
+    }
+    let from = Origin::new(node, generation);
+    let (reply, have) = oneshot::channel();
+    inbound
+        .send(Inbound::Have {
+            origin: from.clone(),
+            reply,
+        })
+        .await
+        .map_err(|_| protocol_error("engine gone"))?;
+    let have = have.await.map_err(|_| protocol_error("engine gone"))?;
+    let tag = mac(
+        &ctx.secret,
+        &ctx.cluster,
+        &their_nonce,
+        &ctx.me.node,
+        ctx.me.generation,
+    );
+    send(&mut link, &Msg::Welcome { have, mac: tag }, &ctx.stats).await?;
+    flush(&mut link).await?;
+    tracing::debug!(peer = %from, have, "inbound relay link up");
+    while let Some(msg) = recv(&mut link, &ctx.stats).await? {
+        if matches!(msg, Msg::Update(_)) {
+            ctx.stats.updates_in.fetch_add(1, Ordering::Relaxed);
+        }
+        if inbound
+            .send(Inbound::Msg {
+                from: from.clone(),
+                msg,
+            })
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------- outbound
+
+/// Keeps one outbound link to `peer` up (reconnecting with backoff) until
+/// cancelled; streams our origin from wherever the peer says it is, plus the
+/// `extra` messages (pulls and pull answers) the engine queues for it.
+pub async fn run_link(
+    ctx: RelayCtx,
+    peer: Origin,
+    addr: String,
+    mut extra: mpsc::Receiver<Msg>,
+    state: Arc<LinkState>,
+    cancel: CancellationToken,
+) {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let attempt = async {
+            let stream = TcpStream::connect(&addr).await?;
+            let mut link = framed(stream);
+            let have = handshake(&mut link, &ctx, &peer).await?;
+            state.connected.store(true, Ordering::Relaxed);
+            tracing::debug!(%peer, %addr, have, "outbound relay link up");
+            stream_to(&mut link, &ctx, have + 1, &mut extra).await
+        };
+        let result = tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = attempt => r,
+        };
+        let was_up = state.connected.swap(false, Ordering::Relaxed);
+        if was_up {
+            backoff = Duration::from_millis(50);
+            state.reconnects.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Err(e) = result {
+            tracing::debug!(%peer, %addr, error = %e, "outbound relay link down; retrying");
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+async fn handshake(link: &mut Link, ctx: &RelayCtx, peer: &Origin) -> std::io::Result<u64> {
+    let first = tokio::time::timeout(HANDSHAKE_TIMEOUT, recv(link, &ctx.stats))
+        .await
+        .map_err(|_| protocol_error("handshake timed out"))??;
+    let Some(Msg::Challenge {
+        node,
+        generation,
+        nonce: their_nonce,
+    }) = first
+    else {
+        return Err(protocol_error("expected Challenge"));
+    };
+    if *node != *peer.node || generation != peer.generation {
+        return Err(protocol_error(
+            "the address answers as another node or generation",
+        ));
+    }
+    let my_nonce = nonce();
+    let tag = mac(
+        &ctx.secret,
+        &ctx.cluster,
+        &their_nonce,
+        &ctx.me.node,
+        ctx.me.generation,
+    );
+    let hello = Msg::Hello {
+        cluster: ctx.cluster.clone(),
+        node: ctx.me.node.to_string(),
+        generation: ctx.me.generation,
+        nonce: my_nonce,
+        mac: tag,
+    };
+    send(link, &hello, &ctx.stats).await?;
+    flush(link).await?;
+    let answer = tokio::time::timeout(HANDSHAKE_TIMEOUT, recv(link, &ctx.stats))
+        .await
+        .map_err(|_| protocol_error("handshake timed out"))??;
+    let Some(Msg::Welcome { have, mac: tag }) = answer else {
+        return Err(protocol_error(
+            "refused by the peer (wrong cluster secret?)",
+        ));
+    };
+    if !verify(
+        &ctx.secret,
+        &ctx.cluster,
+        &my_nonce,
+        &peer.node,
+        peer.generation,
+        &tag,
+    ) {
+        ctx.stats.auth_failures.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(%peer, "relay peer failed to prove the cluster secret");
+        return Err(protocol_error("peer authentication failed"));
+    }
+    Ok(have)
+}
+
+async fn stream_to(
+    link: &mut Link,
+    ctx: &RelayCtx,
+    mut cursor: u64,
+    extra: &mut mpsc::Receiver<Msg>,
+) -> std::io::Result<()> {
+    let mut last_seq = ctx.local.last_seq();
+    let mut tick = tokio::time::interval(ctx.watermark_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        // Everything logged since the cursor, then a watermark taken under the same lock.
+        loop {
+            let batch = ctx.local.read_from(cursor, BATCH);
+            if let Some(first) = batch.gap_to {
+                let gap = Msg::PullEnd {
+                    origin: ctx.me.clone(),
+                    from: cursor,
+                    first,
+                };
+                send(link, &gap, &ctx.stats).await?;
+                cursor = first;
+            }
+            for u in &batch.updates {
+                send(link, &Msg::Update(u.clone()), &ctx.stats).await?;
+                ctx.stats.updates_out.fetch_add(1, Ordering::Relaxed);
+                cursor = u.stamp.seq + 1;
+            }
+            if batch.watermark > 0 {
+                send(link, &Msg::Watermark(batch.watermark), &ctx.stats).await?;
+                break;
+            }
+        }
+        flush(link).await?;
+        tokio::select! {
+            _ = tick.tick() => {}
+            r = last_seq.changed() => if r.is_err() { return Ok(()) },
+            m = extra.recv() => match m {
+                Some(msg) => {
+                    send(link, &msg, &ctx.stats).await?;
+                    while let Ok(msg) = extra.try_recv() {
+                        send(link, &msg, &ctx.stats).await?;
+                    }
+                }
+                None => return Ok(()),
+            },
+        }
+    }
+}

@@ -1,0 +1,331 @@
+//! Every limit and malformed request, and the status each one answers with:
+//! 400s, the reserved topic, body size, topic counts, subscribers, publish rates
+//! and open connections.
+
+use hubbub_testkit::{
+    Config, RawConn, SseClient, StatusCode, TestHub, client, config, eventually, send,
+};
+
+const TOPIC: &str = "https://example.com/books/1";
+
+async fn post_raw(hub: &TestHub, content_type: Option<&str>, body: &str) -> StatusCode {
+    let mut request = client()
+        .post(hub.url())
+        .bearer_auth(hub.publisher_token())
+        .body(body.to_owned());
+    if let Some(ct) = content_type {
+        request = request.header("content-type", ct);
+    }
+    send(request).await.status
+}
+
+#[tokio::test]
+async fn malformed_publishes_are_400_and_reserved_topics_403() {
+    let hub = TestHub::start(config()).await;
+    let form = "application/x-www-form-urlencoded";
+    let cases: &[(&str, Option<&str>, &str, StatusCode)] = &[
+        ("no topic", Some(form), "data=x", StatusCode::BAD_REQUEST),
+        ("empty body", Some(form), "", StatusCode::BAD_REQUEST),
+        (
+            "retry not a number",
+            Some(form),
+            "topic=t&retry=soon",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "negative retry",
+            Some(form),
+            "topic=t&retry=-1",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "id starting with #",
+            Some(form),
+            "topic=t&id=%23x",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "LF in id",
+            Some(form),
+            "topic=t&id=a%0Ab",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "CR in id",
+            Some(form),
+            "topic=t&id=a%0Db",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "NUL in id",
+            Some(form),
+            "topic=t&id=a%00b",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "LF in type",
+            Some(form),
+            "topic=t&type=a%0Ab",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "CR in type",
+            Some(form),
+            "topic=t&type=a%0Db",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "JSON body",
+            Some("application/json"),
+            "{\"topic\":\"t\"}",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "form body labelled text/plain",
+            Some("text/plain"),
+            "topic=t",
+            StatusCode::BAD_REQUEST,
+        ),
+        ("no content type", None, "topic=t", StatusCode::BAD_REQUEST),
+        (
+            "reserved topic",
+            Some(form),
+            "topic=%2F.well-known%2Fmercure%2Fsubscriptions%2Fx",
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            "reserved absolute topic",
+            Some(form),
+            "topic=https%3A%2F%2Fh.example%2F.well-known%2Fmercure%2Fsubscriptions",
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            "reserved alternate",
+            Some(form),
+            "topic=t&topic=%2F.well-known%2Fmercure",
+            StatusCode::FORBIDDEN,
+        ),
+        // Positive controls.
+        (
+            "charset suffix",
+            Some("application/x-www-form-urlencoded; charset=UTF-8"),
+            "topic=t",
+            StatusCode::OK,
+        ),
+        (
+            "a # inside an id",
+            Some(form),
+            "topic=t&id=a%23b",
+            StatusCode::OK,
+        ),
+        (
+            "near-reserved topic",
+            Some(form),
+            "topic=%2F.well-known%2Fmercurex",
+            StatusCode::OK,
+        ),
+        (
+            "unknown fields are ignored",
+            Some(form),
+            "topic=t&color=blue",
+            StatusCode::OK,
+        ),
+    ];
+    for (what, ct, body, want) in cases {
+        assert_eq!(post_raw(&hub, *ct, body).await, *want, "{what}");
+    }
+    assert_eq!(
+        hub.metric("hubbub_updates_published_total").await,
+        Some(4.0),
+        "only the positive controls were accepted"
+    );
+}
+
+#[tokio::test]
+async fn a_body_over_the_limit_is_413() {
+    let hub = TestHub::start(Config {
+        max_body_bytes: 1024,
+        ..config()
+    })
+    .await;
+    let small = "x".repeat(900);
+    let big = "x".repeat(2000);
+    let ok = hub.publish(&[("topic", TOPIC), ("data", &small)]).await;
+    assert_eq!(ok.status, StatusCode::OK);
+    let r = hub.publish(&[("topic", TOPIC), ("data", &big)]).await;
+    assert_eq!(
+        r.status,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "with Content-Length"
+    );
+
+    // Without Content-Length (chunked), the limit applies while reading.
+    let body = format!("topic=t&data={big}");
+    let chunks = futures_util::stream::iter(
+        body.into_bytes()
+            .chunks(256)
+            .map(|c| Ok::<_, std::io::Error>(c.to_vec()))
+            .collect::<Vec<_>>(),
+    );
+    let r = send(
+        client()
+            .post(hub.url())
+            .bearer_auth(hub.publisher_token())
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(hubbub_testkit::reqwest::Body::wrap_stream(chunks)),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "chunked");
+}
+
+#[tokio::test]
+async fn topic_counts_are_capped_on_publish_and_subscribe() {
+    let hub = TestHub::start(Config {
+        max_topics: 2,
+        ..config()
+    })
+    .await;
+    let two = [("topic", "a"), ("topic", "b")];
+    let three = [("topic", "a"), ("topic", "b"), ("topic", "c")];
+    assert_eq!(hub.publish(&two).await.status, StatusCode::OK);
+    assert_eq!(hub.publish(&three).await.status, StatusCode::BAD_REQUEST);
+
+    let ok = SseClient::get(&hub.subscribe_url(&["a", "b"])).await;
+    assert_eq!(ok.status, StatusCode::OK);
+    let over = SseClient::get(&hub.subscribe_url(&["a", "b", "c"])).await;
+    assert_eq!(over.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn the_protocol_caps_topics_at_1000_by_default() {
+    let hub = TestHub::start(config()).await;
+    let topics: Vec<String> = (0..1001).map(|i| format!("t{i}")).collect();
+    let form: Vec<(&str, &str)> = topics.iter().map(|t| ("topic", t.as_str())).collect();
+    assert_eq!(hub.publish(&form[..1000]).await.status, StatusCode::OK);
+    assert_eq!(hub.publish(&form).await.status, StatusCode::BAD_REQUEST);
+    let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+    let over = SseClient::get(&hub.subscribe_url(&refs)).await;
+    assert_eq!(over.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn max_subscribers_answers_503_with_retry_after() {
+    let hub = TestHub::start(Config {
+        max_subscribers: 2,
+        ..config()
+    })
+    .await;
+    let first = hub.subscribe(&[TOPIC]).await;
+    let _second = hub.subscribe(&[TOPIC]).await;
+    let third = SseClient::get(&hub.subscribe_url(&[TOPIC])).await;
+    assert_eq!(third.status, StatusCode::SERVICE_UNAVAILABLE);
+    let retry: u64 = third
+        .header("retry-after")
+        .and_then(|v| v.parse().ok())
+        .expect("a numeric Retry-After");
+    assert!(retry >= 1);
+
+    // Leaving frees the place (once the server notices the closed connection).
+    drop(first);
+    let url = hub.subscribe_url(&[TOPIC]);
+    let _again = eventually(hubbub_testkit::WAIT, "a freed subscriber slot", || async {
+        let sse = SseClient::get(&url).await;
+        (sse.status == StatusCode::OK).then_some(sse)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_per_client_publish_rate_answers_429_with_retry_after() {
+    let hub = TestHub::start(Config {
+        publish_rate: 0.1,
+        publish_burst: 2,
+        ..config()
+    })
+    .await;
+    let form = [("topic", TOPIC)];
+    assert_eq!(hub.publish(&form).await.status, StatusCode::OK);
+    assert_eq!(hub.publish(&form).await.status, StatusCode::OK);
+    let limited = hub.publish(&form).await;
+    assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = limited
+        .header("retry-after")
+        .and_then(|v| v.parse().ok())
+        .expect("a numeric Retry-After");
+    assert!(retry >= 1, "{retry}");
+
+    // Another client (another token) has its own budget.
+    let other = hubbub_testkit::token(
+        hubbub_testkit::KEY,
+        serde_json::json!({"publish": ["*"], "payload": "other"}),
+    );
+    let r = hubbub_testkit::publish(&hub.url(), &other, &form).await;
+    assert_eq!(r.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn the_global_publish_rate_limits_everyone_together() {
+    let hub = TestHub::start(Config {
+        global_publish_rate: 0.1,
+        publish_burst: 2,
+        ..config()
+    })
+    .await;
+    let form = [("topic", TOPIC)];
+    let tokens: Vec<String> = (0..3)
+        .map(|i| {
+            hubbub_testkit::token(
+                hubbub_testkit::KEY,
+                serde_json::json!({"publish": ["*"], "payload": i}),
+            )
+        })
+        .collect();
+    assert_eq!(
+        hubbub_testkit::publish(&hub.url(), &tokens[0], &form)
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        hubbub_testkit::publish(&hub.url(), &tokens[1], &form)
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let limited = hubbub_testkit::publish(&hub.url(), &tokens[2], &form).await;
+    assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(limited.header("retry-after").is_some());
+}
+
+#[tokio::test]
+async fn max_connections_answers_503() {
+    let hub = TestHub::start(Config {
+        max_connections: 2,
+        ..config()
+    })
+    .await;
+    let first = hub.subscribe(&[TOPIC]).await;
+    let _second = hub.subscribe(&[TOPIC]).await;
+
+    // Refused before any request is read, so do not send one (an unread request
+    // would turn the server's close into a reset that can eat the answer).
+    let mut third = RawConn::connect(hub.addr).await;
+    let answer = String::from_utf8_lossy(&third.read_to_close().await).into_owned();
+    assert!(
+        answer.starts_with("HTTP/1.1 503"),
+        "over the connection cap: {answer:?}"
+    );
+    assert!(
+        answer.to_ascii_lowercase().contains("retry-after:"),
+        "{answer:?}"
+    );
+
+    drop(first);
+    eventually(hubbub_testkit::WAIT, "a freed connection slot", || async {
+        let mut conn = RawConn::connect(hub.addr).await;
+        conn.send_get("/healthz", &[("connection", "close")]).await;
+        let head = conn.read_head().await;
+        (head.status == 200).then_some(())
+    })
+    .await;
+}

@@ -1,0 +1,350 @@
+//! The Mercure delivery rules over real sockets: selectors (exact, `*`, URI
+//! templates), alternates, deduplication, private updates against claims, the
+//! frame format, generated ids and the response headers of a subscription.
+
+use std::time::Duration;
+
+use hubbub_testkit::{Item, KEY, SseClient, StatusCode, TestHub, config, subscriber};
+
+const BOOK: &str = "https://example.com/books/1";
+const REVIEW: &str = "https://example.com/books/1/reviews/2";
+const AUTHOR: &str = "https://example.com/authors/1";
+
+/// Publishes `id` on `topics` (the first canonical, the rest alternates).
+async fn publish_on(hub: &TestHub, id: &str, topics: &[&str], private: bool) {
+    let mut form: Vec<(&str, &str)> = topics.iter().map(|t| ("topic", *t)).collect();
+    form.push(("id", id));
+    form.push(("data", id));
+    if private {
+        form.push(("private", "on"));
+    }
+    assert_eq!(hub.publish_ok(&form).await, id);
+}
+
+#[tokio::test]
+async fn selectors_exact_any_and_templates() {
+    let hub = TestHub::start(config()).await;
+    let mut exact = hub.subscribe(&[BOOK]).await;
+    let mut any = hub.subscribe(&["*"]).await;
+    let mut simple = hub.subscribe(&["https://example.com/books/{id}"]).await;
+    let mut reserved = hub.subscribe(&["https://example.com/{+path}"]).await;
+    let mut other = hub.subscribe(&[AUTHOR]).await;
+
+    publish_on(&hub, "book", &[BOOK], false).await;
+    publish_on(&hub, "review", &[REVIEW], false).await;
+    publish_on(&hub, "elsewhere", &["https://other.example/books/1"], false).await;
+    // Reaches every subscriber above, so each one's stream is complete up to it.
+    publish_on(&hub, "end", &[BOOK, AUTHOR], false).await;
+
+    assert_eq!(exact.ids_until("end").await, ["book"], "exact");
+    assert_eq!(
+        any.ids_until("end").await,
+        ["book", "review", "elsewhere"],
+        "*"
+    );
+    assert_eq!(
+        simple.ids_until("end").await,
+        ["book"],
+        "{{id}} must not match a '/'"
+    );
+    assert_eq!(
+        reserved.ids_until("end").await,
+        ["book", "review"],
+        "{{+path}} matches across '/'"
+    );
+    assert_eq!(other.ids_until("end").await, Vec::<String>::new(), "other");
+}
+
+/// Level-4 operators end to end (the matcher's own table lives in hubbub-proto):
+/// each subscriber also listens on a marker topic that bounds its stream.
+#[tokio::test]
+async fn uri_template_operators_over_http() {
+    const MARKER: &str = "urn:test:end";
+    let cases: &[(&str, &[&str])] = &[
+        (
+            "https://example.com/books{/id}",
+            &["https://example.com/books/1"],
+        ),
+        (
+            "https://example.com/files{/path*}",
+            &["https://example.com/files/a/b"],
+        ),
+        (
+            "https://example.com/search{?q,lang}",
+            &[
+                "https://example.com/search?q=x&lang=fr",
+                "https://example.com/search",
+            ],
+        ),
+        (
+            "https://example.com/doc{#section}",
+            // An undefined variable expands to nothing.
+            &["https://example.com/doc#intro", "https://example.com/doc"],
+        ),
+        (
+            "https://example.com/users/{user}/books{?sort}",
+            &["https://example.com/users/kevin/books?sort=asc"],
+        ),
+    ];
+    let topics = [
+        "https://example.com/books/1",
+        "https://example.com/books/1/2",
+        "https://example.com/files/a/b",
+        "https://example.com/search?q=x&lang=fr",
+        "https://example.com/search",
+        "https://example.com/search?lang=fr&q=x",
+        "https://example.com/doc#intro",
+        "https://example.com/doc",
+        "https://example.com/users/kevin/books?sort=asc",
+        "https://example.com/users/a/b/books",
+    ];
+    let hub = TestHub::start(config()).await;
+    let mut subs = Vec::new();
+    for (selector, _) in cases {
+        subs.push(hub.subscribe(&[selector, MARKER]).await);
+    }
+    for topic in topics {
+        hub.publish_ok(&[("topic", topic), ("id", topic)]).await;
+    }
+    hub.publish_ok(&[("topic", MARKER), ("id", "end")]).await;
+    for ((selector, want), sub) in cases.iter().zip(&mut subs) {
+        assert_eq!(sub.ids_until("end").await, *want, "{selector}");
+    }
+}
+
+#[tokio::test]
+async fn a_template_selector_also_matches_its_literal_text() {
+    let hub = TestHub::start(config()).await;
+    let template = "https://example.com/books/{id}";
+    let mut sub = hub.subscribe(&[template]).await;
+    publish_on(&hub, "literal", &[template], false).await;
+    assert_eq!(sub.expect_event().await.id.as_deref(), Some("literal"));
+}
+
+#[tokio::test]
+async fn alternates_reach_their_subscribers_once() {
+    let hub = TestHub::start(config()).await;
+    let mut of_alternate = hub.subscribe(&[AUTHOR]).await;
+    let mut of_both = hub.subscribe(&[BOOK, AUTHOR]).await;
+    let mut of_everything = hub
+        .subscribe(&[BOOK, AUTHOR, "*", "https://example.com/{+path}"])
+        .await;
+
+    publish_on(&hub, "both", &[BOOK, AUTHOR], false).await;
+    publish_on(&hub, "book-only", &[BOOK], false).await;
+    publish_on(&hub, "end", &[AUTHOR], false).await;
+
+    assert_eq!(of_alternate.ids_until("end").await, ["both"]);
+    assert_eq!(of_both.ids_until("end").await, ["both", "book-only"]);
+    assert_eq!(
+        of_everything.ids_until("end").await,
+        ["both", "book-only"],
+        "several matching selectors still mean one delivery"
+    );
+}
+
+#[tokio::test]
+async fn private_updates_need_a_matching_subscribe_claim() {
+    let hub = TestHub::start(config()).await;
+    let mut anonymous = hub.subscribe(&[BOOK]).await;
+    let mut claimed = hub
+        .subscribe_with(
+            &[BOOK],
+            &subscriber(KEY, &["https://example.com/books/{id}"]),
+        )
+        .await;
+    let mut not_claimed = hub
+        .subscribe_with(&[BOOK], &subscriber(KEY, &[AUTHOR]))
+        .await;
+    let mut no_claim = hub
+        .subscribe_with(&[BOOK], &hubbub_testkit::token(KEY, serde_json::json!({})))
+        .await;
+    // The claim may cover an alternate rather than the topic subscribed to.
+    let mut claimed_alternate = hub
+        .subscribe_with(&[BOOK], &subscriber(KEY, &[AUTHOR]))
+        .await;
+    let mut claimed_everything = hub.subscribe_with(&["*"], &subscriber(KEY, &["*"])).await;
+
+    publish_on(&hub, "private", &[BOOK], true).await;
+    publish_on(&hub, "private-alt", &[BOOK, AUTHOR], true).await;
+    // Presence alone makes an update private, whatever the value.
+    hub.publish_ok(&[("topic", BOOK), ("id", "private-empty"), ("private", "")])
+        .await;
+    publish_on(&hub, "end", &[BOOK], false).await;
+
+    assert_eq!(anonymous.ids_until("end").await, Vec::<String>::new());
+    assert_eq!(
+        claimed.ids_until("end").await,
+        ["private", "private-alt", "private-empty"]
+    );
+    assert_eq!(not_claimed.ids_until("end").await, ["private-alt"]);
+    assert_eq!(no_claim.ids_until("end").await, Vec::<String>::new());
+    assert_eq!(claimed_alternate.ids_until("end").await, ["private-alt"]);
+    assert_eq!(
+        claimed_everything.ids_until("end").await,
+        ["private", "private-alt", "private-empty"]
+    );
+}
+
+#[tokio::test]
+async fn private_updates_are_not_replayed_to_the_unauthorized() {
+    let hub = TestHub::start(config()).await;
+    publish_on(&hub, "secret", &[BOOK], true).await;
+    publish_on(&hub, "public", &[BOOK], false).await;
+
+    let url = hub.subscribe_url(&[BOOK]);
+    let mut anonymous = SseClient::connect(
+        hubbub_testkit::client()
+            .get(&url)
+            .header("last-event-id", "earliest"),
+    )
+    .await;
+    assert_eq!(anonymous.ids(1).await, ["public"]);
+    anonymous.expect_no_event(Duration::from_millis(300)).await;
+
+    let mut claimed = SseClient::connect(
+        hubbub_testkit::client()
+            .get(&url)
+            .header("last-event-id", "earliest")
+            .bearer_auth(subscriber(KEY, &[BOOK])),
+    )
+    .await;
+    assert_eq!(claimed.ids(2).await, ["secret", "public"]);
+}
+
+#[tokio::test]
+async fn multi_line_data_arrives_intact() {
+    let hub = TestHub::start(config()).await;
+    let mut sub = hub.subscribe(&[BOOK]).await;
+    let data = "first\n\n  indented\n\nlast line\n";
+    hub.publish_ok(&[("topic", BOOK), ("id", "ml"), ("data", data)])
+        .await;
+    hub.publish_ok(&[("topic", BOOK), ("id", "crlf"), ("data", "a\r\nb\rc")])
+        .await;
+    hub.publish_ok(&[("topic", BOOK), ("id", "empty")]).await;
+
+    let events = sub.events(3).await;
+    assert_eq!(events[0].data, data);
+    assert_eq!(events[1].data, "a\nb\nc", "CRLF and CR are line breaks too");
+    assert_eq!(events[2].data, "", "no data is an empty data line");
+
+    let raw = String::from_utf8_lossy(sub.raw()).into_owned();
+    let want = "id: ml\ndata: first\ndata: \ndata:   indented\ndata: \ndata: last line\ndata: \n\n";
+    assert!(raw.contains(want), "raw stream {raw:?} lacks {want:?}");
+    assert!(
+        raw.contains("id: crlf\ndata: a\ndata: b\ndata: c\n\n"),
+        "{raw:?}"
+    );
+    assert!(raw.contains("id: empty\ndata: \n\n"), "{raw:?}");
+}
+
+#[tokio::test]
+async fn type_and_retry_lines() {
+    let hub = TestHub::start(config()).await;
+    let mut sub = hub.subscribe(&[BOOK]).await;
+    hub.publish_ok(&[
+        ("topic", BOOK),
+        ("id", "typed"),
+        ("type", "book.updated"),
+        ("retry", "1500"),
+        ("data", "x"),
+    ])
+    .await;
+    hub.publish_ok(&[("topic", BOOK), ("id", "zero"), ("retry", "0")])
+        .await;
+
+    let typed = sub.expect_event().await;
+    assert_eq!(typed.event_type.as_deref(), Some("book.updated"));
+    assert_eq!(typed.retry, Some(1500));
+    let zero = sub.expect_event().await;
+    assert_eq!(
+        (zero.event_type, zero.retry),
+        (None, None),
+        "retry=0 is unset"
+    );
+
+    let raw = String::from_utf8_lossy(sub.raw()).into_owned();
+    assert!(
+        raw.contains("event: book.updated\nretry: 1500\nid: typed\ndata: x\n\n"),
+        "{raw:?}"
+    );
+    assert!(raw.contains("\nid: zero\ndata: \n\n"), "{raw:?}");
+    assert!(!raw.contains("retry: 0"), "{raw:?}");
+}
+
+#[tokio::test]
+async fn ids_custom_generated_and_repeated() {
+    let hub = TestHub::start(config()).await;
+    let mut sub = hub.subscribe(&[BOOK]).await;
+
+    let custom = "https://example.com/events/ü 1";
+    let r = hub.publish(&[("topic", BOOK), ("id", custom)]).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body, custom, "the POST answers with the id as sent");
+    let ct = r.header("content-type").unwrap_or_default();
+    assert!(ct.starts_with("text/plain"), "content-type {ct:?}");
+
+    let generated = hub.publish_ok(&[("topic", BOOK)]).await;
+    let uuid = generated
+        .strip_prefix("urn:uuid:")
+        .unwrap_or_else(|| panic!("generated id {generated:?}"));
+    assert_eq!(uuid.len(), 36, "{uuid:?}");
+    assert_eq!(uuid.as_bytes()[14], b'7', "a version 7 UUID: {uuid:?}");
+    let other = hub.publish_ok(&[("topic", BOOK)]).await;
+    assert_ne!(generated, other, "generated ids are unique");
+
+    assert_eq!(
+        hub.publish_ok(&[("topic", BOOK), ("id", "dup")]).await,
+        "dup"
+    );
+    assert_eq!(
+        hub.publish_ok(&[("topic", BOOK), ("id", "dup")]).await,
+        "dup"
+    );
+
+    assert_eq!(
+        sub.ids(5).await,
+        [custom, &generated, &other, "dup", "dup"],
+        "every update arrives under its id"
+    );
+}
+
+#[tokio::test]
+async fn subscription_response_headers_and_open_comment() {
+    let hub = TestHub::start(config()).await;
+    let mut sub = hub.subscribe(&[BOOK]).await;
+    assert_eq!(sub.header("content-type"), Some("text/event-stream"));
+    assert_eq!(
+        sub.header("cache-control"),
+        Some("private, no-cache, no-store, must-revalidate, max-age=0")
+    );
+    assert_eq!(sub.header("x-accel-buffering"), Some("no"));
+    assert_eq!(
+        sub.header("last-event-id"),
+        None,
+        "only resumed streams carry Last-Event-ID"
+    );
+
+    let first = sub.next_item(hubbub_testkit::WAIT).await;
+    assert_eq!(first, Some(Item::Comment(String::new())));
+    assert_eq!(sub.raw(), b":\n", "the stream opens with exactly \":\\n\"");
+}
+
+#[tokio::test]
+async fn subscribe_needs_a_valid_topic() {
+    let hub = TestHub::start(config()).await;
+    let none = SseClient::get(&hub.url()).await;
+    assert_eq!(none.status, StatusCode::BAD_REQUEST, "no topic");
+    let bad = SseClient::get(&hub.subscribe_url(&["https://example.com/{id"])).await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST, "broken URI template");
+}
+
+#[tokio::test]
+async fn query_plus_is_a_space_in_selectors() {
+    let hub = TestHub::start(config()).await;
+    let url = format!("{}?topic=a+b", hub.url());
+    let mut sub = SseClient::get(&url).await;
+    assert_eq!(sub.status, StatusCode::OK);
+    hub.publish_ok(&[("topic", "a b"), ("id", "spaced")]).await;
+    assert_eq!(sub.expect_event().await.id.as_deref(), Some("spaced"));
+}

@@ -1,0 +1,174 @@
+//! Raw TCP connections, for what an HTTP client hides: the exact bytes, a peer
+//! that never reads, a server that answers before the request is parsed.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::time::Instant;
+
+use crate::WAIT;
+
+/// A response head, as read off the wire.
+#[derive(Debug, Clone)]
+pub struct RawHead {
+    pub status: u16,
+    /// Header names lower-cased, in order.
+    pub headers: Vec<(String, String)>,
+}
+
+impl RawHead {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+#[derive(Debug)]
+pub struct RawConn {
+    stream: TcpStream,
+    /// Bytes read but not yet consumed.
+    buf: Vec<u8>,
+}
+
+impl RawConn {
+    pub async fn connect(addr: SocketAddr) -> Self {
+        let stream = tokio::time::timeout(WAIT, TcpStream::connect(addr))
+            .await
+            .expect("connect in time")
+            .expect("the hub accepts TCP connections");
+        Self {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Connects with a tiny receive buffer: with a peer that never reads, the
+    /// server's writes block after a few kilobytes (plus its own send buffer).
+    pub async fn connect_with_small_buffer(addr: SocketAddr) -> Self {
+        let socket = TcpSocket::new_v4().expect("a TCP socket");
+        socket
+            .set_recv_buffer_size(4096)
+            .expect("the receive buffer can be set");
+        let stream = tokio::time::timeout(WAIT, socket.connect(addr))
+            .await
+            .expect("connect in time")
+            .expect("the hub accepts TCP connections");
+        Self {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    pub async fn write(&mut self, bytes: &[u8]) {
+        self.stream
+            .write_all(bytes)
+            .await
+            .expect("the request can be written");
+    }
+
+    /// Writes `GET target HTTP/1.1` with `Host` and the given extra headers.
+    pub async fn send_get(&mut self, target: &str, headers: &[(&str, &str)]) {
+        let mut req = format!("GET {target} HTTP/1.1\r\nHost: hubbub.test\r\n");
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        req.push_str("\r\n");
+        self.write(req.as_bytes()).await;
+    }
+
+    /// Reads the response head (within [`WAIT`]); body bytes read with it stay
+    /// buffered for [`RawConn::read_body_until`].
+    pub async fn read_head(&mut self) -> RawHead {
+        let deadline = Instant::now() + WAIT;
+        let end = loop {
+            if let Some(i) = find(&self.buf, b"\r\n\r\n") {
+                break i;
+            }
+            assert!(
+                self.read_more(deadline).await > 0,
+                "the connection closed before a full response head; got {:?}",
+                String::from_utf8_lossy(&self.buf)
+            );
+        };
+        let head = String::from_utf8_lossy(&self.buf[..end]).into_owned();
+        self.buf.drain(..end + 4);
+        let mut lines = head.split("\r\n");
+        let status_line = lines.next().unwrap_or_default();
+        let status = status_line
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("not an HTTP status line: {status_line:?}"));
+        let headers = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+            .collect();
+        RawHead { status, headers }
+    }
+
+    /// Reads (within [`WAIT`]) until the buffered bytes contain `needle`; returns
+    /// everything buffered, which stays buffered. Raw bytes, chunk framing included.
+    pub async fn read_until(&mut self, needle: &[u8]) -> &[u8] {
+        let deadline = Instant::now() + WAIT;
+        while find(&self.buf, needle).is_none() {
+            assert!(
+                self.read_more(deadline).await > 0,
+                "the connection closed before {:?} arrived; got {:?}",
+                String::from_utf8_lossy(needle),
+                String::from_utf8_lossy(&self.buf)
+            );
+        }
+        &self.buf
+    }
+
+    /// Reads and discards until the server closes the connection or ends a
+    /// chunked body (`0\r\n\r\n`). False if neither happened within `timeout`.
+    pub async fn drain_until_end(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.buf.ends_with(b"\r\n0\r\n\r\n") || self.buf.starts_with(b"0\r\n\r\n") {
+                return true;
+            }
+            // Keep just enough to recognize the terminal chunk across reads.
+            let keep = self.buf.len().saturating_sub(16);
+            self.buf.drain(..keep);
+            let mut chunk = [0u8; 64 * 1024];
+            match tokio::time::timeout_at(deadline, self.stream.read(&mut chunk)).await {
+                Err(_) => return false,
+                Ok(Ok(0) | Err(_)) => return true,
+                Ok(Ok(n)) => self.buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+
+    /// Reads everything until the server closes the connection (within [`WAIT`]).
+    pub async fn read_to_close(&mut self) -> Vec<u8> {
+        let deadline = Instant::now() + WAIT;
+        while self.read_more(deadline).await > 0 {}
+        std::mem::take(&mut self.buf)
+    }
+
+    /// Reads once; 0 on close or error. Panics at the deadline.
+    async fn read_more(&mut self, deadline: Instant) -> usize {
+        let mut chunk = [0u8; 16 * 1024];
+        match tokio::time::timeout_at(deadline, self.stream.read(&mut chunk)).await {
+            Err(_) => panic!(
+                "no data or close from the hub in time; got {:?}",
+                String::from_utf8_lossy(&self.buf)
+            ),
+            Ok(Ok(n)) => {
+                self.buf.extend_from_slice(&chunk[..n]);
+                n
+            }
+            Ok(Err(_)) => 0,
+        }
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
