@@ -130,6 +130,20 @@ pub struct Totals {
     pub churned: u64,
     pub hist: LatencyHist,
     pub cpu_seconds: f64,
+    /// The same, split by hub.
+    pub per_hub: Vec<HubTotals>,
+}
+
+/// `Totals` of the subscribers of one hub.
+#[derive(Debug, Default)]
+pub struct HubTotals {
+    pub connected_at_end: u64,
+    pub deliveries_total: u64,
+    pub deliveries_measured: u64,
+    pub lost: u64,
+    pub duplicated: u64,
+    pub reordered: u64,
+    pub hist: LatencyHist,
 }
 
 impl Totals {
@@ -153,12 +167,26 @@ impl Totals {
         self.churned += f.churned;
         self.hist.merge_dump(&f.hist_measured);
         self.cpu_seconds += f.cpu_seconds;
+        if self.per_hub.len() < f.per_hub.len() {
+            self.per_hub
+                .resize_with(f.per_hub.len(), HubTotals::default);
+        }
+        for (into, from) in self.per_hub.iter_mut().zip(&f.per_hub) {
+            into.connected_at_end += from.connected_at_end;
+            into.deliveries_total += from.deliveries_total;
+            into.deliveries_measured += from.deliveries_measured;
+            into.lost += from.lost;
+            into.duplicated += from.duplicated;
+            into.reordered += from.reordered;
+            into.hist.merge_dump(&from.hist_measured);
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::HubFinal;
 
     #[test]
     fn folds_ticks_and_finals() {
@@ -197,5 +225,27 @@ mod tests {
         let mut t = Totals::default();
         agg.finals().for_each(|f| t.add(f));
         assert_eq!(t.lost, 2);
+        // Per-hub counts add up hub by hub, whatever the workers' order.
+        let hub = |lost, n| HubFinal {
+            lost,
+            deliveries_measured: n,
+            hist_measured: vec![(100, n)],
+            ..HubFinal::default()
+        };
+        let mut t = Totals::default();
+        t.add(&WorkerFinal {
+            per_hub: vec![hub(1, 3), hub(0, 4)],
+            ..WorkerFinal::default()
+        });
+        t.add(&WorkerFinal {
+            per_hub: vec![hub(2, 5), hub(0, 6)],
+            ..WorkerFinal::default()
+        });
+        assert_eq!(t.per_hub.len(), 2);
+        assert_eq!(
+            (t.per_hub[0].lost, t.per_hub[0].deliveries_measured),
+            (3, 8)
+        );
+        assert_eq!((t.per_hub[1].hist.len(), t.per_hub[1].lost), (10, 0));
     }
 }

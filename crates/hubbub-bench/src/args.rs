@@ -36,22 +36,27 @@ impl std::str::FromStr for Secret {
 
 /// Load, latency and soak benchmark for SSE hubs.
 ///
-/// Subscribers are spread round-robin over `--topics` topics and over worker
-/// processes (the same binary re-run with hidden `--worker-*` flags); publishers run in
-/// the parent. Timeline: connect all, settle, publish for warmup + duration (only the
+/// Subscribers are spread round-robin over the `--hub`s, `--topics` topics and
+/// worker processes (the same binary re-run with hidden `--worker-*` flags);
+/// publishers run in the parent. Timeline: connect all, settle, publish for warmup + duration (only the
 /// duration is measured), drain, then count losses.
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
     /// Server dialect.
     #[arg(long, value_enum, default_value_t = Target::Hubbub, env = "HUBBUB_BENCH_TARGET")]
     pub target: Target,
-    /// Mercure hub URL (target hubbub).
+    /// Mercure hub URL (target hubbub). Repeat it for a cluster: subscriber `i`
+    /// connects to hub `i % n` (results are also reported per hub).
     #[arg(
         long,
         default_value = "http://127.0.0.1:8080/.well-known/mercure",
         env = "HUBBUB_BENCH_HUB"
     )]
-    pub hub: String,
+    pub hub: Vec<String>,
+    /// Where the publishers send (target hubbub) [default: the first --hub].
+    /// Repeatable: publisher `p` publishes to hub `p % n`.
+    #[arg(long, env = "HUBBUB_BENCH_PUBLISH_HUB")]
+    pub publish_hub: Vec<String>,
     /// Subscribe URL template, `{topic}` replaced by `bench-<i>` (target nchan).
     #[arg(
         long,
@@ -121,7 +126,8 @@ pub struct BenchArgs {
     /// Write the JSON report here.
     #[arg(long, env = "HUBBUB_BENCH_JSON_OUT")]
     pub json_out: Option<PathBuf>,
-    /// Subscribers closed and reopened per second while publishing (soak).
+    /// Subscribers closed and reopened per second while publishing (soak); they come
+    /// back with `Last-Event-ID`, so a hub that resumes correctly loses nothing.
     #[arg(long, default_value_t = 0.0, env = "HUBBUB_BENCH_CHURN")]
     pub churn: f64,
     /// Server RSS/CPU sampling period, seconds.
@@ -175,6 +181,15 @@ impl BenchArgs {
         finite_nonneg("drain", self.drain)?;
         finite_nonneg("settle", self.settle)?;
         finite_nonneg("churn", self.churn)?;
+        if self.hub.is_empty() {
+            return Err("--hub needs at least one URL".into());
+        }
+        if self.target == Target::Nchan && (self.hub.len() > 1 || !self.publish_hub.is_empty()) {
+            return Err(
+                "--hub and --publish-hub are for target hubbub; nchan takes --sub-url and --pub-url"
+                    .into(),
+            );
+        }
         if self.topics == 0 {
             return Err("--topics must be at least 1".into());
         }

@@ -18,7 +18,8 @@ use crate::plan::Plan;
 use crate::procfs::{self, ProcSample};
 use crate::publisher::{self, PubStats};
 use crate::report::{
-    ClientStats, ConnectStats, DeliveryStats, PublishStats, Report, Role, ServerStats,
+    ClientStats, ConnectStats, DeliveryStats, HubStats, PidStats, PublishStats, Report, Role,
+    ServerStats,
 };
 use crate::wire::{Command, Phase, WorkerFinal};
 use crate::workers::Workers;
@@ -33,6 +34,8 @@ struct Edge {
     ok: u64,
     per_topic: Vec<u64>,
     server: Option<ProcSample>,
+    /// Each of `pids`, in order.
+    per_pid: Vec<Option<ProcSample>>,
 }
 
 impl Edge {
@@ -42,8 +45,13 @@ impl Edge {
             ok: pubs.ok.load(Relaxed),
             per_topic: pubs.per_topic(),
             server: procfs::sample_sum(pids),
+            per_pid: per_pid(pids),
         }
     }
+}
+
+fn per_pid(pids: &[u32]) -> Vec<Option<ProcSample>> {
+    pids.iter().map(|p| procfs::sample(Some(*p))).collect()
 }
 
 pub async fn run(args: &BenchArgs) -> Result<Report, BenchError> {
@@ -73,6 +81,15 @@ pub async fn run(args: &BenchArgs) -> Result<Report, BenchError> {
     });
     let set_phase = |p: Phase| {
         phase.store(p as u8, Relaxed);
+        if !args.quiet {
+            // At once, not with the next progress line: scripts key on it (a fault
+            // injected when publishing starts or stops, say).
+            eprintln!(
+                "[{:>6.1}s] phase {}",
+                t0.elapsed().as_secs_f64(),
+                format!("{p:?}").to_lowercase()
+            );
+        }
         workers.broadcast(&Command::Phase { phase: p });
     };
     let mut problems = Vec::new();
@@ -93,6 +110,7 @@ pub async fn run(args: &BenchArgs) -> Result<Report, BenchError> {
     tokio::time::sleep(plan.settle).await;
     let connected = aggregate::lock(&agg).connected();
     let server_connected = procfs::sample_sum(&pids);
+    let server_connected_per_pid = per_pid(&pids);
 
     // Publish: warmup, the measured window, then drain.
     set_phase(Phase::Warmup);
@@ -145,12 +163,39 @@ pub async fn run(args: &BenchArgs) -> Result<Report, BenchError> {
     aggregate::lock(&agg).finals().for_each(|f| totals.add(f));
     let window_s = end.at.duration_since(start.at).as_secs_f64();
     let per_s = |n: f64| if window_s > 0.0 { n / window_s } else { 0.0 };
-    let subs_per_topic = plan.subscribers_per_topic();
-    let expected: u64 = subs_per_topic
+    // Accepted publishes in the window x subscribers on their topic.
+    let expected_of = |subs_per_topic: &[u64]| -> u64 {
+        subs_per_topic
+            .iter()
+            .zip(end.per_topic.iter().zip(&start.per_topic))
+            .map(|(subs, (e, s))| subs * (e - s))
+            .sum()
+    };
+    let expected = expected_of(&plan.subscribers_per_topic());
+    let per_hub = plan
+        .subscribers_per_hub_topic()
         .iter()
-        .zip(end.per_topic.iter().zip(&start.per_topic))
-        .map(|(subs, (e, s))| subs * (e - s))
-        .sum();
+        .enumerate()
+        .map(|(i, subs)| {
+            let t = totals.per_hub.get(i);
+            let count = |f: fn(&aggregate::HubTotals) -> u64| t.map_or(0, f);
+            let url = plan.sub_urls.get(i).cloned().unwrap_or_default();
+            HubStats {
+                publish: plan.pub_urls.contains(&url),
+                url,
+                subscribers: subs.iter().sum(),
+                connected_at_end: count(|t| t.connected_at_end),
+                in_window: count(|t| t.deliveries_measured),
+                per_second: per_s(count(|t| t.deliveries_measured) as f64),
+                expected_per_second: per_s(expected_of(subs) as f64),
+                total: count(|t| t.deliveries_total),
+                lost: count(|t| t.lost),
+                duplicated: count(|t| t.duplicated),
+                reordered: count(|t| t.reordered),
+                latency: t.map(|t| t.hist.summary()).unwrap_or_default(),
+            }
+        })
+        .collect();
     let ok_in_window = end.ok - start.ok;
 
     let server = (!pids.is_empty()).then(|| {
@@ -182,6 +227,24 @@ pub async fn run(args: &BenchArgs) -> Result<Report, BenchError> {
             cpu_window_percent: per_s(cpu_window_s) * 100.0,
             cpu_total_s: server_end.map_or(0.0, |s| s.cpu_seconds),
             samples,
+            per_pid: pids
+                .iter()
+                .enumerate()
+                .map(|(i, &pid)| {
+                    let at = |v: &[Option<ProcSample>]| v.get(i).copied().flatten();
+                    let cpu_window_s = match (at(&start.per_pid), at(&end.per_pid)) {
+                        (Some(a), Some(b)) => b.cpu_seconds - a.cpu_seconds,
+                        _ => 0.0,
+                    };
+                    PidStats {
+                        pid,
+                        rss_connected_bytes: rss(&at(&server_connected_per_pid)),
+                        rss_end_bytes: rss(&procfs::sample(Some(pid))),
+                        cpu_window_s,
+                        cpu_window_percent: per_s(cpu_window_s) * 100.0,
+                    }
+                })
+                .collect(),
         }
     });
 
@@ -225,6 +288,7 @@ pub async fn run(args: &BenchArgs) -> Result<Report, BenchError> {
             churned: totals.churned,
         },
         latency: totals.hist.summary(),
+        per_hub,
         server,
         client: ClientStats {
             processes: plan.processes,
@@ -302,6 +366,7 @@ pub fn worker_report(plan: &Plan, fin: Option<WorkerFinal>) -> Report {
             ..DeliveryStats::default()
         },
         latency: totals.hist.summary(),
+        per_hub: Vec::new(),
         server: None,
         client: ClientStats {
             processes: 1,

@@ -13,7 +13,7 @@ use tokio_util::task::TaskTracker;
 use crate::plan::Plan;
 use crate::procfs;
 use crate::subscriber::{self, Published, SlotHandle, SubStats};
-use crate::wire::{Command, Event, Phase, Tick, WorkerFinal};
+use crate::wire::{Command, Event, HubFinal, Phase, Tick, WorkerFinal};
 
 /// How long finishing slots get to count their losses and close.
 const FINISH_TIMEOUT: Duration = Duration::from_secs(20);
@@ -30,7 +30,7 @@ pub async fn run(
 ) {
     let of = of.max(1);
     let slots: Vec<u32> = (index..plan.subscribers).step_by(of as usize).collect();
-    let stats = Arc::new(SubStats::default());
+    let stats = Arc::new(SubStats::new(plan.hubs()));
     let handles: Arc<[Arc<SlotHandle>]> = slots.iter().map(|_| Arc::default()).collect();
     let (finish_tx, finish_rx) = watch::channel::<Option<Published>>(None);
     let tasks = TaskTracker::new();
@@ -100,12 +100,35 @@ pub async fn run(
         c.abort();
     }
     let connected_at_end = stats.connected.load(Relaxed);
+    let connected_at_end_per_hub: Vec<u64> = stats
+        .per_hub
+        .iter()
+        .map(|c| c.connected.load(Relaxed))
+        .collect();
     // A slot told "finished" without a table (parent gone) only counts holes.
     let _ = finish_tx.send(Some(published.unwrap_or_default()));
     tasks.close();
     let _ = tokio::time::timeout(FINISH_TIMEOUT, tasks.wait()).await;
 
-    let hist_measured = stats.hists().measured.dump();
+    let (hist_measured, hists_per_hub) = {
+        let h = stats.hists();
+        let per_hub: Vec<_> = h.measured_per_hub.iter().map(|h| h.dump()).collect();
+        (h.measured.dump(), per_hub)
+    };
+    let per_hub = stats
+        .per_hub
+        .iter()
+        .zip(hists_per_hub.into_iter().zip(connected_at_end_per_hub))
+        .map(|(c, (hist_measured, connected_at_end))| HubFinal {
+            connected_at_end,
+            deliveries_total: c.deliveries.load(Relaxed),
+            deliveries_measured: c.deliveries_measured.load(Relaxed),
+            lost: c.lost.load(Relaxed),
+            duplicated: c.duplicated.load(Relaxed),
+            reordered: c.reordered.load(Relaxed),
+            hist_measured,
+        })
+        .collect();
     let locked = |m: &std::sync::Mutex<std::collections::BTreeMap<String, u64>>| {
         m.lock().unwrap_or_else(|e| e.into_inner()).clone()
     };
@@ -129,6 +152,7 @@ pub async fn run(
         } else {
             0.0
         },
+        per_hub,
     };
     let _ = ev_tx.send(Event::Tick(tick(&stats, &mut last_deliveries)));
     let _ = ev_tx.send(Event::Final(Box::new(fin)));

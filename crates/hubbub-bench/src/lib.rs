@@ -31,7 +31,8 @@ pub use error::BenchError;
 pub use hist::LatencySummary;
 pub use plan::PlanSummary;
 pub use report::{
-    ClientStats, ConnectStats, DeliveryStats, PublishStats, Report, Role, ServerSample, ServerStats,
+    ClientStats, ConnectStats, DeliveryStats, HubStats, PidStats, PublishStats, Report, Role,
+    ServerSample, ServerStats,
 };
 
 /// Runs the benchmark described by `args`.

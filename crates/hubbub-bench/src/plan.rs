@@ -10,6 +10,23 @@ use crate::args::{BenchArgs, Target};
 use crate::error::BenchError;
 use crate::http::{self, HttpUrl};
 
+/// Where one hub's subscribers connect, with a ready-to-send request per topic.
+#[derive(Debug)]
+pub struct SubTarget {
+    pub addr: SocketAddr,
+    /// Subscribe request per topic.
+    pub requests: Vec<Vec<u8>>,
+}
+
+/// Where a publisher sends.
+#[derive(Debug)]
+pub struct PubTarget {
+    pub addr: SocketAddr,
+    pub host: String,
+    /// Publish path per topic (nchan) or one shared path (hubbub).
+    pub paths: Vec<String>,
+}
+
 #[derive(Debug)]
 pub struct Plan {
     pub target: Target,
@@ -28,21 +45,18 @@ pub struct Plan {
     pub settle: Duration,
     pub sample_interval: Duration,
     pub connect_timeout: Duration,
-    pub sub_addr: SocketAddr,
-    /// Ready-to-send subscribe request per topic.
-    pub sub_requests: Vec<Vec<u8>>,
-    pub pub_addr: SocketAddr,
-    pub pub_host: String,
-    /// Publish path per topic (nchan) or one shared path (hubbub).
-    pub pub_paths: Vec<String>,
+    /// One per `--hub` (one for nchan); subscriber `slot` uses `hub_of(slot)`.
+    pub sub_targets: Vec<SubTarget>,
+    /// One per `--publish-hub` (one for nchan); publisher `p` uses `p % len`.
+    pub pub_targets: Vec<PubTarget>,
     /// Form body prefix `topic=...&data=` per topic (hubbub only).
     pub pub_form_prefix: Vec<String>,
     /// Empty: let the kernel pick the source address.
     pub source_ips: Vec<IpAddr>,
     pub token: Option<String>,
-    /// For the report: the URLs as given.
-    pub sub_url: String,
-    pub pub_url: String,
+    /// For the report: the URLs as given, in the order of `sub_targets`/`pub_targets`.
+    pub sub_urls: Vec<String>,
+    pub pub_urls: Vec<String>,
 }
 
 /// Topic URI (hubbub) or channel id (nchan) of topic `i`.
@@ -56,68 +70,89 @@ pub fn topic_name(target: Target, i: u32) -> String {
 impl Plan {
     pub async fn resolve(args: &BenchArgs, run_id: u32) -> Result<Self, BenchError> {
         args.validate().map_err(BenchError::Config)?;
-        let (sub_url, pub_url) = match args.target {
-            Target::Hubbub => (args.hub.clone(), args.hub.clone()),
-            Target::Nchan => (args.sub_url.clone(), args.pub_url.clone()),
+        let (sub_urls, pub_urls) = match args.target {
+            Target::Hubbub => {
+                let publish = if args.publish_hub.is_empty() {
+                    args.hub[..1].to_vec()
+                } else {
+                    args.publish_hub.clone()
+                };
+                (args.hub.clone(), publish)
+            }
+            Target::Nchan => (vec![args.sub_url.clone()], vec![args.pub_url.clone()]),
         };
         let topics = args.topics;
         let names: Vec<String> = (0..topics).map(|i| topic_name(args.target, i)).collect();
         let fill = |template: &str, name: &str| template.replace("{topic}", name);
-
-        // Parse one instance of each template to learn the host; `{topic}` only ever
-        // lands in the path or query.
-        let sub_base = HttpUrl::parse(&fill(&sub_url, &names[0]))?;
-        let pub_base = HttpUrl::parse(&fill(&pub_url, &names[0]))?;
-        let sub_addr = sub_base.resolve().await?;
-        let pub_addr = pub_base.resolve().await?;
-        for (url, addr) in [(&sub_url, sub_addr), (&pub_url, pub_addr)] {
+        // Parses one instance of a template (`{topic}` only ever lands in the path or
+        // query, so it tells the host) and resolves it, loopback only unless allowed.
+        let base = async |url: &str| -> Result<(HttpUrl, SocketAddr), BenchError> {
+            let base = HttpUrl::parse(&fill(url, &names[0]))?;
+            let addr = base.resolve().await?;
             if !args.allow_remote && !http::is_loopback(&addr) {
                 return Err(BenchError::NotLoopback(format!("{url} ({addr})")));
             }
-        }
-        let sub_host = sub_base.authority();
-        let sub_requests = names
-            .iter()
-            .map(|name| {
-                let path = match args.target {
-                    Target::Hubbub => {
-                        let sep = if sub_base.path.contains('?') {
-                            '&'
-                        } else {
-                            '?'
-                        };
-                        let topic: String =
-                            form_urlencoded::byte_serialize(name.as_bytes()).collect();
-                        format!("{}{sep}topic={topic}", sub_base.path)
-                    }
-                    Target::Nchan => HttpUrl::parse(&fill(&sub_url, name))?.path,
-                };
-                Ok(http::subscribe_request(&sub_host, &path))
-            })
-            .collect::<Result<Vec<_>, BenchError>>()?;
-        let (pub_paths, pub_form_prefix) = match args.target {
-            Target::Hubbub => {
-                let prefixes = names
-                    .iter()
-                    .map(|n| {
-                        format!(
-                            "topic={}&data=",
-                            form_urlencoded::byte_serialize(n.as_bytes()).collect::<String>()
-                        )
-                    })
-                    .collect();
-                (vec![pub_base.path.clone()], prefixes)
-            }
-            Target::Nchan => {
-                let paths = names
-                    .iter()
-                    .map(|n| Ok(HttpUrl::parse(&fill(&pub_url, n))?.path))
-                    .collect::<Result<Vec<_>, BenchError>>()?;
-                (paths, Vec::new())
-            }
+            Ok((base, addr))
         };
 
-        let source_ips = if sub_addr.ip().is_loopback() && sub_addr.is_ipv4() {
+        let mut sub_targets = Vec::with_capacity(sub_urls.len());
+        for sub_url in &sub_urls {
+            let (sub_base, addr) = base(sub_url).await?;
+            let sub_host = sub_base.authority();
+            let requests = names
+                .iter()
+                .map(|name| {
+                    let path = match args.target {
+                        Target::Hubbub => {
+                            let sep = if sub_base.path.contains('?') {
+                                '&'
+                            } else {
+                                '?'
+                            };
+                            let topic: String =
+                                form_urlencoded::byte_serialize(name.as_bytes()).collect();
+                            format!("{}{sep}topic={topic}", sub_base.path)
+                        }
+                        Target::Nchan => HttpUrl::parse(&fill(sub_url, name))?.path,
+                    };
+                    Ok(http::subscribe_request(&sub_host, &path))
+                })
+                .collect::<Result<Vec<_>, BenchError>>()?;
+            sub_targets.push(SubTarget { addr, requests });
+        }
+        let mut pub_targets = Vec::with_capacity(pub_urls.len());
+        for pub_url in &pub_urls {
+            let (pub_base, addr) = base(pub_url).await?;
+            let paths = match args.target {
+                Target::Hubbub => vec![pub_base.path.clone()],
+                Target::Nchan => names
+                    .iter()
+                    .map(|n| Ok(HttpUrl::parse(&fill(pub_url, n))?.path))
+                    .collect::<Result<Vec<_>, BenchError>>()?,
+            };
+            pub_targets.push(PubTarget {
+                addr,
+                host: pub_base.authority(),
+                paths,
+            });
+        }
+        let pub_form_prefix = match args.target {
+            Target::Hubbub => names
+                .iter()
+                .map(|n| {
+                    format!(
+                        "topic={}&data=",
+                        form_urlencoded::byte_serialize(n.as_bytes()).collect::<String>()
+                    )
+                })
+                .collect(),
+            Target::Nchan => Vec::new(),
+        };
+
+        let source_ips = if sub_targets
+            .iter()
+            .all(|t| t.addr.ip().is_loopback() && t.addr.is_ipv4())
+        {
             (0..args.effective_source_ips())
                 .map(|i| IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2 + u8::try_from(i).unwrap_or(0))))
                 .collect()
@@ -150,22 +185,36 @@ impl Plan {
             settle: secs(args.settle),
             sample_interval: secs(args.sample_interval),
             connect_timeout: Duration::from_secs(15),
-            sub_addr,
-            sub_requests,
-            pub_addr,
-            pub_host: pub_base.authority(),
-            pub_paths,
+            sub_targets,
+            pub_targets,
             pub_form_prefix,
             source_ips,
             token,
-            sub_url,
-            pub_url,
+            sub_urls,
+            pub_urls,
         })
     }
 
-    /// Subscriber `slot` (global index) listens on this topic.
+    /// Number of hubs the subscribers are spread over (1 for nchan).
+    pub fn hubs(&self) -> u32 {
+        self.sub_targets.len().max(1) as u32
+    }
+
+    /// Subscriber `slot` (global index) connects to this hub: round-robin.
+    pub fn hub_of(&self, slot: u32) -> u32 {
+        slot % self.hubs()
+    }
+
+    /// Subscriber `slot` listens on this topic: round-robin within its hub, so every
+    /// hub gets the same mix of topics whatever the numbers of hubs and topics
+    /// (with one hub: `slot % topics`).
     pub fn topic_of(&self, slot: u32) -> u32 {
-        slot % self.topics
+        (slot / self.hubs()) % self.topics
+    }
+
+    /// Publisher `p` sends to this entry of `pub_targets`: round-robin.
+    pub fn publish_hub_of(&self, publisher: u32) -> u32 {
+        publisher % self.pub_targets.len().max(1) as u32
     }
 
     /// Source address and port for connection number `generation` (0 first, then
@@ -193,17 +242,29 @@ impl Plan {
         ))
     }
 
-    /// How many subscribers listen on each topic.
+    /// How many subscribers listen on each topic, all hubs together.
     pub fn subscribers_per_topic(&self) -> Vec<u64> {
         let mut v = vec![0u64; self.topics as usize];
-        for slot in 0..self.subscribers {
-            v[self.topic_of(slot) as usize] += 1;
+        for per_hub in self.subscribers_per_hub_topic() {
+            for (sum, n) in v.iter_mut().zip(per_hub) {
+                *sum += n;
+            }
         }
         v
     }
 
-    /// The full request publishing `payload` on `topic`.
-    pub fn publish_request(&self, topic: u32, payload: &str) -> Vec<u8> {
+    /// `[hub][topic]`: how many subscribers of each hub listen on each topic.
+    pub fn subscribers_per_hub_topic(&self) -> Vec<Vec<u64>> {
+        let mut v = vec![vec![0u64; self.topics as usize]; self.hubs() as usize];
+        for slot in 0..self.subscribers {
+            v[self.hub_of(slot) as usize][self.topic_of(slot) as usize] += 1;
+        }
+        v
+    }
+
+    /// The full request publisher `publisher` sends to publish `payload` on `topic`.
+    pub fn publish_request(&self, publisher: u32, topic: u32, payload: &str) -> Vec<u8> {
+        let to = &self.pub_targets[self.publish_hub_of(publisher) as usize];
         match self.target {
             Target::Hubbub => {
                 // The payload alphabet ([0-9a-z:]) needs no form escaping.
@@ -213,16 +274,16 @@ impl Plan {
                 body.push_str(&self.pub_form_prefix[topic as usize]);
                 body.push_str(payload);
                 http::post_request(
-                    &self.pub_host,
-                    &self.pub_paths[0],
+                    &to.host,
+                    &to.paths[0],
                     "application/x-www-form-urlencoded",
                     self.token.as_deref(),
                     body.as_bytes(),
                 )
             }
             Target::Nchan => http::post_request(
-                &self.pub_host,
-                &self.pub_paths[topic as usize],
+                &to.host,
+                &to.paths[topic as usize],
                 "text/plain",
                 None,
                 payload.as_bytes(),
@@ -234,8 +295,10 @@ impl Plan {
     pub fn summary(&self) -> PlanSummary {
         PlanSummary {
             target: self.target,
-            sub_url: self.sub_url.clone(),
-            pub_url: self.pub_url.clone(),
+            sub_url: self.sub_urls.first().cloned().unwrap_or_default(),
+            pub_url: self.pub_urls.first().cloned().unwrap_or_default(),
+            hubs: self.sub_urls.clone(),
+            publish_hubs: self.pub_urls.clone(),
             subscribers: self.subscribers,
             topics: self.topics,
             publishers: self.publishers,
@@ -256,8 +319,15 @@ impl Plan {
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct PlanSummary {
     pub target: Target,
+    /// The first of `hubs` and of `publish_hubs`.
     pub sub_url: String,
     pub pub_url: String,
+    /// Every subscribe URL, in hub order (subscriber `i` on hub `i % n`).
+    #[serde(default)]
+    pub hubs: Vec<String>,
+    /// Every publish URL (publisher `p` on `p % n`).
+    #[serde(default)]
+    pub publish_hubs: Vec<String>,
     pub subscribers: u32,
     pub topics: u32,
     pub publishers: u32,
@@ -319,9 +389,9 @@ mod tests {
     #[tokio::test]
     async fn builds_requests_per_dialect() {
         let p = plan(&["--topics", "2", "--hub", "http://localhost:9/hub?x=1"]).await;
-        let req = String::from_utf8(p.sub_requests[1].clone()).unwrap();
+        let req = String::from_utf8(p.sub_targets[0].requests[1].clone()).unwrap();
         assert!(req.starts_with("GET /hub?x=1&topic=https%3A%2F%2Fbench.hubbub%2Ft%2F1 HTTP/1.1\r\nHost: localhost:9\r\n"), "{req}");
-        let publish = String::from_utf8(p.publish_request(1, "b1:0:1:2:")).unwrap();
+        let publish = String::from_utf8(p.publish_request(0, 1, "b1:0:1:2:")).unwrap();
         assert!(publish.contains("Authorization: Bearer ey"));
         assert!(
             publish.ends_with("\r\n\r\ntopic=https%3A%2F%2Fbench.hubbub%2Ft%2F1&data=b1:0:1:2:"),
@@ -329,14 +399,150 @@ mod tests {
         );
         let n = plan(&["--target", "nchan", "--topics", "3"]).await;
         assert!(
-            String::from_utf8(n.sub_requests[2].clone())
+            String::from_utf8(n.sub_targets[0].requests[2].clone())
                 .unwrap()
                 .starts_with("GET /sub/bench-2 HTTP/1.1")
         );
-        let publish = String::from_utf8(n.publish_request(2, "b1:0:1:2:")).unwrap();
+        let publish = String::from_utf8(n.publish_request(3, 2, "b1:0:1:2:")).unwrap();
         assert!(
             publish.starts_with("POST /pub/bench-2 HTTP/1.1") && !publish.contains("Authorization")
         );
         assert_eq!(n.subscribers_per_topic().iter().sum::<u64>(), 1000);
+    }
+
+    fn args(argv: &[&str]) -> BenchArgs {
+        Cli::try_parse_from(std::iter::once("bench").chain(argv.iter().copied()))
+            .unwrap()
+            .args
+    }
+
+    #[tokio::test]
+    async fn one_hub_keeps_the_single_hub_layout() {
+        let p = plan(&["--subscribers", "10", "--topics", "3"]).await;
+        assert_eq!((p.hubs(), p.sub_urls.len(), p.pub_targets.len()), (1, 1, 1));
+        assert_eq!(p.pub_urls, p.sub_urls);
+        for slot in 0..10 {
+            assert_eq!((p.hub_of(slot), p.topic_of(slot)), (0, slot % 3));
+        }
+        assert_eq!(p.subscribers_per_topic(), vec![4, 3, 3]);
+        assert_eq!(p.subscribers_per_hub_topic(), vec![vec![4, 3, 3]]);
+        assert_eq!(p.summary().hubs, p.sub_urls);
+    }
+
+    #[tokio::test]
+    async fn subscribers_spread_over_hubs_and_publishers_default_to_the_first() {
+        let hubs = [
+            "http://127.0.0.11:8080/.well-known/mercure",
+            "http://127.0.0.12:8080/.well-known/mercure",
+            "http://127.0.0.13:8080/.well-known/mercure",
+        ];
+        let p = plan(&[
+            "--hub",
+            hubs[0],
+            "--hub",
+            hubs[1],
+            "--hub",
+            hubs[2],
+            "--subscribers",
+            "14",
+            "--topics",
+            "2",
+            "--publishers",
+            "3",
+        ])
+        .await;
+        assert_eq!(p.hubs(), 3);
+        // Subscriber i -> hub i % 3; within each hub the topics alternate.
+        let layout: Vec<(u32, u32)> = (0..7).map(|s| (p.hub_of(s), p.topic_of(s))).collect();
+        assert_eq!(
+            layout,
+            [(0, 0), (1, 0), (2, 0), (0, 1), (1, 1), (2, 1), (0, 0)]
+        );
+        // 14 = 5 + 5 + 4 subscribers; every hub has both topics.
+        assert_eq!(
+            p.subscribers_per_hub_topic(),
+            vec![vec![3, 2], vec![3, 2], vec![2, 2]]
+        );
+        assert_eq!(p.subscribers_per_topic(), vec![8, 6]);
+        for (i, t) in p.sub_targets.iter().enumerate() {
+            assert_eq!(t.addr, format!("127.0.0.1{}:8080", i + 1).parse().unwrap());
+            let req = String::from_utf8(t.requests[0].clone()).unwrap();
+            assert!(
+                req.contains(&format!("\r\nHost: 127.0.0.1{}:8080\r\n", i + 1)),
+                "{req}"
+            );
+        }
+        // No --publish-hub: everyone publishes to the first hub.
+        assert_eq!(p.pub_urls, [hubs[0]]);
+        for publisher in 0..3 {
+            assert_eq!(p.publish_hub_of(publisher), 0);
+            let r = String::from_utf8(p.publish_request(publisher, 0, "b1:0:1:2:")).unwrap();
+            assert!(r.contains("Host: 127.0.0.11:8080\r\n"), "{r}");
+        }
+        // Source addresses are shared by all hubs, so ports stay unique per slot.
+        let mut seen = std::collections::HashSet::new();
+        assert!((0..14).all(|s| seen.insert(p.source_of(s, 0).unwrap())));
+        let summary = p.summary();
+        assert_eq!((summary.sub_url.as_str(), summary.hubs.len()), (hubs[0], 3));
+        assert_eq!(summary.publish_hubs, [hubs[0]]);
+    }
+
+    #[tokio::test]
+    async fn publish_hubs_are_round_robin_over_publishers() {
+        let p = plan(&[
+            "--hub",
+            "http://127.0.0.11:8080/hub",
+            "--publish-hub",
+            "http://127.0.0.12:8080/hub",
+            "--publish-hub",
+            "http://127.0.0.13:8081/other",
+            "--publishers",
+            "4",
+        ])
+        .await;
+        assert_eq!(p.pub_targets.len(), 2);
+        let to = |publisher| {
+            let r = String::from_utf8(p.publish_request(publisher, 0, "b1:0:1:2:")).unwrap();
+            r.lines().take(2).collect::<Vec<_>>().join(" ")
+        };
+        assert_eq!(to(0), "POST /hub HTTP/1.1 Host: 127.0.0.12:8080");
+        assert_eq!(to(1), "POST /other HTTP/1.1 Host: 127.0.0.13:8081");
+        assert_eq!(to(2), to(0));
+        assert_eq!(p.publish_hub_of(3), 1);
+        assert_eq!(p.hubs(), 1);
+    }
+
+    #[tokio::test]
+    async fn hub_flags_are_checked() {
+        // nchan has its own URL templates.
+        for argv in [
+            &[
+                "--target",
+                "nchan",
+                "--hub",
+                "http://127.0.0.1:1/a",
+                "--hub",
+                "http://127.0.0.1:2/b",
+            ][..],
+            &["--target", "nchan", "--publish-hub", "http://127.0.0.1:1/a"],
+        ] {
+            assert!(args(argv).validate().is_err(), "{argv:?}");
+        }
+        // Every URL must be loopback, the publish ones too.
+        let remote = args(&["--publish-hub", "http://192.0.2.1:80/x"]);
+        assert!(matches!(
+            Plan::resolve(&remote, 1).await,
+            Err(BenchError::NotLoopback(_))
+        ));
+        let remote = args(&[
+            "--hub",
+            "http://127.0.0.1:1/x",
+            "--hub",
+            "http://192.0.2.1:80/x",
+        ]);
+        assert!(matches!(
+            Plan::resolve(&remote, 1).await,
+            Err(BenchError::NotLoopback(_))
+        ));
     }
 }

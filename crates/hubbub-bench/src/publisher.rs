@@ -2,6 +2,7 @@
 //! every payload with (publisher, per-topic sequence, send time).
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -125,6 +126,7 @@ async fn run_one(p: u32, plan: Arc<Plan>, stats: Arc<PubStats>, stop: Cancellati
     let start = Instant::now() + period.mul_f64(f64::from(p) / m as f64);
     let mut seqs = vec![0u64; plan.topics as usize];
     let mut conn: Option<PubConn> = None;
+    let to = plan.pub_targets[plan.publish_hub_of(p) as usize].addr;
     let mut n: u64 = 0;
     loop {
         let due = start + period.mul_f64(n as f64);
@@ -141,12 +143,12 @@ async fn run_one(p: u32, plan: Arc<Plan>, stats: Arc<PubStats>, stop: Cancellati
             seq,
             sent_nanos: payload::now_nanos(),
         };
-        let request = plan.publish_request(topic, &payload::encode(&stamp, plan.payload));
+        let request = plan.publish_request(p, topic, &payload::encode(&stamp, plan.payload));
         stats.attempts.fetch_add(1, Relaxed);
         let sent = Instant::now();
         // Not cancelled by `stop`: an in-flight publish must settle so the final
         // sequence table matches what the server accepted.
-        match http::with_timeout(REQUEST_TIMEOUT, send(&mut conn, &plan, &request)).await {
+        match http::with_timeout(REQUEST_TIMEOUT, send(&mut conn, to, &request)).await {
             Ok(status) if (200..300).contains(&status) => {
                 seqs[topic as usize] = seq;
                 stats.last_seq[p as usize][topic as usize].store(seq, Relaxed);
@@ -185,9 +187,9 @@ struct PubConn {
 
 /// Sends one request on the kept-alive connection (opening it if needed) and reads
 /// the whole response; returns the status.
-async fn send(conn: &mut Option<PubConn>, plan: &Plan, request: &[u8]) -> Result<u16, String> {
+async fn send(conn: &mut Option<PubConn>, to: SocketAddr, request: &[u8]) -> Result<u16, String> {
     if conn.is_none() {
-        let stream = http::connect(plan.pub_addr, None)
+        let stream = http::connect(to, None)
             .await
             .map_err(|e| io_error_key(&e))?;
         *conn = Some(PubConn {

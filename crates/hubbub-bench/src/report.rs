@@ -29,6 +29,10 @@ pub struct Report {
     pub delivery: DeliveryStats,
     /// Publish-to-receive latency of deliveries received in the window.
     pub latency: LatencySummary,
+    /// Deliveries and latency split by the hub the subscribers were on (one entry
+    /// per `--hub`, in order; a single entry without `--hub` repeated).
+    #[serde(default)]
+    pub per_hub: Vec<HubStats>,
     pub server: Option<ServerStats>,
     pub client: ClientStats,
     /// Anything that makes the numbers suspect (a worker died, a phase timed out).
@@ -81,6 +85,24 @@ pub struct DeliveryStats {
     pub churned: u64,
 }
 
+/// What the subscribers of one hub saw.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct HubStats {
+    pub url: String,
+    /// Some publisher sends to this hub (its subscribers are "local" to them).
+    pub publish: bool,
+    pub subscribers: u64,
+    pub connected_at_end: u64,
+    pub in_window: u64,
+    pub per_second: f64,
+    pub expected_per_second: f64,
+    pub total: u64,
+    pub lost: u64,
+    pub duplicated: u64,
+    pub reordered: u64,
+    pub latency: LatencySummary,
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ServerStats {
     pub pids: Vec<u32>,
@@ -96,6 +118,19 @@ pub struct ServerStats {
     pub cpu_window_percent: f64,
     pub cpu_total_s: f64,
     pub samples: Vec<ServerSample>,
+    /// The same per `--server-pid`, in the order given.
+    #[serde(default)]
+    pub per_pid: Vec<PidStats>,
+}
+
+/// One server process's share of `ServerStats`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PidStats {
+    pub pid: u32,
+    pub rss_connected_bytes: u64,
+    pub rss_end_bytes: u64,
+    pub cpu_window_s: f64,
+    pub cpu_window_percent: f64,
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
@@ -157,7 +192,25 @@ impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let p = &self.plan;
         let target = format!("{:?}", p.target).to_lowercase();
-        writeln!(f, "hubbub bench: target {target}, subscribe {}", p.sub_url)?;
+        let hubs = if p.hubs.is_empty() {
+            std::slice::from_ref(&p.sub_url)
+        } else {
+            &p.hubs[..]
+        };
+        write!(
+            f,
+            "hubbub bench: target {target}, subscribe {}",
+            hubs.join(" ")
+        )?;
+        let publish = if p.publish_hubs.is_empty() {
+            std::slice::from_ref(&p.pub_url)
+        } else {
+            &p.publish_hubs[..]
+        };
+        if publish != hubs && p.rate > 0.0 {
+            write!(f, ", publish {}", publish.join(" "))?;
+        }
+        writeln!(f)?;
         let c = &self.connect;
         writeln!(
             f,
@@ -224,6 +277,30 @@ impl fmt::Display for Report {
             d.churned,
             map(&d.disconnects)
         )?;
+        if self.per_hub.len() > 1 {
+            for (i, h) in self.per_hub.iter().enumerate() {
+                let l = &h.latency;
+                writeln!(
+                    f,
+                    "  hub {i}        {}{}: {} subscribers ({} at end); deliveries {} in window = {:.0}/s (expected {:.0}/s); latency p50 {}  p90 {}  p99 {}  p99.9 {}  max {}; lost {}, duplicated {}, reordered {}",
+                    h.url,
+                    if h.publish { " (publish)" } else { "" },
+                    h.subscribers,
+                    h.connected_at_end,
+                    h.in_window,
+                    h.per_second,
+                    h.expected_per_second,
+                    fmt_us(l.p50_us),
+                    fmt_us(l.p90_us),
+                    fmt_us(l.p99_us),
+                    fmt_us(l.p999_us),
+                    fmt_us(l.max_us),
+                    h.lost,
+                    h.duplicated,
+                    h.reordered
+                )?;
+            }
+        }
         if let Some(s) = &self.server {
             let per_sub = s.rss_per_subscriber_bytes.map_or_else(
                 || "n/a".to_owned(),
@@ -239,6 +316,19 @@ impl fmt::Display for Report {
                 s.cpu_window_s,
                 s.cpu_window_percent
             )?;
+            if s.per_pid.len() > 1 {
+                for p in &s.per_pid {
+                    writeln!(
+                        f,
+                        "  server pid {}: RSS {} connected, {} at end; CPU {:.2} s in window ({:.0}% of a core)",
+                        p.pid,
+                        mib(p.rss_connected_bytes),
+                        mib(p.rss_end_bytes),
+                        p.cpu_window_s,
+                        p.cpu_window_percent
+                    )?;
+                }
+            }
         }
         writeln!(
             f,

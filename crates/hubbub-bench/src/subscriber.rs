@@ -55,6 +55,19 @@ pub struct SubStats {
     pub connect_errors: Mutex<BTreeMap<String, u64>>,
     pub disconnects: Mutex<BTreeMap<String, u64>>,
     pub hists: Mutex<Hists>,
+    /// The same counts split by hub (`Plan::hub_of`).
+    pub per_hub: Vec<HubCounters>,
+}
+
+/// What `SubStats` counts, for the subscribers of one hub.
+#[derive(Debug, Default)]
+pub struct HubCounters {
+    pub connected: AtomicU64,
+    pub deliveries: AtomicU64,
+    pub deliveries_measured: AtomicU64,
+    pub lost: AtomicU64,
+    pub duplicated: AtomicU64,
+    pub reordered: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -63,9 +76,28 @@ pub struct Hists {
     pub tick: LatencyHist,
     /// Everything received during `Measure`.
     pub measured: LatencyHist,
+    /// `measured`, split by hub.
+    pub measured_per_hub: Vec<LatencyHist>,
 }
 
 impl SubStats {
+    /// Counters for a run over `hubs` hubs.
+    pub fn new(hubs: u32) -> Self {
+        Self {
+            per_hub: (0..hubs).map(|_| HubCounters::default()).collect(),
+            hists: Mutex::new(Hists {
+                measured_per_hub: (0..hubs).map(|_| LatencyHist::default()).collect(),
+                ..Hists::default()
+            }),
+            ..Self::default()
+        }
+    }
+
+    fn hub(&self, hub: u32) -> &HubCounters {
+        // Sized by `new` from the plan every slot comes from.
+        &self.per_hub[hub as usize]
+    }
+
     pub fn phase(&self) -> Phase {
         Phase::from_u8(self.phase.load(Relaxed))
     }
@@ -115,6 +147,7 @@ pub async fn run_slot(
     mut finish: FinishRx,
 ) {
     let topic = plan.topic_of(slot);
+    let hub = plan.hub_of(slot);
     let mut generation = 0u32;
     // `None` until the first stream opens.
     let mut tracker: Option<Tracker> = None;
@@ -154,6 +187,7 @@ pub async fn run_slot(
         let tracker =
             tracker.get_or_insert_with(|| Tracker::new(plan.publishers as usize, from_start));
         stats.connected.fetch_add(1, Relaxed);
+        stats.hub(hub).connected.fetch_add(1, Relaxed);
         let sse = SseParser::resuming(std::mem::take(&mut last_id));
         let churnable = sse.has_last_id();
         handle.churnable.store(churnable, Relaxed);
@@ -162,6 +196,7 @@ pub async fn run_slot(
             sse,
             tracker,
             churnable,
+            hub,
             handle: &handle,
             plan: &plan,
             stats: &stats,
@@ -170,6 +205,7 @@ pub async fn run_slot(
         last_id = conn.sse.into_last_id();
         handle.churnable.store(false, Relaxed);
         stats.connected.fetch_sub(1, Relaxed);
+        stats.hub(hub).connected.fetch_sub(1, Relaxed);
         drop(stream);
         match end {
             End::Finished(p) => break p,
@@ -200,6 +236,7 @@ pub async fn run_slot(
         None => tracker.lost(None),
     };
     stats.lost.fetch_add(lost, Relaxed);
+    stats.hub(hub).lost.fetch_add(lost, Relaxed);
 }
 
 /// Waits before reconnecting, or until the run finishes.
@@ -218,13 +255,14 @@ async fn open(
     generation: u32,
     last_id: &[u8],
 ) -> Result<(TcpStream, BodyDecoder, Vec<u8>), String> {
-    let base = &plan.sub_requests[plan.topic_of(slot) as usize];
+    let to = &plan.sub_targets[plan.hub_of(slot) as usize];
+    let base = &to.requests[plan.topic_of(slot) as usize];
     let request = if last_id.is_empty() {
         Cow::Borrowed(base)
     } else {
         Cow::Owned(http::with_last_event_id(base, last_id))
     };
-    let mut stream = http::connect(plan.sub_addr, plan.source_of(slot, generation))
+    let mut stream = http::connect(to.addr, plan.source_of(slot, generation))
         .await
         .map_err(|e| io_error_key(&e))?;
     let mut buf = Vec::new();
@@ -242,6 +280,7 @@ struct Conn<'a> {
     sse: SseParser,
     tracker: &'a mut Tracker,
     churnable: bool,
+    hub: u32,
     handle: &'a SlotHandle,
     plan: &'a Plan,
     stats: &'a SubStats,
@@ -318,15 +357,17 @@ impl Conn<'_> {
             body,
             sse,
             tracker,
+            hub,
             plan,
             stats,
             ..
         } = self;
+        let hub = *hub;
         let mut sse_err = None;
         body.feed(bytes, &mut |piece| {
             if sse_err.is_none() {
                 sse_err = sse
-                    .feed(piece, &mut |data| on_event(data, tracker, plan, stats))
+                    .feed(piece, &mut |data| on_event(data, tracker, hub, plan, stats))
                     .err();
             }
         })
@@ -345,7 +386,7 @@ impl Conn<'_> {
     }
 }
 
-fn on_event(data: &[u8], tracker: &mut Tracker, plan: &Plan, stats: &SubStats) {
+fn on_event(data: &[u8], tracker: &mut Tracker, hub: u32, plan: &Plan, stats: &SubStats) {
     let now = payload::now_nanos();
     let Some(stamp) = payload::decode(data).filter(|s| s.run == plan.run_id) else {
         stats.foreign.fetch_add(1, Relaxed);
@@ -365,19 +406,25 @@ fn on_event(data: &[u8], tracker: &mut Tracker, plan: &Plan, stats: &SubStats) {
         h.tick.record(latency_us);
         if measuring {
             h.measured.record(latency_us);
+            h.measured_per_hub[hub as usize].record(latency_us);
         }
     }
+    let per_hub = stats.hub(hub);
     stats.deliveries.fetch_add(1, Relaxed);
+    per_hub.deliveries.fetch_add(1, Relaxed);
     if measuring {
         stats.deliveries_measured.fetch_add(1, Relaxed);
+        per_hub.deliveries_measured.fetch_add(1, Relaxed);
     }
     match seen {
         Seen::New => {}
         Seen::Duplicate => {
             stats.duplicated.fetch_add(1, Relaxed);
+            per_hub.duplicated.fetch_add(1, Relaxed);
         }
         Seen::Reordered => {
             stats.reordered.fetch_add(1, Relaxed);
+            per_hub.reordered.fetch_add(1, Relaxed);
         }
     }
 }

@@ -1,5 +1,6 @@
-//! Per-connection sequence tracking: duplicates, reordering and, once the publishers'
-//! final counts are known, losses for every (publisher, topic) stream.
+//! Per-subscriber sequence tracking, across its reconnects: duplicates, reordering
+//! and, once the publishers' final counts are known, losses for every
+//! (publisher, topic) stream.
 
 /// How far below the highest sequence number a late message is still recognised
 /// exactly (as new or duplicate); older ones are assumed new and counted reordered.
@@ -77,10 +78,9 @@ impl Tracker {
         Some(Seen::Reordered)
     }
 
-    /// Messages this connection should have had but did not. `published[p]` is the
-    /// last sequence publisher `p` got accepted on this topic when the connection was
-    /// still open at the end; `None` for a connection closed early (churn or drop),
-    /// whose tail is unknowable, so only holes count.
+    /// Messages this subscriber should have had but did not. `published(p)` is the
+    /// last sequence publisher `p` got accepted on the subscriber's topic; `None` when
+    /// that is unknown (the parent went away), so only holes count.
     pub fn lost(&self, published: Option<&dyn Fn(usize) -> u64>) -> u64 {
         self.streams
             .iter()

@@ -90,6 +90,21 @@ pub struct WorkerFinal {
     pub hist_measured: HistDump,
     /// CPU this worker used (0 for in-process workers: the parent counts itself).
     pub cpu_seconds: f64,
+    /// Counts of this worker's subscribers of each hub, in hub order.
+    #[serde(default)]
+    pub per_hub: Vec<HubFinal>,
+}
+
+/// A worker's final counts for the subscribers of one hub.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HubFinal {
+    pub connected_at_end: u64,
+    pub deliveries_total: u64,
+    pub deliveries_measured: u64,
+    pub lost: u64,
+    pub duplicated: u64,
+    pub reordered: u64,
+    pub hist_measured: HistDump,
 }
 
 pub fn encode_event(ev: &Event) -> String {

@@ -194,6 +194,62 @@ async fn clean_run_counts_every_delivery() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribers_spread_over_hubs_are_reported_per_hub() {
+    // Two listeners on one hub state: a two-node "cluster" that delivers every
+    // publish to the subscribers of both.
+    let hub = Arc::new(Hub::default());
+    let (a, b) = (serve(hub.clone()).await, serve(hub).await);
+    let url = |port: u16| format!("http://127.0.0.1:{port}/.well-known/mercure");
+    let (url_a, url_b) = (url(a), url(b));
+    let extra = [
+        "--hub",
+        &url_b,
+        "--publish-hub",
+        &url_b,
+        "--subscribers",
+        "30",
+        "--topics",
+        "2",
+        "--rate",
+        "40",
+        "--publishers",
+        "2",
+    ];
+    // `args` puts its own `--hub` (a) first: subscribers 0, 2, 4.. go to a.
+    let mut args = args(a, &extra);
+    assert_eq!(args.hub, [url_a.clone(), url_b.clone()]);
+    args.quiet = true;
+    let report = hubbub_bench::run(args).await.unwrap();
+    assert_eq!(report.plan.hubs, [url_a.clone(), url_b.clone()]);
+    assert_eq!(report.plan.publish_hubs, std::slice::from_ref(&url_b));
+    assert_eq!(report.per_hub.len(), 2);
+    let ok = report.publish.ok_total;
+    for (h, want_url) in report.per_hub.iter().zip([&url_a, &url_b]) {
+        assert_eq!(&h.url, want_url);
+        assert_eq!((h.subscribers, h.connected_at_end), (15, 15));
+        // Topics alternate within each hub and publishes alternate over topics.
+        assert!(h.total.abs_diff(ok * 15 / 2) <= 15, "{} vs {ok}", h.total);
+        assert_eq!((h.lost, h.duplicated, h.reordered), (0, 0, 0));
+        assert_eq!(h.latency.count, h.in_window);
+        assert!(h.in_window > 0 && h.expected_per_second > 0.0);
+    }
+    assert_eq!(
+        (report.per_hub[0].publish, report.per_hub[1].publish),
+        (false, true)
+    );
+    let sum = |f: fn(&hubbub_bench::HubStats) -> u64| report.per_hub.iter().map(f).sum::<u64>();
+    assert_eq!(sum(|h| h.total), report.delivery.total);
+    assert_eq!(sum(|h| h.in_window), report.delivery.in_window);
+    // 8 + 8 subscribers on topic 0, 7 + 7 on topic 1.
+    assert!(report.delivery.total.abs_diff(ok * 15) <= 1);
+    let text = report.to_string();
+    assert!(
+        text.contains(&format!("hub 1        {url_b} (publish): 15 subscribers")),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropped_messages_fail_the_run() {
     let port = serve(Arc::new(Hub {
         drop_every: 7,

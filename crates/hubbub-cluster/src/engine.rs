@@ -312,15 +312,27 @@ impl Engine {
         let now = Instant::now();
         self.pulls
             .retain(|_, sent| now.duration_since(*sent) < PULL_RETRY);
-        let mut best: BTreeMap<Origin, (u64, String)> = BTreeMap::new();
+        // The highest claim per origin (the catch-up target), and the peer to
+        // pull from: preferably one that has not already said it no longer
+        // retains our gap. Asking the same peer forever would stall the origin
+        // for good when another peer could settle the gap (fill it, or agree
+        // it is gone, which lets `report_gone` count it as lost).
+        let mut cluster_max: BTreeMap<Origin, u64> = BTreeMap::new();
+        let mut best: BTreeMap<Origin, (bool, u64, String)> = BTreeMap::new();
         for (node, peer) in &self.peers {
             for (origin, hwm) in &peer.member.vector {
-                if best.get(origin).is_none_or(|(h, _)| hwm > h) {
-                    best.insert(origin.clone(), (*hwm, node.clone()));
+                let max = cluster_max.entry(origin.clone()).or_default();
+                *max = (*max).max(*hwm);
+                let fresh = !self.seq.said_gone(origin, node);
+                if best
+                    .get(origin)
+                    .is_none_or(|(f, h, _)| (fresh, *hwm) > (*f, *h))
+                {
+                    best.insert(origin.clone(), (fresh, *hwm, node.clone()));
                 }
             }
         }
-        for (origin, (target, node)) in &best {
+        for (origin, (_, target, node)) in &best {
             let mine = self.seq.hwm(origin);
             if *origin == self.ctx.me || *target <= mine || self.pulls.contains_key(origin) {
                 continue;
@@ -338,7 +350,7 @@ impl Engine {
                 self.pulls_sent += 1;
             }
         }
-        self.bootstrap(best.into_iter().map(|(o, (h, _))| (o, h)).collect());
+        self.bootstrap(cluster_max);
         self.gossip().await;
         self.publish_view();
     }

@@ -235,6 +235,14 @@ impl Sequencer {
         skipped
     }
 
+    /// Whether `peer` said it no longer retains `origin` from our `hwm + 1`
+    /// (asking it again is pointless until another peer settles the gap).
+    pub fn said_gone(&self, origin: &Origin, peer: &str) -> bool {
+        self.origins
+            .get(origin)
+            .is_some_and(|s| s.gone_at.contains_key(peer))
+    }
+
     /// Forgets origins whose node is gone and that no longer matter, so the
     /// gossiped vector stays small across many restarts.
     pub fn forget(&mut self, origin: &Origin) {
@@ -349,5 +357,18 @@ mod tests {
         t.accept(up("a", 4, 40));
         assert_eq!(t.hwm(&a), 5, "held update drained after the gap filled");
         assert_eq!(t.stats().lost, 1);
+    }
+
+    #[test]
+    fn peers_that_said_gone_are_remembered_until_progress() {
+        let mut s = Sequencer::new(SequencerLimits::default(), false);
+        let a = Origin::new("a", 1);
+        s.accept(up("a", 5, 50));
+        let sources: Vec<Arc<str>> = vec!["p".into(), "q".into()];
+        assert_eq!(s.report_gone(&a, "p".into(), 3, &sources), 0);
+        assert!(s.said_gone(&a, "p"), "ask q next, not p again");
+        assert!(!s.said_gone(&a, "q"));
+        s.accept(up("a", 1, 10));
+        assert!(!s.said_gone(&a, "p"), "progress starts afresh");
     }
 }

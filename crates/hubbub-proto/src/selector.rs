@@ -12,7 +12,8 @@ pub enum Selector {
     /// Byte-equal match; indexed by the core so matching does not scan subscribers.
     Exact(String),
     /// Anchored URI-template match (the literal template string matches too).
-    Template(UriTemplate),
+    /// Boxed: templates are rare and large, exact topics common and small.
+    Template(Box<UriTemplate>),
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -31,12 +32,12 @@ impl Selector {
             return Ok(Self::Any);
         }
         if s.contains('{') {
-            return UriTemplate::parse(s).map(Self::Template).map_err(|source| {
-                SelectorError::Template {
+            return UriTemplate::parse(s)
+                .map(|t| Self::Template(Box::new(t)))
+                .map_err(|source| SelectorError::Template {
                     selector: s.to_owned(),
                     source,
-                }
-            });
+                });
         }
         Ok(Self::Exact(s.to_owned()))
     }

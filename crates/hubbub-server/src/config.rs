@@ -249,7 +249,12 @@ impl Config {
         };
         let gossip_advertise = match &self.gossip_advertise {
             Some(a) => resolve(a, "gossip_advertise")?,
-            None => advertised(None, self.gossip_listen, "gossip_listen", "gossip_advertise")?,
+            None => advertised(
+                None,
+                self.gossip_listen,
+                "gossip_listen",
+                "gossip_advertise",
+            )?,
         };
         let relay_advertise = match &self.relay_advertise {
             Some(a) => a.clone(),

@@ -6,6 +6,7 @@
 //! Every wait is bounded; [`WAIT`] is the default bound, generous because tests
 //! run in parallel on small, busy machines.
 
+pub mod cluster;
 mod http;
 mod hub;
 mod raw;
@@ -14,6 +15,10 @@ mod token;
 
 use std::time::Duration;
 
+pub use cluster::{
+    CLUSTER_WAIT, Collector, FaultProxy, MemberAddrs, ProxyMode, TestCluster, View, member_config,
+    member_configs,
+};
 pub use http::{HttpResponse, client, encode_form, get, publish, send, subscribe_url};
 pub use hub::{TestHub, metric_value};
 pub use hubbub_proto::decode::{Event, Item};

@@ -1,0 +1,91 @@
+# Sourced by bench/cluster.sh and bench/partition.sh: a private 3-node hubbub cluster
+# on loopback, node i on 127.0.0.1$i (HTTP :8080, gossip :7946, relay :7947).
+#
+#   cluster_start [extra serve flags]   start n1..n3, wait until every /readyz is 200
+#   single_start [extra serve flags]    one stand-alone node on n1's address instead
+#   cluster_stop                        TERM (then KILL) exactly the nodes it started
+#   hub_url I / node_ip I / cluster_json I
+#
+# Needs: bash, curl, python3. Env: BIN (default target/release/hubbub), OUT (logs).
+
+BIN="${BIN:-target/release/hubbub}"
+OUT="${OUT:-bench/out}"
+CLUSTER_SECRET="${CLUSTER_SECRET:-bench-cluster-secret}"
+NODE_IPS=(127.0.0.11 127.0.0.12 127.0.0.13)
+NODE_PIDS=()
+
+node_ip() { echo "${NODE_IPS[$(($1 - 1))]}"; }
+hub_url() { echo "http://$(node_ip "$1"):8080/.well-known/mercure"; }
+cluster_json() { curl -fsS --max-time 2 "http://$(node_ip "$1"):8080/cluster"; }
+node_pids_csv() { local IFS=,; echo "${NODE_PIDS[*]}"; }
+
+cluster_start() {
+  mkdir -p "$OUT"
+  local seeds="" i ip
+  for ip in "${NODE_IPS[@]}"; do seeds+="${seeds:+,}$ip:7946"; done
+  NODE_PIDS=()
+  for i in 1 2 3; do
+    ip="$(node_ip "$i")"
+    "$BIN" serve --dev --listen "$ip:8080" --node-id "n$i" \
+      --gossip-listen "$ip:7946" --relay-listen "$ip:7947" \
+      --seeds "$seeds" --cluster-secret "$CLUSTER_SECRET" "$@" \
+      >"$OUT/cluster-n$i.log" 2>&1 &
+    NODE_PIDS+=("$!")
+  done
+  local deadline=$((SECONDS + 60)) ready
+  while :; do
+    ready=0
+    for i in 1 2 3; do
+      [[ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "http://$(node_ip "$i"):8080/readyz")" == 200 ]] &&
+        ready=$((ready + 1))
+    done
+    ((ready == 3)) && break
+    if ((SECONDS > deadline)); then
+      echo "cluster not ready after 60 s (logs: $OUT/cluster-n*.log)" >&2
+      return 1
+    fi
+    for i in "${!NODE_PIDS[@]}"; do
+      kill -0 "${NODE_PIDS[$i]}" 2>/dev/null || { echo "node n$((i + 1)) exited (log: $OUT/cluster-n$((i + 1)).log)" >&2; return 1; }
+    done
+    sleep 0.2
+  done
+  # /readyz is per node; also wait until every node has a connected link to both others.
+  deadline=$((SECONDS + 30))
+  until python3 - "${NODE_IPS[@]}" <<'EOF' 2>/dev/null
+import json, sys, urllib.request
+ips = sys.argv[1:]
+for ip in ips:
+    c = json.load(urllib.request.urlopen(f"http://{ip}:8080/cluster", timeout=2))
+    links = [m.get("link") for m in c.get("members", [])]
+    if links.count("connected") < len(ips) - 1:
+        sys.exit(1)
+EOF
+  do
+    ((SECONDS > deadline)) && { echo "members did not converge in 30 s" >&2; return 1; }
+    sleep 0.2
+  done
+}
+
+# One stand-alone node (no cluster flags) on n1's address: the single-node baseline.
+single_start() {
+  mkdir -p "$OUT"
+  "$BIN" serve --dev --listen "$(node_ip 1):8080" "$@" >"$OUT/single-n1.log" 2>&1 &
+  NODE_PIDS=("$!")
+  for _ in $(seq 100); do
+    [[ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "http://$(node_ip 1):8080/readyz")" == 200 ]] && return 0
+    sleep 0.1
+  done
+  echo "single node not ready (log: $OUT/single-n1.log)" >&2
+  return 1
+}
+
+cluster_stop() {
+  local pid
+  for pid in "${NODE_PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${NODE_PIDS[@]}"; do
+    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  NODE_PIDS=()
+}
