@@ -132,7 +132,17 @@ pub struct Cluster {
 }
 
 /// Updates in delivery order; the caller hands each to its local hub.
-pub type Ordered = mpsc::Receiver<Arc<Stamped>>;
+pub type Ordered = mpsc::Receiver<Delivery>;
+
+/// What leaves the engine, in order.
+#[derive(Debug, Clone)]
+pub enum Delivery {
+    /// The next update in the delivery order.
+    Update(Arc<Stamped>),
+    /// Every update stamped at or below this clock value that this node will
+    /// deliver in order has been handed over before this marker.
+    Through(u64),
+}
 
 impl Cluster {
     /// Binds the relay listener, joins gossip over UDP and starts the engine.
@@ -252,6 +262,14 @@ impl Cluster {
             mpsc::error::TrySendError::Closed(_) => SubmitError::ShuttingDown,
         })?;
         Ok(self.local.stamp(update, |stamped| permit.send(stamped)))
+    }
+
+    /// This node's clock now: at least the wall clock and every stamp seen.
+    /// An update a client received anywhere before asking us is (clock skew
+    /// aside) stamped at or below it, so waiting for `Through(clock)` makes a
+    /// cross-node resume exact.
+    pub fn clock(&self) -> u64 {
+        self.local.watermark()
     }
 
     pub fn is_ready(&self) -> bool {

@@ -12,6 +12,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::cluster::Delivery;
 use crate::membership::{self, Member, Membership, hwm_key};
 use crate::relay::{self, Inbound, LinkState, RelayCtx};
 use crate::sequencer::{Accepted, Sequencer};
@@ -23,6 +24,8 @@ use crate::wire::Msg;
 const PULL_MAX: usize = 1000;
 const PULL_RETRY: Duration = Duration::from_secs(1);
 const EXTRA_QUEUE: usize = 4096;
+/// A departed generation quiet this long (and replicated everywhere) leaves the vector.
+const RETIRE_AFTER: Duration = Duration::from_secs(600);
 
 #[derive(Debug, Clone)]
 pub struct Timing {
@@ -45,6 +48,15 @@ struct Peer {
     last_heard: Option<Instant>,
 }
 
+impl Peer {
+    /// Our outbound link is up: the peer proved the cluster secret.
+    fn is_linked(&self) -> bool {
+        self.link
+            .as_ref()
+            .is_some_and(|l| l.state.connected.load(Ordering::Relaxed))
+    }
+}
+
 /// Shared with the `Cluster` handle.
 #[derive(Debug, Default)]
 pub struct Flags {
@@ -59,7 +71,7 @@ pub struct Engine {
     pub membership: Membership,
     pub own_rx: mpsc::Receiver<Arc<Stamped>>,
     pub inbound_rx: mpsc::Receiver<Inbound>,
-    pub out_tx: mpsc::Sender<Arc<Stamped>>,
+    pub out_tx: mpsc::Sender<Delivery>,
     pub view_tx: watch::Sender<ClusterView>,
     pub flags: Arc<Flags>,
     pub cancel: CancellationToken,
@@ -69,9 +81,10 @@ pub struct Engine {
     pulls: HashMap<Origin, Instant>,
     gossiped: BTreeMap<Origin, u64>,
     started: Instant,
-    target: Option<BTreeMap<Origin, u64>>,
     repaired: u64,
     pulls_sent: u64,
+    /// The last `Delivery::Through` sent.
+    marked: u64,
 }
 
 impl Engine {
@@ -83,7 +96,7 @@ impl Engine {
         membership: Membership,
         own_rx: mpsc::Receiver<Arc<Stamped>>,
         inbound_rx: mpsc::Receiver<Inbound>,
-        out_tx: mpsc::Sender<Arc<Stamped>>,
+        out_tx: mpsc::Sender<Delivery>,
         view_tx: watch::Sender<ClusterView>,
         flags: Arc<Flags>,
         cancel: CancellationToken,
@@ -107,9 +120,9 @@ impl Engine {
             pulls: HashMap::new(),
             gossiped: BTreeMap::new(),
             started: Instant::now(),
-            target: None,
             repaired: 0,
             pulls_sent: 0,
+            marked: 0,
         }
     }
 
@@ -301,9 +314,14 @@ impl Engine {
     async fn release(&mut self) -> bool {
         let bound = self.bound();
         for update in self.seq.release(bound) {
-            if self.out_tx.send(update).await.is_err() {
+            if self.out_tx.send(Delivery::Update(update)).await.is_err() {
                 return false;
             }
+        }
+        // Tell the hub side how far the order is settled (resumes wait on it).
+        if bound > self.marked && !self.seq.is_holding() {
+            self.marked = bound;
+            return self.out_tx.send(Delivery::Through(bound)).await.is_ok();
         }
         true
     }
@@ -312,17 +330,14 @@ impl Engine {
         let now = Instant::now();
         self.pulls
             .retain(|_, sent| now.duration_since(*sent) < PULL_RETRY);
-        // The highest claim per origin (the catch-up target), and the peer to
+        // The highest claim per origin, and the peer to
         // pull from: preferably one that has not already said it no longer
         // retains our gap. Asking the same peer forever would stall the origin
         // for good when another peer could settle the gap (fill it, or agree
         // it is gone, which lets `report_gone` count it as lost).
-        let mut cluster_max: BTreeMap<Origin, u64> = BTreeMap::new();
         let mut best: BTreeMap<Origin, (bool, u64, String)> = BTreeMap::new();
         for (node, peer) in &self.peers {
             for (origin, hwm) in &peer.member.vector {
-                let max = cluster_max.entry(origin.clone()).or_default();
-                *max = (*max).max(*hwm);
                 let fresh = !self.seq.said_gone(origin, node);
                 if best
                     .get(origin)
@@ -350,33 +365,79 @@ impl Engine {
                 self.pulls_sent += 1;
             }
         }
-        self.bootstrap(cluster_max);
+        self.bootstrap();
+        self.retire_origins();
         self.gossip().await;
         self.publish_view();
     }
 
-    /// At start-up, hold releases until we hold what the members had when we
-    /// joined, so our history starts in the cluster's order.
-    fn bootstrap(&mut self, cluster_max: BTreeMap<Origin, u64>) {
+    /// At start-up, hold releases until we hold what the members we can reach
+    /// hold, so our history starts in the cluster's order. Only peers whose
+    /// relay link is up (they proved the cluster secret) count: a node that
+    /// gossips but cannot be linked (wrong secret, firewalled) must not keep us
+    /// waiting for updates nobody can give us.
+    fn bootstrap(&mut self) {
         if !self.seq.is_holding() {
             return;
         }
         let elapsed = self.started.elapsed();
-        let heard_vectors = self.peers.values().any(|p| !p.member.vector.is_empty());
-        if self.target.is_none() && (heard_vectors || elapsed >= self.timing.join_timeout) {
-            let mut target = cluster_max;
-            target.remove(&self.ctx.me);
-            self.target = Some(target);
-        }
-        let Some(target) = &self.target else { return };
-        let caught_up = target.iter().all(|(o, h)| self.seq.hwm(o) >= *h);
-        if caught_up || elapsed >= self.timing.join_timeout * 10 {
+        let join = self.timing.join_timeout;
+        let linked: Vec<&Peer> = self.peers.values().filter(|p| p.is_linked()).collect();
+        let unlinked_ready = self
+            .peers
+            .values()
+            .any(|p| p.member.ready && !p.is_linked());
+        let decided = if self.peers.is_empty() {
+            elapsed >= join
+        } else {
+            !linked.is_empty() && (!unlinked_ready || elapsed >= join * 2)
+        };
+        let caught_up = decided
+            && linked.iter().all(|p| {
+                p.member
+                    .vector
+                    .iter()
+                    .all(|(o, h)| *o == self.ctx.me || self.seq.hwm(o) >= *h)
+            });
+        let timed_out = elapsed >= join * 10;
+        if caught_up || timed_out {
             if !caught_up {
                 tracing::warn!("cluster catch-up timed out; serving with what we have");
             }
             self.seq.stop_holding();
             self.flags.ready.store(true, Ordering::Relaxed);
-            tracing::info!(origins = target.len(), "cluster node ready");
+            tracing::info!(linked = linked.len(), "cluster node ready");
+        }
+    }
+
+    /// Forgets origins of generations that are gone, fully replicated and quiet
+    /// for a long time, so vectors and gossip do not grow with every restart.
+    /// Their last seq is remembered, so a straggler copy is still a duplicate.
+    fn retire_origins(&mut self) {
+        let wall = Hlc::millis(Hlc::wall());
+        let live: Vec<&Origin> = self.peers.values().map(|p| &p.member.origin).collect();
+        let quiet_ms = RETIRE_AFTER.as_millis() as u64;
+        let retire: Vec<Origin> = self
+            .seq
+            .vector()
+            .into_iter()
+            .filter(|(o, h)| {
+                *o != self.ctx.me
+                    && !live.contains(&o)
+                    && self
+                        .seq
+                        .last_hlc(o)
+                        .is_some_and(|t| wall.saturating_sub(Hlc::millis(t)) > quiet_ms)
+                    && self
+                        .peers
+                        .values()
+                        .all(|p| p.member.vector.get(o).is_none_or(|ph| ph <= h))
+            })
+            .map(|(o, _)| o)
+            .collect();
+        for origin in retire {
+            tracing::info!(%origin, "retiring a departed generation from the version vector");
+            self.seq.retire(&origin);
         }
     }
 

@@ -16,7 +16,9 @@ pub mod stamp;
 mod view;
 pub mod wire;
 
-pub use cluster::{Cluster, ClusterConfig, ClusterError, Ordered, SubmitError, fresh_generation};
+pub use cluster::{
+    Cluster, ClusterConfig, ClusterError, Delivery, Ordered, SubmitError, fresh_generation,
+};
 pub use sequencer::{Sequencer, SequencerLimits, SequencerStats};
 pub use stamp::{Hlc, OrderKey, Origin, Stamp, Stamped};
 pub use view::{ClusterStats, ClusterView, MemberView};

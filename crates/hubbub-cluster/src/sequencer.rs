@@ -62,6 +62,8 @@ pub enum Accepted {
 #[derive(Debug, Default)]
 pub struct Sequencer {
     origins: BTreeMap<Origin, OriginState>,
+    /// Departed origins no longer in the vector, with their final seq.
+    retired: BTreeMap<Origin, u64>,
     ready: BTreeMap<OrderKey, Arc<Stamped>>,
     frontier: Option<OrderKey>,
     /// While catching up at start-up nothing is released, so the first release
@@ -94,7 +96,22 @@ impl Sequencer {
     }
 
     pub fn hwm(&self, origin: &Origin) -> u64 {
-        self.origins.get(origin).map_or(0, |s| s.hwm)
+        self.origins
+            .get(origin)
+            .map_or_else(|| self.retired.get(origin).copied().unwrap_or(0), |s| s.hwm)
+    }
+
+    /// Stamp of the newest retained update of `origin`.
+    pub fn last_hlc(&self, origin: &Origin) -> Option<u64> {
+        self.origins.get(origin)?.log.back().map(|u| u.stamp.hlc)
+    }
+
+    /// Drops `origin` from the vector and its log, keeping its final seq so
+    /// that copies still travelling are recognised as duplicates.
+    pub fn retire(&mut self, origin: &Origin) {
+        if let Some(state) = self.origins.remove(origin) {
+            self.retired.insert(origin.clone(), state.hwm);
+        }
     }
 
     /// The version vector: highest contiguous seq per origin.
@@ -113,6 +130,14 @@ impl Sequencer {
     pub fn accept(&mut self, update: Arc<Stamped>) -> Accepted {
         let seq = update.stamp.seq;
         let limit = self.limits.pending_entries;
+        if self
+            .retired
+            .get(&update.stamp.origin)
+            .is_some_and(|h| seq <= *h)
+        {
+            self.stats.duplicates += 1;
+            return Accepted::Duplicate;
+        }
         let state = self.origins.entry(update.stamp.origin.clone()).or_default();
         if seq <= state.hwm || state.pending.contains_key(&seq) {
             self.stats.duplicates += 1;
@@ -242,12 +267,6 @@ impl Sequencer {
             .get(origin)
             .is_some_and(|s| s.gone_at.contains_key(peer))
     }
-
-    /// Forgets origins whose node is gone and that no longer matter, so the
-    /// gossiped vector stays small across many restarts.
-    pub fn forget(&mut self, origin: &Origin) {
-        self.origins.remove(origin);
-    }
 }
 
 #[cfg(test)]
@@ -357,6 +376,19 @@ mod tests {
         t.accept(up("a", 4, 40));
         assert_eq!(t.hwm(&a), 5, "held update drained after the gap filled");
         assert_eq!(t.stats().lost, 1);
+    }
+
+    #[test]
+    fn retired_origins_leave_the_vector_but_stay_deduplicated() {
+        let mut s = Sequencer::new(SequencerLimits::default(), false);
+        let a = Origin::new("a", 1);
+        s.accept(up("a", 1, 10));
+        s.accept(up("a", 2, 20));
+        assert_eq!(s.last_hlc(&a), Some(20));
+        s.retire(&a);
+        assert!(s.vector().is_empty());
+        assert_eq!(s.hwm(&a), 2);
+        assert_eq!(s.accept(up("a", 2, 20)), Accepted::Duplicate);
     }
 
     #[test]

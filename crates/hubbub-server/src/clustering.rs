@@ -5,14 +5,23 @@
 
 use std::time::Duration;
 
-use hubbub_cluster::{Cluster, Ordered};
+use hubbub_cluster::{Cluster, Delivery, Ordered};
 use hubbub_core::{Hub, PublishError};
+use tokio::sync::watch;
 
 /// Feeds ordered updates into the hub. A full dispatch backlog is waited out,
 /// never dropped: the order and completeness of the cluster log matter more
-/// than the latency of one update.
-pub async fn deliver(hub: Hub, mut ordered: Ordered) {
-    while let Some(stamped) = ordered.recv().await {
+/// than the latency of one update. `delivered` follows the cluster's
+/// `Through` markers once everything before them is in the hub.
+pub async fn deliver(hub: Hub, mut ordered: Ordered, delivered: watch::Sender<u64>) {
+    while let Some(item) = ordered.recv().await {
+        let stamped = match item {
+            Delivery::Update(stamped) => stamped,
+            Delivery::Through(clock) => {
+                delivered.send_replace(clock);
+                continue;
+            }
+        };
         loop {
             match hub.publish(stamped.update.clone()) {
                 Ok(_) => break,
@@ -21,6 +30,19 @@ pub async fn deliver(hub: Hub, mut ordered: Ordered) {
             }
         }
     }
+}
+
+/// Waits (bounded) until this node has delivered everything stamped up to
+/// `clock`. Returns false on timeout.
+pub async fn wait_delivered(
+    mut delivered: watch::Receiver<u64>,
+    clock: u64,
+    limit: Duration,
+) -> bool {
+    matches!(
+        tokio::time::timeout(limit, delivered.wait_for(|d| *d >= clock)).await,
+        Ok(Ok(_))
+    )
 }
 
 /// Keeps the gossiped subscriber count fresh.

@@ -50,10 +50,13 @@ impl Server {
         };
         let (hub, metrics) = start_hub(&settings);
         let (cluster, ordered) = hubbub_cluster::Cluster::start(cluster_config).await?;
-        tokio::spawn(clustering::deliver(hub.clone(), ordered));
+        let (delivered_tx, delivered) = tokio::sync::watch::channel(0);
+        tokio::spawn(clustering::deliver(hub.clone(), ordered, delivered_tx));
         tokio::spawn(clustering::report_subscribers(hub.clone(), cluster.clone()));
+        let mut state = AppState::new(hub, settings, metrics, Some(cluster));
+        state.delivered = Some(delivered);
         Ok(Self {
-            state: Arc::new(AppState::new(hub, settings, metrics, Some(cluster))),
+            state: Arc::new(state),
         })
     }
 

@@ -28,6 +28,8 @@ pub struct AppState {
     pub global_limiter: RateLimiter,
     /// Set when this node is part of a cluster: publishes go through it.
     pub cluster: Option<Cluster>,
+    /// In a cluster: the clock value up to which the ordered log is in the hub.
+    pub delivered: Option<tokio::sync::watch::Receiver<u64>>,
     selectors: Mutex<HashMap<String, Selector>>,
 }
 
@@ -42,6 +44,7 @@ impl AppState {
             client_limiter: RateLimiter::default(),
             global_limiter: RateLimiter::default(),
             cluster,
+            delivered: None,
             selectors: Mutex::default(),
         }
     }

@@ -20,10 +20,43 @@ use crate::metrics::Rejection;
 use crate::state::SharedState;
 
 pub async fn subscribe(State(state): State<SharedState>, headers: HeaderMap, uri: Uri) -> Response {
-    match open(&state, &headers, &uri) {
+    // In a cluster, an id this node does not know yet may be one the client got
+    // from another node a moment ago: wait until our delivery has caught up
+    // with this instant, then look again (else it would be replayed twice).
+    let clock = state.cluster.as_ref().map(|c| c.clock());
+    let result = match open(&state, &headers, &uri) {
+        Ok(sub)
+            if sub.response_last_event_id() == Some("earliest")
+                && resumes_after_id(&headers, &uri) =>
+        {
+            match (
+                clock,
+                state.delivered.clone(),
+                &state.settings.load().cluster,
+            ) {
+                (Some(clock), Some(delivered), Some(cluster)) => {
+                    drop(sub);
+                    let limit = cluster.order_wait + Duration::from_millis(250);
+                    crate::clustering::wait_delivered(delivered, clock, limit).await;
+                    open(&state, &headers, &uri)
+                }
+                _ => Ok(sub),
+            }
+        }
+        other => other,
+    };
+    match result {
         Ok(sub) => sse_response(sub),
         Err(err) => state.reject(err).into_response(),
     }
+}
+
+/// The request names a specific id to resume after (not `earliest`).
+fn resumes_after_id(headers: &HeaderMap, uri: &Uri) -> bool {
+    matches!(
+        resume(headers, parse_query(uri).last_event_id),
+        Resume::After(_)
+    )
 }
 
 #[derive(Debug, Default)]

@@ -682,17 +682,12 @@ async fn a_gap_no_peer_can_fill_is_counted_as_lost_and_delivery_goes_on() {
     cluster.shutdown().await;
 }
 
-/// Known race, kept as a reproduction: a publish is answered before its update
-/// is delivered, and nodes deliver a few ms apart. A client that got update X
-/// from n1 and reconnects to n3 at once may find X not yet in n3's history: n3
-/// answers `Last-Event-ID: earliest`, serves live only, and the client gets X
-/// (and whatever else n3 had not delivered yet) a second time. Measured: about
-/// 1 in 10 immediate reconnects (this test fails in most runs). Nothing is lost, but "none twice" breaks.
-/// A fix belongs in the subscribe path: for an unknown id in a cluster, wait
-/// (bounded) until the local delivery frontier passes the request's arrival
-/// before resolving the resume point.
+/// A publish is answered before its update is delivered, and nodes deliver a
+/// few ms apart: a client that got update X from n1 and reconnects to n3 at
+/// once may ask for an id n3 has not delivered yet. n3 must then wait until its
+/// delivery has caught up with that instant instead of answering `earliest`
+/// and serving X a second time.
 #[tokio::test]
-#[ignore = "known race: resume on another node right after delivery (see doc comment)"]
 async fn an_immediate_resume_on_another_node_gets_nothing_twice() {
     let mut cluster = TestCluster::start(3).await;
     let mut first = cluster.node(0).subscribe(&[TOPIC]).await;
