@@ -20,6 +20,11 @@
 #
 # Env knobs: DURATION (20; QUICK 3), WARMUP (3; QUICK 1), PAYLOAD (64), SKIP_BUILD=1,
 # BIN (target/release/hubbub), OUT (bench/out).
+#
+# The client runs one subscriber worker process per hub (--processes): a single worker
+# thread competing with three server processes for 2 cores gets too small a CPU share,
+# falls behind, and its backlog shows up as seconds of "latency" (and, past the drain,
+# as loss) that is the client's, not the cluster's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -131,7 +136,7 @@ a, b = (json.load(open(p)) for p in sys.argv[1:])
 print((b["nodes"]["n1"]["stats"]["relay_bytes_out"] - a["nodes"]["n1"]["stats"]["relay_bytes_out"]) / (b["t"] - a["t"]))' \
         "$OUT/cluster-latency-idle0.json" "$OUT/cluster-latency-before.json")"
       run_bench latency --hub "$(hub_url 1)" --hub "$(hub_url 2)" --subscribers $((2 * LAT_SUBS)) \
-        --topics 1 --rate "$LAT_RATE" --publishers 16 --duration "$DURATION" --warmup "$WARMUP"
+        --topics 1 --rate "$LAT_RATE" --publishers 16 --duration "$DURATION" --warmup "$WARMUP" --processes 2
       snapshot "$OUT/cluster-latency-after.json"
       IDLE_RELAY_BYTES_PER_S="$IDLE_RELAY_BYTES_PER_S" python3 bench/cluster.py run \
         "latency: local (n1) vs remote (n2) subscribers, publishing to n1" "$OUT/cluster-latency.json" \
@@ -141,14 +146,14 @@ print((b["nodes"]["n1"]["stats"]["relay_bytes_out"] - a["nodes"]["n1"]["stats"][
       snapshot "$OUT/cluster-fanout-before.json"
       run_bench fanout --hub "$(hub_url 1)" --hub "$(hub_url 2)" --hub "$(hub_url 3)" \
         --subscribers $((3 * FANOUT_SUBS)) --topics 1 --rate "$FANOUT_RATE" --publishers 8 \
-        --duration "$DURATION" --warmup "$WARMUP"
+        --duration "$DURATION" --warmup "$WARMUP" --processes 3
       snapshot "$OUT/cluster-fanout-after.json"
       python3 bench/cluster.py run "fanout: subscribers on every node, publishing to n1" \
         "$OUT/cluster-fanout.json" "$OUT/cluster-fanout-before.json" "$OUT/cluster-fanout-after.json" n1 >>"$SUMMARY"
       ;;
     fanout-1node)
       run_bench fanout-1node --hub "$(hub_url 1)" --subscribers $((3 * FANOUT_SUBS)) --topics 1 \
-        --rate "$FANOUT_RATE" --publishers 8 --duration "$DURATION" --warmup "$WARMUP"
+        --rate "$FANOUT_RATE" --publishers 8 --duration "$DURATION" --warmup "$WARMUP" --processes 3
       python3 bench/cluster.py run "fanout baseline: the same subscribers on one stand-alone node" \
         "$OUT/cluster-fanout-1node.json" >>"$SUMMARY"
       ;;

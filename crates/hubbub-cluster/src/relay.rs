@@ -76,7 +76,15 @@ fn framed(stream: TcpStream) -> Link {
     )
 }
 
-fn mac(secret: &[u8], cluster: &str, nonce: &[u8; 16], node: &str, generation: u64) -> Vec<u8> {
+/// HMAC-SHA256 over everything a handshake message binds: protocol, cluster,
+/// the other side's nonce, and who we claim to be.
+fn keyed(
+    secret: &[u8],
+    cluster: &str,
+    nonce: &[u8; 16],
+    node: &str,
+    generation: u64,
+) -> Hmac<Sha256> {
     let mut m =
         <Hmac<Sha256> as KeyInit>::new_from_slice(secret).expect("HMAC takes any key length");
     for part in [
@@ -90,9 +98,17 @@ fn mac(secret: &[u8], cluster: &str, nonce: &[u8; 16], node: &str, generation: u
     ] {
         m.update(part);
     }
-    m.finalize().into_bytes().to_vec()
+    m
 }
 
+fn mac(secret: &[u8], cluster: &str, nonce: &[u8; 16], node: &str, generation: u64) -> Vec<u8> {
+    keyed(secret, cluster, nonce, node, generation)
+        .finalize()
+        .into_bytes()
+        .to_vec()
+}
+
+/// Constant-time comparison (the `hmac` crate's `verify_slice`).
 fn verify(
     secret: &[u8],
     cluster: &str,
@@ -101,20 +117,9 @@ fn verify(
     generation: u64,
     tag: &[u8],
 ) -> bool {
-    let mut m =
-        <Hmac<Sha256> as KeyInit>::new_from_slice(secret).expect("HMAC takes any key length");
-    for part in [
-        PROTOCOL,
-        cluster.as_bytes(),
-        b"\0",
-        nonce,
-        node.as_bytes(),
-        b"\0",
-        &generation.to_be_bytes(),
-    ] {
-        m.update(part);
-    }
-    m.verify_slice(tag).is_ok()
+    keyed(secret, cluster, nonce, node, generation)
+        .verify_slice(tag)
+        .is_ok()
 }
 
 fn nonce() -> [u8; 16] {
