@@ -468,6 +468,7 @@ impl Engine {
 
     fn publish_view(&self) {
         let wall_ms = Hlc::millis(Hlc::wall());
+        let newest = self.ctx.local.newest();
         let vector_view =
             |v: &BTreeMap<Origin, u64>| v.iter().map(|(o, h)| (o.to_string(), *h)).collect();
         let members = self
@@ -491,6 +492,10 @@ impl Engine {
                     .link
                     .as_ref()
                     .map_or(0, |l| l.state.reconnects.load(Ordering::Relaxed)),
+                // Cursor 0 means the link never connected: everything is pending.
+                backlog: p.link.as_ref().map_or(0, |l| {
+                    (newest + 1).saturating_sub(l.state.cursor.load(Ordering::Relaxed).max(1))
+                }),
                 lag_ms: p
                     .last_heard
                     .map(|_| wall_ms.saturating_sub(Hlc::millis(p.watermark))),

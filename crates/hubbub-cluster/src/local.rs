@@ -90,6 +90,11 @@ impl LocalOrigin {
         self.lock().clock.watermark(Hlc::wall())
     }
 
+    /// The seq of the newest update stamped here (0 before the first).
+    pub fn newest(&self) -> u64 {
+        *self.last_seq_tx.borrow()
+    }
+
     pub fn last_seq(&self) -> watch::Receiver<u64> {
         self.last_seq_tx.subscribe()
     }

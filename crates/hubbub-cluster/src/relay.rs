@@ -64,6 +64,8 @@ pub enum Inbound {
 pub struct LinkState {
     pub connected: AtomicBool,
     pub reconnects: AtomicU64,
+    /// Next seq of our origin this link will send (its backlog is what lies beyond).
+    pub cursor: AtomicU64,
 }
 
 fn framed(stream: TcpStream) -> Link {
@@ -279,7 +281,7 @@ pub async fn run_link(
             let have = handshake(&mut link, &ctx, &peer).await?;
             state.connected.store(true, Ordering::Relaxed);
             tracing::debug!(%peer, %addr, have, "outbound relay link up");
-            stream_to(&mut link, &ctx, have + 1, &mut extra).await
+            stream_to(&mut link, &ctx, have + 1, &mut extra, &state).await
         };
         let result = tokio::select! {
             _ = cancel.cancelled() => return,
@@ -363,6 +365,7 @@ async fn stream_to(
     ctx: &RelayCtx,
     mut cursor: u64,
     extra: &mut mpsc::Receiver<Msg>,
+    state: &LinkState,
 ) -> std::io::Result<()> {
     let mut last_seq = ctx.local.last_seq();
     let mut tick = tokio::time::interval(ctx.watermark_interval);
@@ -391,6 +394,7 @@ async fn stream_to(
             }
         }
         flush(link).await?;
+        state.cursor.store(cursor, Ordering::Relaxed);
         tokio::select! {
             _ = tick.tick() => {}
             r = last_seq.changed() => if r.is_err() { return Ok(()) },

@@ -38,6 +38,8 @@ pub struct MemberView {
     /// Our outbound relay link to it.
     pub link: &'static str,
     pub reconnects: u64,
+    /// Our updates not yet written to its link (the per-peer relay queue).
+    pub backlog: u64,
     /// How far its last watermark trails our clock, in ms (None: never heard).
     pub lag_ms: Option<u64>,
 }

@@ -77,6 +77,7 @@ struct ClusterMetrics {
     waiting: IntGauge,
     behind: IntGauge,
     max_lag_ms: IntGauge,
+    backlog: IntGauge,
     updates: IntCounterVec,
     relay_bytes: IntCounterVec,
     relay_updates: IntCounterVec,
@@ -104,6 +105,10 @@ impl ClusterMetrics {
             max_lag_ms: gauge(
                 "cluster_max_peer_lag_ms",
                 "Largest watermark lag among peers.",
+            ),
+            backlog: gauge(
+                "relay_backlog_updates",
+                "Largest number of our updates not yet written to a peer's relay link.",
             ),
             updates: vec(
                 "cluster_updates_total",
@@ -138,6 +143,7 @@ impl ClusterMetrics {
             Box::new(self.waiting.clone()),
             Box::new(self.behind.clone()),
             Box::new(self.max_lag_ms.clone()),
+            Box::new(self.backlog.clone()),
             Box::new(self.updates.clone()),
             Box::new(self.relay_bytes.clone()),
             Box::new(self.relay_updates.clone()),
@@ -158,6 +164,8 @@ impl ClusterMetrics {
                 .max()
                 .unwrap_or(0) as i64,
         );
+        self.backlog
+            .set(view.members.iter().map(|m| m.backlog).max().unwrap_or(0) as i64);
         let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
         let (now, was) = (&view.stats, &*last);
         let add = |c: &IntCounter, new: u64, old: u64| c.inc_by(new.saturating_sub(old));
