@@ -69,5 +69,5 @@ async fn a_short_bench_run_delivers_everything_once() {
         "{}",
         report["connect"]
     );
-    hub.shutdown().await;
+    hub.shutdown().await.expect("the hub drains cleanly");
 }
