@@ -7,26 +7,54 @@
 #   hub_url I / node_ip I / cluster_json I
 #
 # Needs: bash, curl, python3. Env: BIN (default target/release/hubbub), OUT (logs).
+#
+# One address per node, like pods: a node's relay client dials without binding a
+# source address, so on loopback its connections would leave from 127.0.0.1 and no
+# rule keyed on node addresses (bench/partition.sh) would see them. As root with nft
+# (and OWN_ADDRS != 0), node i therefore runs as uid 6401i (setpriv) and an nftables
+# nat table "hubbubsrc" rewrites the source 127.0.0.1 of the connections it opens to
+# its own address; cluster_stop deletes the table.
 
 BIN="${BIN:-target/release/hubbub}"
 OUT="${OUT:-bench/out}"
 CLUSTER_SECRET="${CLUSTER_SECRET:-bench-cluster-secret}"
 NODE_IPS=(127.0.0.11 127.0.0.12 127.0.0.13)
 NODE_PIDS=()
+SRC_TABLE=hubbubsrc
+OWN_ADDRS="${OWN_ADDRS:-1}"
 
 node_ip() { echo "${NODE_IPS[$(($1 - 1))]}"; }
 hub_url() { echo "http://$(node_ip "$1"):8080/.well-known/mercure"; }
 cluster_json() { curl -fsS --max-time 2 "http://$(node_ip "$1"):8080/cluster"; }
 node_pids_csv() { local IFS=,; echo "${NODE_PIDS[*]}"; }
 
+own_addrs() { [[ "$OWN_ADDRS" != 0 && $EUID == 0 ]] && command -v nft >/dev/null && command -v setpriv >/dev/null; }
+
 cluster_start() {
   mkdir -p "$OUT"
-  local seeds="" i ip
+  local seeds="" i ip run=()
   for ip in "${NODE_IPS[@]}"; do seeds+="${seeds:+,}$ip:7946"; done
   NODE_PIDS=()
+  if own_addrs; then
+    nft delete table ip "$SRC_TABLE" 2>/dev/null || true
+    local rules=""
+    for i in 1 2 3; do
+      rules+="
+    meta skuid $((64010 + i)) ip saddr 127.0.0.1 ip daddr 127.0.0.0/8 snat to $(node_ip "$i")"
+    done
+    nft -f - <<EOF
+table ip $SRC_TABLE {
+  chain post {
+    type nat hook postrouting priority srcnat; policy accept;$rules
+  }
+}
+EOF
+  fi
   for i in 1 2 3; do
     ip="$(node_ip "$i")"
-    "$BIN" serve --dev --listen "$ip:8080" --node-id "n$i" \
+    run=()
+    own_addrs && run=(setpriv --reuid=$((64010 + i)) --regid=$((64010 + i)) --clear-groups)
+    "${run[@]}" "$BIN" serve --dev --listen "$ip:8080" --node-id "n$i" \
       --gossip-listen "$ip:7946" --relay-listen "$ip:7947" \
       --seeds "$seeds" --cluster-secret "$CLUSTER_SECRET" "$@" \
       >"$OUT/cluster-n$i.log" 2>&1 &
@@ -88,4 +116,5 @@ cluster_stop() {
     wait "$pid" 2>/dev/null || true
   done
   NODE_PIDS=()
+  if [[ $EUID == 0 ]] && command -v nft >/dev/null; then nft delete table ip "$SRC_TABLE" 2>/dev/null || true; fi
 }

@@ -158,6 +158,16 @@ def heal_and_converge(table, out, ips):
         return res
 
     at_heal_before = poll_all()
+    # What the partition dropped (rules with "meta l4proto tcp" vs the rest).
+    dropped = {"tcp": 0, "other": 0}
+    listing = subprocess.run(["nft", "-j", "list", "table", "inet", table], capture_output=True, text=True)
+    for item in json.loads(listing.stdout or "{}").get("nftables", []):
+        rule = item.get("rule")
+        if not rule:
+            continue
+        packets = sum(e["counter"]["packets"] for e in rule["expr"] if "counter" in e)
+        is_tcp = any("l4proto" in json.dumps(e) for e in rule["expr"] if "match" in e)
+        dropped["tcp" if is_tcp else "other"] += packets
     subprocess.run(["nft", "delete", "table", "inet", table], check=True)
     t_heal = time.monotonic()
     # Everything published: what each origin's own node (or anyone) held when the partition healed.
@@ -188,6 +198,7 @@ def heal_and_converge(table, out, ips):
         "target": target,
         "converged_s": t_vectors,
         "members_view_converged_s": t_members,
+        "dropped": dropped,
         "vectors_at_heal": {c["node"]: c["vector"] for c in at_heal_before.values()},
         "vectors_at_end": {c["node"]: c["vector"] for c in (last or {}).values()},
     }

@@ -2,7 +2,7 @@
 # hubbub as a 3-node cluster on loopback (127.0.0.11-13, see bench/cluster-lib.sh);
 # prints a markdown summary and keeps the raw reports in bench/out/cluster-*.
 #
-#   bench/cluster.sh                     every scenario below (about 5 minutes)
+#   bench/cluster.sh                     every scenario below (about 6 minutes)
 #   SCENARIOS="latency" bench/cluster.sh one of them
 #   QUICK=1 bench/cluster.sh             short durations, smoke-sized
 #
@@ -13,6 +13,8 @@
 #   latency  publish-to-delivery latency, local vs remote node: LAT_SUBS (300) subscribers
 #            on n1 and as many on n2, one topic, LAT_RATE (1000) publishes/s offered to n1
 #            by 16 publishers; relay bytes per update on n1 from /cluster before/after
+#   latency-1node  baseline for latency: LAT_SUBS subscribers on one stand-alone node,
+#            same rate (what the cluster adds to the local path)
 #   fanout   the 3-node scenario of the bench issue: FANOUT_SUBS (3000) subscribers on
 #            every node, one topic, FANOUT_RATE (100) publishes/s offered to n1
 #   fanout-1node  baseline for fanout: the same 3 x FANOUT_SUBS subscribers and rate on
@@ -36,7 +38,7 @@ else
   LAT_SUBS="${LAT_SUBS:-300}" FANOUT_SUBS="${FANOUT_SUBS:-3000}"
 fi
 LAT_RATE="${LAT_RATE:-1000}" FANOUT_RATE="${FANOUT_RATE:-100}" PAYLOAD="${PAYLOAD:-64}"
-SCENARIOS="${SCENARIOS:-idle latency fanout fanout-1node}"
+SCENARIOS="${SCENARIOS:-idle latency latency-1node fanout fanout-1node}"
 # shellcheck source=bench/cluster-lib.sh
 source bench/cluster-lib.sh
 mkdir -p "$OUT"
@@ -55,6 +57,8 @@ if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
 fi
 
 snapshot() { python3 bench/cluster.py snapshot "$1" "${NODE_IPS[@]}"; }
+# utime + stime of a process, in USER_HZ (100/s) ticks.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 # Relay (7947) and gossip (7946) packets on loopback, counted once each at output.
 counters_start() {
@@ -94,7 +98,7 @@ run_bench() { # name args...
   shift
   local cmd=("$BIN" bench --target hubbub "$@" --payload "$PAYLOAD" --server-pid "$(node_pids_csv)"
     --json-out "$OUT/cluster-$name.json")
-  echo "${cmd[*]}" | sed "s#--server-pid [0-9,]*#--server-pid <n1,n2,n3>#" >>"$OUT/cluster-commands.txt"
+  echo "${cmd[*]}" | sed "s#--server-pid [0-9,]*#--server-pid <node pids>#" >>"$OUT/cluster-commands.txt"
   "${cmd[@]}" 2>"$OUT/cluster-$name.progress" | tee "$OUT/cluster-$name.summary" >&2 ||
     echo "(bench exited $?)" >&2
 }
@@ -117,12 +121,22 @@ for scenario in $SCENARIOS; do
       have_nft=0
       if [[ $EUID == 0 ]] && command -v nft >/dev/null; then counters_start && have_nft=1; fi
       snapshot "$OUT/cluster-idle-before.json"
+      cpu0=(); for pid in "${NODE_PIDS[@]}"; do cpu0+=("$(cpu_ticks "$pid")"); done
       sleep "$IDLE_SECONDS"
+      cpu1=(); for pid in "${NODE_PIDS[@]}"; do cpu1+=("$(cpu_ticks "$pid")"); done
       snapshot "$OUT/cluster-idle-after.json"
       rm -f "$OUT/cluster-idle-counters.json"
       ((have_nft)) && counters_read "$IDLE_SECONDS" "$OUT/cluster-idle-counters.json"
       python3 bench/cluster.py idle "$OUT/cluster-idle-before.json" "$OUT/cluster-idle-after.json" \
         "$OUT/cluster-idle-counters.json" >>"$SUMMARY"
+      {
+        echo
+        printf 'Idle CPU over %s s (USER_HZ ticks of /proc/PID/stat):' "$IDLE_SECONDS"
+        for i in 0 1 2; do
+          printf ' n%d %s%% of a core;' $((i + 1)) "$(python3 -c "print(f'{(${cpu1[$i]} - ${cpu0[$i]}) / $IDLE_SECONDS:.1f}')")"
+        done
+        echo
+      } >>"$SUMMARY"
       ;;
     latency)
       # The idle watermark stream of n1, to subtract from the relay bytes of the run.
@@ -150,6 +164,12 @@ print((b["nodes"]["n1"]["stats"]["relay_bytes_out"] - a["nodes"]["n1"]["stats"][
       snapshot "$OUT/cluster-fanout-after.json"
       python3 bench/cluster.py run "fanout: subscribers on every node, publishing to n1" \
         "$OUT/cluster-fanout.json" "$OUT/cluster-fanout-before.json" "$OUT/cluster-fanout-after.json" n1 >>"$SUMMARY"
+      ;;
+    latency-1node)
+      run_bench latency-1node --hub "$(hub_url 1)" --subscribers "$LAT_SUBS" --topics 1 \
+        --rate "$LAT_RATE" --publishers 16 --duration "$DURATION" --warmup "$WARMUP" --processes 2
+      python3 bench/cluster.py run "latency baseline: $LAT_SUBS subscribers on one stand-alone node" \
+        "$OUT/cluster-latency-1node.json" >>"$SUMMARY"
       ;;
     fanout-1node)
       run_bench fanout-1node --hub "$(hub_url 1)" --subscribers $((3 * FANOUT_SUBS)) --topics 1 \

@@ -4,10 +4,14 @@
 #
 #   sudo bench/partition.sh          (root: it drives nftables; loopback only)
 #
-# 1. Starts a 3-node cluster on 127.0.0.11-13 (bench/cluster-lib.sh).
-# 2. Cuts n1 off from n2 and n3: nftables table inet $TABLE (default hubbubpart) with
-#    chains hooked at output and input (priority 0) dropping 127.0.0.11 <-> .12/.13
-#    both ways. The table is deleted on every exit path (trap).
+# 1. Starts a 3-node cluster on 127.0.0.11-13 (bench/cluster-lib.sh), each node with its
+#    own source address (uid + SNAT, see there) so the relay links are cut too;
+#    OWN_ADDRS=0 leaves relay connections on 127.0.0.1, which cuts gossip only.
+# 2. Cuts n1 off from n2 and n3: nftables table inet $TABLE (default hubbubpart) with a
+#    chain per hook in HOOKS (default "input"; "input output" for both), priority 0,
+#    dropping 127.0.0.11 <-> .12/.13 both ways. The table is deleted on every exit
+#    path (trap). Keep --source-ips below 10: the bench's 127.0.0.2.. sources must not
+#    reach 127.0.0.11.
 # 3. Runs `hubbub bench` with SUBS subscribers on n1 and as many on n2 (one topic),
 #    2 publishers: one to n1, one to n2, RATE_PER_SIDE publishes/s each, for HOLD
 #    seconds (the bench's measured window), all of it inside the partition.
@@ -18,14 +22,18 @@
 #    accepted publish of both sides exactly once (lost 0, duplicated 0), and the
 #    nodes' stats.lost stayed 0. Exit status 0 only if all of that holds.
 #
-# Env: SUBS (200), RATE_PER_SIDE (50), HOLD (5), DRAIN (15), POLL_MS (25), TABLE,
+# Env: SUBS (200), RATE_PER_SIDE (50), HOLD (5), DRAIN (15), POLL_MS (25), HOOKS, TABLE,
 # SKIP_BUILD=1, BIN (target/release/hubbub), OUT (bench/out).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SUBS="${SUBS:-200}" RATE_PER_SIDE="${RATE_PER_SIDE:-50}" HOLD="${HOLD:-5}" DRAIN="${DRAIN:-15}"
 TABLE="${TABLE:-hubbubpart}"
-export POLL_MS="${POLL_MS:-25}"
+# "input": packets vanish on arrival, the sender sees nothing (like a real network
+# partition: TCP retransmits with backoff). "output" drops at send time, where the
+# kernel also fails the send (EPERM) so the sender knows at once.
+HOOKS="${HOOKS:-input}"
+export POLL_MS="${POLL_MS:-25}" HOOKS
 # shellcheck source=bench/cluster-lib.sh
 source bench/cluster-lib.sh
 mkdir -p "$OUT"
@@ -48,19 +56,21 @@ fi
 nft delete table inet "$TABLE" 2>/dev/null || true
 
 partition() {
-  local a="$(node_ip 1)" b="{ $(node_ip 2), $(node_ip 3) }"
+  local a b hook rules=""
+  a="$(node_ip 1)"
+  b="{ $(node_ip 2), $(node_ip 3) }"
+  for hook in $HOOKS; do
+    rules+="
+  chain $hook {
+    type filter hook $hook priority 0; policy accept;
+    ip saddr $a ip daddr $b meta l4proto tcp counter drop
+    ip saddr $b ip daddr $a meta l4proto tcp counter drop
+    ip saddr $a ip daddr $b counter drop
+    ip saddr $b ip daddr $a counter drop
+  }"
+  done
   nft -f - <<EOF
-table inet $TABLE {
-  chain output {
-    type filter hook output priority 0; policy accept;
-    ip saddr $a ip daddr $b drop
-    ip saddr $b ip daddr $a drop
-  }
-  chain input {
-    type filter hook input priority 0; policy accept;
-    ip saddr $a ip daddr $b drop
-    ip saddr $b ip daddr $a drop
-  }
+table inet $TABLE {$rules
 }
 EOF
 }
@@ -98,14 +108,16 @@ BENCH_PID=""
 python3 bench/cluster.py snapshot "$OUT/partition-after.json" "${NODE_IPS[@]}"
 
 python3 - "$OUT" "$t_cut" "$t_heal" "$SUBS" "$HOLD" "$RATE_PER_SIDE" "$bench_rc" <<'EOF'
-import json, sys
+import json, os, sys
 out, t_cut, t_heal, subs, hold, rate, bench_rc = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]), sys.argv[5], sys.argv[6], int(sys.argv[7])
 ld = lambda n: json.load(open(f"{out}/partition-{n}.json"))
 b, a, conv, r = ld("before"), ld("after"), ld("converge"), ld("bench")
 ok = True
-print(f"partition n1 | n2,n3 for {t_heal - t_cut:.1f} s; {hold} s of publishing inside it, {rate}/s to n1 and {rate}/s to n2")
+print(f"partition n1 | n2,n3 (nft hooks: {os.environ.get('HOOKS')}) for {t_heal - t_cut:.1f} s; {hold} s of publishing inside it, {rate}/s to n1 and {rate}/s to n2")
 c = conv["converged_s"]
 m = conv["members_view_converged_s"]
+dropped = conv.get("dropped", {})
+print(f"dropped while partitioned: {dropped.get('tcp', 0)} TCP packets (relay), {dropped.get('other', 0)} other (gossip UDP)")
 print(f"vectors equal and complete on all 3 nodes {c * 1000:.0f} ms after the heal" if c is not None else "vectors did NOT converge")
 print(f"  (members' gossiped vectors agreeing too: {m * 1000:.0f} ms; polled every {conv['poll_ms']:.0f} ms, {conv['polls']} polls)" if m is not None else "  (members' gossiped vectors did not agree in time)")
 ok &= c is not None

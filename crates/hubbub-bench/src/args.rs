@@ -101,7 +101,9 @@ pub struct BenchArgs {
     /// New subscriber connections per second (all processes together).
     #[arg(long, default_value_t = 5000.0, env = "HUBBUB_BENCH_CONNECT_RATE")]
     pub connect_rate: f64,
-    /// Subscriber worker processes [default: ceil(subscribers / 15000)]; 0 = in this process.
+    /// Subscriber worker processes [default: ceil(subscribers / 15000), and at least one
+    /// per `--hub`: a lone worker thread next to several busy servers on the same cores
+    /// gets too little CPU and its backlog reads as latency]; 0 = in this process.
     #[arg(long, env = "HUBBUB_BENCH_PROCESSES")]
     pub processes: Option<u32>,
     /// Loopback source addresses 127.0.0.2, .3, ... to spread subscriber connections
@@ -158,8 +160,18 @@ pub struct BenchArgs {
 impl BenchArgs {
     /// Worker processes to start (0 = subscribers run inside this process).
     pub fn effective_processes(&self) -> u32 {
-        self.processes
-            .unwrap_or_else(|| self.subscribers.div_ceil(15_000))
+        self.processes.unwrap_or_else(|| {
+            let hubs = match self.target {
+                Target::Hubbub => u32::try_from(self.hub.len()).unwrap_or(u32::MAX),
+                Target::Nchan => 1,
+            };
+            let by_count = self.subscribers.div_ceil(15_000);
+            if by_count == 0 {
+                0
+            } else {
+                by_count.max(hubs.min(self.subscribers))
+            }
+        })
     }
 
     pub fn effective_source_ips(&self) -> u32 {
@@ -292,6 +304,32 @@ mod tests {
             .server_pids
                 == [1, 2, 3]
         );
+    }
+
+    #[test]
+    fn hubs_repeat_and_raise_the_default_process_count() {
+        let a = parse(&[]);
+        assert_eq!(a.hub, ["http://127.0.0.1:8080/.well-known/mercure"]);
+        assert!(a.publish_hub.is_empty());
+        let hubs = [
+            "--hub",
+            "http://127.0.0.11:8080/h",
+            "--hub",
+            "http://127.0.0.12:8080/h",
+            "--hub",
+            "http://127.0.0.13:8080/h",
+        ];
+        let with = |extra: &[&str]| parse(&[&hubs[..], extra].concat());
+        let a = with(&["--publish-hub", "http://127.0.0.12:8080/h"]);
+        assert_eq!((a.hub.len(), a.publish_hub.len()), (3, 1));
+        assert!(a.validate().is_ok());
+        // One worker per hub, unless the subscriber count asks for more or fewer.
+        assert_eq!(with(&["--subscribers", "9000"]).effective_processes(), 3);
+        assert_eq!(with(&["--subscribers", "50000"]).effective_processes(), 4);
+        assert_eq!(with(&["--subscribers", "2"]).effective_processes(), 2);
+        assert_eq!(with(&["--subscribers", "0"]).effective_processes(), 0);
+        assert_eq!(with(&["--processes", "1"]).effective_processes(), 1);
+        assert!(parse(&["--hub", "http://127.0.0.1:1/x"]).effective_processes() == 1);
     }
 
     #[test]
