@@ -195,6 +195,7 @@ impl Cluster {
             local: local.clone(),
             watermark_interval: config.watermark_interval,
             stats: Arc::new(RelayStats::default()),
+            bind_ip: Some(config.relay_listen.ip()).filter(|ip| !ip.is_unspecified()),
         };
         let (own_tx, own_rx) = mpsc::channel(16 * 1024);
         let (inbound_tx, inbound_rx) = mpsc::channel(16 * 1024);

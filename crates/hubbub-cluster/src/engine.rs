@@ -238,8 +238,11 @@ impl Engine {
             let keep = members
                 .get(node)
                 .is_some_and(|m| m.origin == peer.member.origin);
-            if !keep && let Some(link) = &peer.link {
-                link.cancel.cancel();
+            if !keep {
+                tracing::warn!(peer = %peer.member.origin, "cluster member left or was declared dead");
+                if let Some(link) = &peer.link {
+                    link.cancel.cancel();
+                }
             }
             keep
         });
@@ -254,6 +257,7 @@ impl Engine {
                     if let Some(link) = self.peers.remove(&node).and_then(|p| p.link) {
                         link.cancel.cancel();
                     }
+                    tracing::info!(peer = %member.origin, relay = ?member.relay_addr, "cluster member joined");
                     let link = member
                         .relay_addr
                         .clone()
@@ -313,7 +317,16 @@ impl Engine {
     /// Hands released updates to the hub; false when the hub side is gone.
     async fn release(&mut self) -> bool {
         let bound = self.bound();
-        for update in self.seq.release(bound) {
+        let late_before = self.seq.stats().late;
+        let released = self.seq.release(bound);
+        let late = self.seq.stats().late - late_before;
+        if late > 0 {
+            tracing::warn!(
+                late,
+                "updates delivered after later ones (a fault bent the order; none lost)"
+            );
+        }
+        for update in released {
             if self.out_tx.send(Delivery::Update(update)).await.is_err() {
                 return false;
             }

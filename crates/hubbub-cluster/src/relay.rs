@@ -11,7 +11,7 @@ use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 use tokio_util::sync::CancellationToken;
@@ -45,6 +45,8 @@ pub struct RelayCtx {
     pub local: LocalOrigin,
     pub watermark_interval: Duration,
     pub stats: Arc<RelayStats>,
+    /// Source address for outbound links (None: the kernel picks).
+    pub bind_ip: Option<std::net::IpAddr>,
 }
 
 /// What the engine hears from inbound links.
@@ -276,7 +278,7 @@ pub async fn run_link(
     let mut backoff = Duration::from_millis(50);
     loop {
         let attempt = async {
-            let stream = TcpStream::connect(&addr).await?;
+            let stream = connect(&addr, ctx.bind_ip).await?;
             let mut link = framed(stream);
             let have = handshake(&mut link, &ctx, &peer).await?;
             state.connected.store(true, Ordering::Relaxed);
@@ -301,6 +303,35 @@ pub async fn run_link(
         }
         backoff = (backoff * 2).min(Duration::from_secs(2));
     }
+}
+
+/// Dials `addr`, from our own relay address when we listen on a specific one,
+/// so a peer (and a firewall rule) sees links come from where we advertise.
+async fn connect(addr: &str, bind_ip: Option<std::net::IpAddr>) -> std::io::Result<TcpStream> {
+    let Some(ip) = bind_ip else {
+        return TcpStream::connect(addr).await;
+    };
+    let mut last = None;
+    for target in tokio::net::lookup_host(addr).await? {
+        let socket = if target.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        if ip.is_ipv4() == target.is_ipv4() {
+            socket.bind(std::net::SocketAddr::new(ip, 0))?;
+        }
+        match socket.connect(target).await {
+            Ok(stream) => return Ok(stream),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("{addr} resolves to nothing"),
+        )
+    }))
 }
 
 async fn handshake(link: &mut Link, ctx: &RelayCtx, peer: &Origin) -> std::io::Result<u64> {

@@ -65,8 +65,12 @@ fn reload(server: &Server, args: &ServeArgs) {
     }
 }
 
+/// chitchat logs every failed UDP send (with a backtrace): during a partition
+/// that floods the log, and our own cluster logs already tell the story.
+const DEFAULT_LOG: &str = "info,chitchat=error";
+
 fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
