@@ -8,6 +8,8 @@
 #   DURATION   measured window per throughput scenario, s      (default 20; QUICK: 3)
 #   WARMUP     publishing before the window, s                 (default 3;  QUICK: 1)
 #   IDLE_HOLD  how long idle subscribers are held, s           (default 5;  QUICK: 1)
+#   DRAIN      time after publishing stops before counting losses, s (default 10; QUICK: 3):
+#              a saturated server delivers seconds late; a short drain would count that as loss
 #   SCENARIOS  space-separated subset of scenario ids (see below), default all
 #   TARGETS    "hubbub nchan" (default) or one of them
 #   SKIP_BUILD=1  use the existing target/release/hubbub
@@ -18,9 +20,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if [[ "${QUICK:-0}" == 1 ]]; then
-  DURATION="${DURATION:-3}" WARMUP="${WARMUP:-1}" IDLE_HOLD="${IDLE_HOLD:-1}"
+  DURATION="${DURATION:-3}" WARMUP="${WARMUP:-1}" IDLE_HOLD="${IDLE_HOLD:-1}" DRAIN="${DRAIN:-3}"
 else
-  DURATION="${DURATION:-20}" WARMUP="${WARMUP:-3}" IDLE_HOLD="${IDLE_HOLD:-5}"
+  DURATION="${DURATION:-20}" WARMUP="${WARMUP:-3}" IDLE_HOLD="${IDLE_HOLD:-5}" DRAIN="${DRAIN:-10}"
 fi
 TARGETS="${TARGETS:-hubbub nchan}"
 OUT=bench/out
@@ -34,11 +36,12 @@ SCENARIO_TABLE="
 idle-1k|1,000 idle subscribers (memory per subscriber)|--subscribers 1000 --rate 0 --duration $IDLE_HOLD
 idle-10k|10,000 idle subscribers (memory per subscriber)|--subscribers 10000 --rate 0 --duration $IDLE_HOLD
 idle-19k|19,000 idle subscribers (memory per subscriber)|--subscribers 19000 --rate 0 --duration $IDLE_HOLD
-fanout-10|10,000 subscribers on one topic, 10 publishes/s|--subscribers 10000 --topics 1 --rate 10 --publishers 2 --duration $DURATION --warmup $WARMUP
-fanout-100|10,000 subscribers on one topic, 100 publishes/s|--subscribers 10000 --topics 1 --rate 100 --publishers 8 --duration $DURATION --warmup $WARMUP
-fanout-1000|10,000 subscribers on one topic, 1,000 publishes/s offered|--subscribers 10000 --topics 1 --rate 1000 --publishers 16 --duration $DURATION --warmup $WARMUP
-topics-1000|10,000 subscribers over 1,000 topics, 1,000 publishes/s|--subscribers 10000 --topics 1000 --rate 1000 --publishers 8 --duration $DURATION --warmup $WARMUP
+fanout-10|10,000 subscribers on one topic, 10 publishes/s|--subscribers 10000 --topics 1 --rate 10 --publishers 2 --duration $DURATION --warmup $WARMUP --drain $DRAIN
+fanout-100|10,000 subscribers on one topic, 100 publishes/s|--subscribers 10000 --topics 1 --rate 100 --publishers 8 --duration $DURATION --warmup $WARMUP --drain $DRAIN
+fanout-1000|10,000 subscribers on one topic, 1,000 publishes/s offered|--subscribers 10000 --topics 1 --rate 1000 --publishers 16 --duration $DURATION --warmup $WARMUP --drain $DRAIN
+topics-1000|10,000 subscribers over 1,000 topics, 1,000 publishes/s|--subscribers 10000 --topics 1000 --rate 1000 --publishers 8 --duration $DURATION --warmup $WARMUP --drain $DRAIN
 "
+SCENARIOS_GIVEN="${SCENARIOS:-}"
 SCENARIOS="${SCENARIOS:-$(echo "$SCENARIO_TABLE" | awk -F'|' 'NF {print $1}' | tr '\n' ' ')}"
 
 HUB_PID=""
@@ -77,7 +80,8 @@ if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
 fi
 [[ " $TARGETS " == *" nchan "* ]] && bench/nchan.sh stop >/dev/null 2>&1 || true
 
-: >"$OUT/commands.txt"
+# A subset run keeps the other scenarios' results (and their commands).
+[[ -n "${SCENARIOS_GIVEN:-}" ]] || : >"$OUT/commands.txt"
 for id in $SCENARIOS; do
   line="$(echo "$SCENARIO_TABLE" | grep "^$id|")" || { echo "unknown scenario $id" >&2; exit 2; }
   args="$(echo "$line" | cut -d'|' -f3)"
