@@ -27,6 +27,19 @@ impl<T> WriteDeadline<T> {
         }
     }
 
+    /// A finished write disarms the timer; a pending one arms it (or fails).
+    fn settle(
+        &mut self,
+        poll: Poll<io::Result<usize>>,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<usize>> {
+        if poll.is_pending() {
+            return self.pending(cx);
+        }
+        self.timer = None;
+        poll
+    }
+
     /// Called when the inner write is pending: arm the timer, or fail if it fired.
     fn pending<R>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<R>> {
         let Some(limit) = self.deadline else {
@@ -59,13 +72,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for WriteDeadline<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match Pin::new(&mut self.inner).poll_write(cx, buf) {
-            Poll::Pending => self.pending(cx),
-            done => {
-                self.timer = None;
-                done
-            }
-        }
+        let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.settle(poll, cx)
     }
 
     fn poll_write_vectored(
@@ -73,13 +81,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for WriteDeadline<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        match Pin::new(&mut self.inner).poll_write_vectored(cx, bufs) {
-            Poll::Pending => self.pending(cx),
-            done => {
-                self.timer = None;
-                done
-            }
-        }
+        let poll = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.settle(poll, cx)
     }
 
     fn is_write_vectored(&self) -> bool {
