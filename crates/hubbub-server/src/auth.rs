@@ -253,6 +253,46 @@ mod tests {
         assert!(Auth::new(("not a pem", "RS256"), ("k", "HS256"), false, String::new()).is_err());
     }
 
+    /// RS256 and ES256: the hub holds the public key, the issuer signs with the private one.
+    #[test]
+    fn public_key_algorithms() {
+        let cases = [
+            (
+                "RS256",
+                Algorithm::RS256,
+                include_str!("../tests/keys/rs256.pub"),
+                include_str!("../tests/keys/rs256.key"),
+            ),
+            (
+                "ES256",
+                Algorithm::ES256,
+                include_str!("../tests/keys/es256.pub"),
+                include_str!("../tests/keys/es256.key"),
+            ),
+        ];
+        for (name, alg, public, private) in cases {
+            let a = Auth::new((public, name), (public, name), false, String::new()).unwrap();
+            let key = match alg {
+                Algorithm::RS256 => EncodingKey::from_rsa_pem(private.as_bytes()),
+                _ => EncodingKey::from_ec_pem(private.as_bytes()),
+            }
+            .unwrap();
+            let claims = serde_json::json!({"mercure": {"publish": ["*"]}});
+            let t = jsonwebtoken::encode(&Header::new(alg), &claims, &key).unwrap();
+            assert!(a.verify(Role::Publisher, &t).is_ok(), "{name}");
+            let hs = token("secret", claims.clone());
+            assert!(
+                a.verify(Role::Publisher, &hs).is_err(),
+                "{name} refuses an HS256 token"
+            );
+            let tampered = format!("{}x", &t[..t.len() - 1]);
+            assert!(
+                a.verify(Role::Publisher, &tampered).is_err(),
+                "{name} refuses a bad signature"
+            );
+        }
+    }
+
     #[test]
     fn token_sources_in_order() {
         let a = auth();
