@@ -285,7 +285,11 @@ mod tests {
                 a.verify(Role::Publisher, &hs).is_err(),
                 "{name} refuses an HS256 token"
             );
-            let tampered = format!("{}x", &t[..t.len() - 1]);
+            // Flip one character well inside the signature.
+            let mut tampered = t.clone().into_bytes();
+            let i = tampered.len() - 10;
+            tampered[i] = if tampered[i] == b'A' { b'B' } else { b'A' };
+            let tampered = String::from_utf8(tampered).unwrap();
             assert!(
                 a.verify(Role::Publisher, &tampered).is_err(),
                 "{name} refuses a bad signature"
