@@ -287,13 +287,6 @@ impl Cluster {
         self.view.borrow().clone()
     }
 
-    /// Waits for the next view refresh.
-    pub async fn changed(&self) -> ClusterView {
-        let mut rx = self.view.clone();
-        let _ = rx.changed().await;
-        rx.borrow().clone()
-    }
-
     /// Stops links, gossip and the engine.
     pub async fn shutdown(&self) {
         self.cancel.cancel();

@@ -13,6 +13,7 @@ use hubbub_proto::Update;
 use hubbub_proto::update::UpdateError;
 
 use crate::auth::{Role, TokenSource, claim_selectors};
+use crate::config::LimitSettings;
 use crate::error::ApiError;
 use crate::metrics::Rejection;
 use crate::serve::Peer;
@@ -68,7 +69,7 @@ async fn handle(
             "cookie-authenticated publishing needs an Origin listed in publish_origins",
         ));
     }
-    rate_limit(state, &token, peer)?;
+    rate_limit(state, limits, &token, peer)?;
 
     let form = Limited::new(body, max_body).collect().await.map_err(|e| {
         if e.downcast_ref::<http_body_util::LengthLimitError>()
@@ -127,8 +128,12 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
 }
 
 /// The client's own bucket (keyed by its token) and the hub-wide one.
-fn rate_limit(state: &SharedState, token: &str, peer: Peer) -> Result<(), ApiError> {
-    let limits = &state.settings.load().limits;
+fn rate_limit(
+    state: &SharedState,
+    limits: &LimitSettings,
+    token: &str,
+    peer: Peer,
+) -> Result<(), ApiError> {
     let now = Instant::now();
     let limited = |wait| {
         ApiError::new(
