@@ -1,7 +1,8 @@
-# Sourced by bench/cluster.sh and bench/partition.sh: a private 3-node hubbub cluster
-# on loopback, node i on 127.0.0.1$i (HTTP :8080, gossip :7946, relay :7947).
+# Sourced by bench/cluster.sh, bench/partition.sh and bench/cluster-100k.sh: a private
+# hubbub cluster of $NODES nodes (default 3, at most 9) on loopback, node i on 127.0.0.1$i
+# (HTTP :8080, gossip :7946, relay :7947).
 #
-#   cluster_start [extra serve flags]   start n1..n3, wait until every /readyz is 200
+#   cluster_start [extra serve flags]   start n1..n$NODES, wait until every /readyz is 200
 #   single_start [extra serve flags]    one stand-alone node on n1's address instead
 #   cluster_stop                        TERM (then KILL) exactly the nodes it started
 #   hub_url I / node_ip I / cluster_json I
@@ -18,7 +19,10 @@
 BIN="${BIN:-target/release/hubbub}"
 OUT="${OUT:-bench/out}"
 CLUSTER_SECRET="${CLUSTER_SECRET:-bench-cluster-secret}"
-NODE_IPS=(127.0.0.11 127.0.0.12 127.0.0.13)
+NODES="${NODES:-3}"
+((NODES >= 1 && NODES <= 9)) || { echo "NODES must be 1..9" >&2; exit 2; }
+NODE_IPS=()
+for _i in $(seq "$NODES"); do NODE_IPS+=("127.0.0.1$_i"); done
 NODE_PIDS=()
 SRC_TABLE=hubbubsrc
 OWN_ADDRS="${OWN_ADDRS:-1}"
@@ -38,7 +42,7 @@ cluster_start() {
   if own_addrs; then
     nft delete table ip "$SRC_TABLE" 2>/dev/null || true
     local rules=""
-    for i in 1 2 3; do
+    for i in $(seq "$NODES"); do
       rules+="
     meta skuid $((64010 + i)) ip saddr 127.0.0.1 ip daddr 127.0.0.0/8 snat to $(node_ip "$i")"
     done
@@ -50,7 +54,7 @@ table ip $SRC_TABLE {
 }
 EOF
   fi
-  for i in 1 2 3; do
+  for i in $(seq "$NODES"); do
     ip="$(node_ip "$i")"
     run=()
     own_addrs && run=(setpriv --reuid=$((64010 + i)) --regid=$((64010 + i)) --clear-groups)
@@ -63,11 +67,11 @@ EOF
   local deadline=$((SECONDS + 60)) ready
   while :; do
     ready=0
-    for i in 1 2 3; do
+    for i in $(seq "$NODES"); do
       [[ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "http://$(node_ip "$i"):8080/readyz")" == 200 ]] &&
         ready=$((ready + 1))
     done
-    ((ready == 3)) && break
+    ((ready == NODES)) && break
     if ((SECONDS > deadline)); then
       echo "cluster not ready after 60 s (logs: $OUT/cluster-n*.log)" >&2
       return 1
@@ -77,7 +81,7 @@ EOF
     done
     sleep 0.2
   done
-  # /readyz is per node; also wait until every node has a connected link to both others.
+  # /readyz is per node; also wait until every node has a connected link to every other.
   deadline=$((SECONDS + 30))
   until python3 - "${NODE_IPS[@]}" <<'EOF' 2>/dev/null
 import json, sys, urllib.request

@@ -179,6 +179,19 @@ impl Subscriber {
         }
     }
 
+    /// Moves queued frames into `out` under one lock; how many, or why closed.
+    fn pop_into(&self, out: &mut [Bytes]) -> Result<usize, CloseReason> {
+        let mut q = self.queue();
+        if let Some(reason) = q.closed {
+            return Err(reason);
+        }
+        let n = out.len().min(q.frames.len());
+        for (slot, frame) in out.iter_mut().zip(q.frames.drain(..n)) {
+            *slot = frame;
+        }
+        Ok(n)
+    }
+
     /// True when the update at `seq` may go to this subscriber at all: it was not
     /// already part of the replay, and it was not queued already for another topic.
     pub fn first_sight(&self, seq: u64) -> bool {
@@ -220,6 +233,32 @@ impl Subscription {
             Ok(None) => None,
             Err(reason) => Some(Next::Closed(reason)),
         }
+    }
+
+    /// Fills `out` with the frames that are ready now (replay first, then live
+    /// ones, taken under one lock), so a writer can send them in one vectored
+    /// write. Returns how many; `Err` once the stream is over and nothing is left.
+    pub fn try_next_into(&mut self, out: &mut [Bytes]) -> Result<usize, CloseReason> {
+        let mut n = 0;
+        while n < out.len() {
+            let Some(frame) = self.replay.pop_front() else {
+                break;
+            };
+            out[n] = frame;
+            n += 1;
+        }
+        match self.sub.pop_into(&mut out[n..]) {
+            Ok(live) => n += live,
+            Err(reason) if n == 0 => return Err(reason),
+            // Report the replayed frames now and the end on the next call.
+            Err(_) => {}
+        }
+        if n > 0 {
+            self.sub
+                .last_output_ms
+                .store(self.clock.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+        Ok(n)
     }
 
     /// Waits for the next frame or for the end of the stream. Cancel-safe.

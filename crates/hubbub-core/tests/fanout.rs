@@ -291,3 +291,37 @@ async fn shutdown_ends_streams_and_refuses_work() {
         SubscribeError::ShuttingDown
     );
 }
+
+/// The batched read used by the server's writer: replay first, then live
+/// frames, in order and each once; the end of the stream after the last frame.
+#[tokio::test]
+async fn try_next_into_batches_replay_then_live_then_reports_the_end() {
+    let hub = hub(Limits::default());
+    for i in 0..3 {
+        hub.publish(update(&format!("old{i}"), &["t"])).unwrap();
+    }
+    let mut sub = hub.subscribe(request(&["t"], Resume::Earliest)).unwrap();
+    for i in 0..3 {
+        hub.publish(update(&format!("new{i}"), &["t"])).unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let ids = |frames: &[bytes::Bytes]| -> Vec<String> {
+        frames
+            .iter()
+            .filter(|f| !f.starts_with(b":"))
+            .map(|f| {
+                let text = std::str::from_utf8(f).unwrap();
+                let id = text.lines().find_map(|l| l.strip_prefix("id: "));
+                id.unwrap().to_string()
+            })
+            .collect()
+    };
+    let mut out: [bytes::Bytes; 4] = Default::default();
+    let n = sub.try_next_into(&mut out).unwrap();
+    assert_eq!(ids(&out[..n]), ["old0", "old1", "old2", "new0"]);
+    let n = sub.try_next_into(&mut out).unwrap();
+    assert_eq!(ids(&out[..n]), ["new1", "new2"]);
+    assert_eq!(sub.try_next_into(&mut out), Ok(0));
+    hub.shutdown().await;
+    assert_eq!(sub.try_next_into(&mut out), Err(CloseReason::Shutdown));
+}

@@ -2,6 +2,7 @@
 //! BEFORE any byte is sent, then stream frames until the hub ends the stream or
 //! the client leaves.
 
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
@@ -173,11 +174,27 @@ fn deadline(lifetime: Option<Duration>, exp: Option<u64>) -> Option<(Instant, Cl
     }
 }
 
+/// The subscription behind an event-stream response, reachable from the
+/// response's extensions. The lean writer in `conn.rs` takes it out and writes
+/// frames straight from the subscriber queue (no body stream in between); on
+/// the hyper path the body takes it on its first poll instead. Whoever takes it
+/// first owns the stream.
+#[derive(Debug, Clone)]
+pub struct LiveStream(Arc<Mutex<Option<Subscription>>>);
+
+impl LiveStream {
+    pub fn take(&self) -> Option<Subscription> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).take()
+    }
+}
+
 fn sse_response(sub: Subscription) -> Response {
     let last_event_id = sub
         .response_last_event_id()
         .and_then(|id| HeaderValue::from_str(id).ok());
-    let mut response = Response::new(sse_body(sub));
+    let live = LiveStream(Arc::new(Mutex::new(Some(sub))));
+    let mut response = Response::new(sse_body(live.clone()));
+    response.extensions_mut().insert(live);
     let h = response.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
@@ -201,17 +218,20 @@ const MAX_BATCH_BYTES: usize = 64 * 1024;
 /// wakes is gathered into one chunk (one write syscall instead of one per event):
 /// a subscriber that fell behind catches up in a few large writes. A lone frame
 /// is passed through as is, without copying.
-fn sse_body(sub: Subscription) -> Body {
+fn sse_body(live: LiveStream) -> Body {
     let open = stream::iter([Ok::<_, std::convert::Infallible>(Bytes::from_static(
         OPEN_COMMENT,
     ))]);
-    let frames = stream::unfold(Some(sub), |sub| async move {
-        let mut sub = sub?;
+    let frames = stream::unfold(Some(Err(live)), |state| async move {
+        let mut sub = match state? {
+            Ok(sub) => sub,
+            Err(live) => live.take()?,
+        };
         let Next::Frame(first) = sub.next().await else {
             return None;
         };
         let (chunk, ended) = gather(&mut sub, first);
-        Some((Ok(chunk), (!ended).then_some(sub)))
+        Some((Ok(chunk), (!ended).then_some(Ok(sub))))
     });
     Body::from_stream(futures_util::StreamExt::chain(open, frames))
 }
