@@ -128,6 +128,18 @@ pub struct BenchArgs {
     /// Write the JSON report here.
     #[arg(long, env = "HUBBUB_BENCH_JSON_OUT")]
     pub json_out: Option<PathBuf>,
+    /// Write PNG plots into this directory (created if missing) at the end of the run:
+    /// `latency.png`, the publish-to-receive latency histogram (log scale), and
+    /// `rss.png`, the RSS and CPU of each `--server-pid` over time (needs
+    /// --server-pid; one sample per --sample-interval). Text needs a TrueType font:
+    /// HUBBUB_PLOT_FONT=file.ttf, else DejaVu Sans or Liberation Sans from the usual
+    /// system paths; without one the plots have no text.
+    #[arg(long, value_name = "DIR", env = "HUBBUB_BENCH_PLOT_DIR")]
+    pub plot_dir: Option<PathBuf>,
+    /// Run no load: draw the plots of this saved --json-out report into --plot-dir and
+    /// exit (a report from before latency histograms were kept gets only rss.png).
+    #[arg(long, value_name = "REPORT_JSON", requires = "plot_dir")]
+    pub plot_from: Option<PathBuf>,
     /// Subscribers closed and reopened per second while publishing (soak); they come
     /// back with `Last-Event-ID`, so a hub that resumes correctly loses nothing.
     #[arg(long, default_value_t = 0.0, env = "HUBBUB_BENCH_CHURN")]
@@ -330,6 +342,17 @@ mod tests {
         assert_eq!(with(&["--subscribers", "0"]).effective_processes(), 0);
         assert_eq!(with(&["--processes", "1"]).effective_processes(), 1);
         assert!(parse(&["--hub", "http://127.0.0.1:1/x"]).effective_processes() == 1);
+    }
+
+    #[test]
+    fn plot_options() {
+        let a = parse(&["--plot-dir", "/tmp/p"]);
+        assert_eq!(a.plot_dir.as_deref(), Some(std::path::Path::new("/tmp/p")));
+        assert!(a.plot_from.is_none());
+        let a = parse(&["--plot-from", "r.json", "--plot-dir", "d"]);
+        assert_eq!(a.plot_from.as_deref(), Some(std::path::Path::new("r.json")));
+        let e = Cli::try_parse_from(["bench", "--plot-from", "r.json"]).unwrap_err();
+        assert!(e.to_string().contains("--plot-dir"), "{e}");
     }
 
     #[test]

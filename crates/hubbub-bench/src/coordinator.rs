@@ -15,6 +15,7 @@ use crate::error::BenchError;
 use crate::monitor::{self, ProgressSources};
 use crate::payload;
 use crate::plan::Plan;
+use crate::plot;
 use crate::procfs::{self, ProcSample};
 use crate::publisher::{self, PubStats};
 use crate::report::{
@@ -288,6 +289,7 @@ pub async fn run(args: &BenchArgs) -> Result<Report, BenchError> {
             churned: totals.churned,
         },
         latency: totals.hist.summary(),
+        latency_histogram: Some(totals.hist.buckets()),
         per_hub,
         server,
         client: ClientStats {
@@ -300,7 +302,7 @@ pub async fn run(args: &BenchArgs) -> Result<Report, BenchError> {
     finish(args, report)
 }
 
-/// Prints the summary, writes the JSON, applies `--fail-on-loss`.
+/// Prints the summary, writes the JSON and the plots, applies `--fail-on-loss`.
 fn finish(args: &BenchArgs, report: Report) -> Result<Report, BenchError> {
     print!("{report}");
     if let Some(path) = &args.json_out {
@@ -309,6 +311,9 @@ fn finish(args: &BenchArgs, report: Report) -> Result<Report, BenchError> {
             path: path.clone(),
             source,
         })?;
+    }
+    if let Some(dir) = &args.plot_dir {
+        plot::write_and_tell(&report, dir)?;
     }
     let reasons = report.failures();
     if args.fail_on_loss && !reasons.is_empty() {
@@ -366,6 +371,7 @@ pub fn worker_report(plan: &Plan, fin: Option<WorkerFinal>) -> Report {
             ..DeliveryStats::default()
         },
         latency: totals.hist.summary(),
+        latency_histogram: None,
         per_hub: Vec::new(),
         server: None,
         client: ClientStats {

@@ -26,6 +26,20 @@ pub enum BenchError {
         #[source]
         source: std::io::Error,
     },
+    #[error("reading {path}: {source}")]
+    Input {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is not a bench JSON report: {source}")]
+    BadReport {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("drawing {path}: {reason}")]
+    Plot { path: PathBuf, reason: String },
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
     /// `--fail-on-loss` checks failed; the full report is still attached.

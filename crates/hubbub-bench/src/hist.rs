@@ -1,5 +1,7 @@
 //! Latency histograms (microseconds) and their compact wire form between processes.
 
+use std::sync::OnceLock;
+
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
@@ -85,6 +87,64 @@ impl LatencyHist {
     }
 }
 
+/// Upper bounds of the report's latency buckets per decade, times ten: 20 steps a decade,
+/// each about 12% above the last (10^(1/20)), rounded to two digits.
+const BUCKET_MANTISSAS: [u64; 20] = [
+    10, 11, 13, 14, 16, 18, 20, 22, 25, 28, 32, 35, 40, 45, 50, 56, 63, 71, 79, 89,
+];
+
+/// Every bucket bound in microseconds, ascending, from 1 µs until one reaches `MAX_US`
+/// (below 10 µs the bounds are rounded up to whole microseconds, and repeats dropped).
+pub fn bucket_bounds() -> &'static [u64] {
+    static BOUNDS: OnceLock<Vec<u64>> = OnceLock::new();
+    BOUNDS.get_or_init(|| {
+        let mut bounds: Vec<u64> = Vec::new();
+        let mut decade = 1u64;
+        loop {
+            for m in BUCKET_MANTISSAS {
+                let b = (m * decade).div_ceil(10);
+                if bounds.last() != Some(&b) {
+                    bounds.push(b);
+                }
+                if b >= MAX_US {
+                    return bounds;
+                }
+            }
+            decade *= 10;
+        }
+    })
+}
+
+/// One bucket of a log-scaled latency histogram: `count` deliveries took more than the
+/// previous bound of `bucket_bounds` and at most `le_us` microseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LatencyBucket {
+    pub le_us: u64,
+    pub count: u64,
+}
+
+impl LatencyHist {
+    /// The non-empty log-scaled buckets (at most ~180, 20 per decade): small enough for
+    /// the JSON report, fine enough to plot the distribution from a saved report later.
+    pub fn buckets(&self) -> Vec<LatencyBucket> {
+        let bounds = bucket_bounds();
+        let mut counts = vec![0u64; bounds.len()];
+        for v in self.0.iter_recorded() {
+            // The low end of the sample's 0.1%-wide slot, so a value right on a bound
+            // counts as at most that bound (as recorded, not rounded up past it).
+            let value = self.0.lowest_equivalent(v.value_iterated_to());
+            let i = bounds.partition_point(|&b| b < value).min(bounds.len() - 1);
+            counts[i] += v.count_at_value();
+        }
+        bounds
+            .iter()
+            .zip(counts)
+            .filter(|&(_, count)| count > 0)
+            .map(|(&le_us, count)| LatencyBucket { le_us, count })
+            .collect()
+    }
+}
+
 /// Latency percentiles in microseconds.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct LatencySummary {
@@ -127,6 +187,46 @@ mod tests {
         }
         assert!(h.dump().len() < 10_000);
         assert!(back.max() >= MAX_US - MAX_US / 500);
+    }
+
+    #[test]
+    fn buckets_are_log_spaced_and_keep_every_sample() {
+        let bounds = bucket_bounds();
+        assert_eq!(&bounds[..10], &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+        assert_eq!(&bounds[10..14], &[11, 13, 14, 16]);
+        assert!(bounds.windows(2).all(|w| w[0] < w[1]));
+        assert!(*bounds.last().unwrap() >= MAX_US);
+        assert!(bounds.len() < 200, "{}", bounds.len());
+
+        let mut h = LatencyHist::default();
+        h.record_n(1_000, 5); // exactly on a bound
+        h.record_n(1_001, 3); // just above it
+        h.record_n(250_000, 2);
+        h.record(u64::MAX); // clamped into the last bucket
+        let b = h.buckets();
+        assert_eq!(
+            b,
+            [
+                LatencyBucket {
+                    le_us: 1_000,
+                    count: 5
+                },
+                LatencyBucket {
+                    le_us: 1_100,
+                    count: 3
+                },
+                LatencyBucket {
+                    le_us: 250_000,
+                    count: 2
+                },
+                LatencyBucket {
+                    le_us: *bounds.last().unwrap(),
+                    count: 1
+                },
+            ]
+        );
+        assert_eq!(b.iter().map(|b| b.count).sum::<u64>(), h.len());
+        assert!(LatencyHist::default().buckets().is_empty());
     }
 
     #[test]

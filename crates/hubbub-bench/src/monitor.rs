@@ -12,12 +12,13 @@ use crate::aggregate::{self, SharedAgg};
 use crate::hist::fmt_us;
 use crate::procfs;
 use crate::publisher::PubStats;
-use crate::report::ServerSample;
+use crate::report::{PidSample, ServerSample};
 use crate::wire::Phase;
 
 pub type Samples = Arc<Mutex<Vec<ServerSample>>>;
 
-/// Samples the summed RSS/CPU of `pids` every `every` into the returned list.
+/// Samples the RSS/CPU of `pids` (summed, and each one when there are several) every
+/// `every` into the returned list; a tick where any of them is gone adds nothing.
 pub fn spawn_sampler(pids: Vec<u32>, every: Duration, t0: Instant) -> (Samples, JoinHandle<()>) {
     let samples: Samples = Arc::default();
     let out = samples.clone();
@@ -29,11 +30,22 @@ pub fn spawn_sampler(pids: Vec<u32>, every: Duration, t0: Instant) -> (Samples, 
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             ticker.tick().await;
-            if let Some(s) = procfs::sample_sum(&pids) {
+            let each: Option<Vec<_>> = pids.iter().map(|p| procfs::sample(Some(*p))).collect();
+            if let Some(each) = each {
                 let sample = ServerSample {
                     t_s: t0.elapsed().as_secs_f64(),
-                    rss_bytes: s.rss_bytes,
-                    cpu_s: s.cpu_seconds,
+                    rss_bytes: each.iter().map(|s| s.rss_bytes).sum(),
+                    cpu_s: each.iter().map(|s| s.cpu_seconds).sum(),
+                    per_pid: if each.len() > 1 {
+                        each.iter()
+                            .map(|s| PidSample {
+                                rss_bytes: s.rss_bytes,
+                                cpu_s: s.cpu_seconds,
+                            })
+                            .collect()
+                    } else {
+                        Vec::new()
+                    },
                 };
                 out.lock().unwrap_or_else(|e| e.into_inner()).push(sample);
             }

@@ -5,7 +5,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::hist::{LatencySummary, fmt_us};
+use crate::hist::{LatencyBucket, LatencySummary, fmt_us};
 use crate::plan::PlanSummary;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,6 +29,11 @@ pub struct Report {
     pub delivery: DeliveryStats,
     /// Publish-to-receive latency of deliveries received in the window.
     pub latency: LatencySummary,
+    /// The same latencies as non-empty log-scaled buckets (20 a decade), for plotting a
+    /// saved report (`--plot-from`). Absent in worker shares and in reports written
+    /// before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_histogram: Option<Vec<LatencyBucket>>,
     /// Deliveries and latency split by the hub the subscribers were on (one entry
     /// per `--hub`, in order; a single entry without `--hub` repeated).
     #[serde(default)]
@@ -133,10 +138,23 @@ pub struct PidStats {
     pub cpu_window_percent: f64,
 }
 
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+/// One periodic sample of the `--server-pid`s (every `--sample-interval`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ServerSample {
     /// Seconds since the bench started.
     pub t_s: f64,
+    /// Summed over the `--server-pid`s.
+    pub rss_bytes: u64,
+    pub cpu_s: f64,
+    /// Each `--server-pid` in the order given, only when there are several (one line
+    /// each in the RSS plot). Absent in reports written before it existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub per_pid: Vec<PidSample>,
+}
+
+/// One server process's part of a `ServerSample`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct PidSample {
     pub rss_bytes: u64,
     pub cpu_s: f64,
 }

@@ -319,3 +319,64 @@ async fn refuses_remote_targets_and_reports_refused_connections() {
     assert_eq!(report.connect.never_connected, 5);
     assert_eq!(report.connect.errors.get("refused"), Some(&5));
 }
+
+/// Width and height from a PNG's IHDR chunk, after checking the signature.
+fn png_size(path: &std::path::Path) -> (u32, u32) {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert_eq!(&bytes[..16], b"\x89PNG\r\n\x1a\n\0\0\0\x0dIHDR");
+    assert!(bytes.len() > 4_000, "{} bytes", bytes.len());
+    let be = |i: usize| u32::from_be_bytes(bytes[i..i + 4].try_into().unwrap());
+    (be(16), be(20))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plots_after_a_run_and_from_its_saved_report() {
+    let port = serve(Arc::new(Hub::default())).await;
+    let dir = std::env::temp_dir().join(format!("hubbub-bench-e2e-plots-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (json, plots, again) = (dir.join("r.json"), dir.join("run"), dir.join("again"));
+    // The test process stands in for the server (sampled by pid, twice over).
+    let pid = std::process::id().to_string();
+    let pids = format!("{pid},{pid}");
+    let extra = [
+        "--subscribers",
+        "20",
+        "--rate",
+        "40",
+        "--server-pid",
+        &pids,
+        "--sample-interval",
+        "0.1",
+        "--json-out",
+        json.to_str().unwrap(),
+        "--plot-dir",
+        plots.to_str().unwrap(),
+    ];
+    std::fs::create_dir_all(&dir).unwrap();
+    let report = hubbub_bench::run(args(port, &extra)).await.unwrap();
+    let buckets = report.latency_histogram.as_deref().unwrap();
+    let in_buckets: u64 = buckets.iter().map(|b| b.count).sum();
+    assert_eq!(in_buckets, report.latency.count);
+    assert!(buckets.windows(2).all(|w| w[0].le_us < w[1].le_us));
+    let server = report.server.as_ref().unwrap();
+    assert!(server.samples.len() > 10, "{}", server.samples.len());
+    assert!(server.samples.iter().all(|s| s.per_pid.len() == 2));
+    assert_eq!(png_size(&plots.join("latency.png")), (1000, 600));
+    assert_eq!(png_size(&plots.join("rss.png")), (1200, 800));
+
+    // The same plots from the saved report, without a load.
+    let from = Cli::try_parse_from([
+        "bench",
+        "--plot-from",
+        json.to_str().unwrap(),
+        "--plot-dir",
+        again.to_str().unwrap(),
+    ])
+    .unwrap()
+    .args;
+    let saved = hubbub_bench::run(from).await.unwrap();
+    assert_eq!(saved.latency.count, report.latency.count);
+    assert_eq!(png_size(&again.join("latency.png")), (1000, 600));
+    assert_eq!(png_size(&again.join("rss.png")), (1200, 800));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

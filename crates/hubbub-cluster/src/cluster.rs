@@ -39,7 +39,9 @@ pub struct ClusterConfig {
     /// Authenticates relay links. Gossip itself is not authenticated: keep it private.
     pub secret: String,
     pub gossip_interval: Duration,
-    /// How often an idle link sends a watermark (bounds added delivery latency).
+    /// Watermarks owed to peers go out at most this often (bounds the delivery
+    /// latency ordering adds); an idle link sends one only every
+    /// `min(order_wait / 4, 100 ms)`.
     pub watermark_interval: Duration,
     /// A peer silent this long no longer holds delivery back.
     pub order_wait: Duration,
@@ -91,6 +93,14 @@ impl ClusterConfig {
 }
 
 /// Boot time in nanoseconds: increases across restarts, as chitchat requires.
+/// How often an idle relay link sends a watermark: often enough that peers
+/// never count us as silent (`order_wait`), rarely enough to cost nothing.
+fn keepalive(interval: Duration, order_wait: Duration) -> Duration {
+    (order_wait / 4)
+        .min(Duration::from_millis(100))
+        .max(interval)
+}
+
 pub fn fresh_generation() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -194,6 +204,7 @@ impl Cluster {
             secret: config.secret.as_bytes().into(),
             local: local.clone(),
             watermark_interval: config.watermark_interval,
+            watermark_keepalive: keepalive(config.watermark_interval, config.order_wait),
             stats: Arc::new(RelayStats::default()),
             bind_ip: Some(config.relay_listen.ip()).filter(|ip| !ip.is_unspecified()),
         };

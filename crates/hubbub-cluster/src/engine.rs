@@ -141,7 +141,9 @@ impl Engine {
                     let nodes = live.borrow_and_update().clone();
                     self.on_members(membership::live_members(&nodes, &self.ctx.me));
                 },
-                _ = tick.tick() => {}
+                // Time matters only while updates wait: a silent peer stops
+                // holding them once `order_wait` passes.
+                _ = tick.tick(), if self.seq.is_holding() => {}
                 _ = ae.tick() => self.anti_entropy().await,
             }
             if !self.release().await {

@@ -25,6 +25,9 @@ pub struct LocalOrigin {
     pub origin: Origin,
     inner: Arc<Mutex<Inner>>,
     last_seq_tx: Arc<watch::Sender<u64>>,
+    /// Highest stamp seen on a peer's update: peers that hold it wait for our
+    /// watermark to pass it, so our links send one soon after it changes.
+    observed_tx: Arc<watch::Sender<u64>>,
 }
 
 /// What a link sender reads in one go: updates from its cursor on, and a
@@ -49,6 +52,7 @@ impl LocalOrigin {
             origin,
             inner: Arc::new(Mutex::new(inner)),
             last_seq_tx: Arc::new(watch::channel(0).0),
+            observed_tx: Arc::new(watch::channel(0).0),
         }
     }
 
@@ -84,6 +88,19 @@ impl LocalOrigin {
 
     pub fn observe(&self, remote_hlc: u64) {
         self.lock().clock.observe(remote_hlc);
+        self.observed_tx.send_if_modified(|seen| {
+            let newer = remote_hlc > *seen;
+            if newer {
+                *seen = remote_hlc;
+            }
+            newer
+        });
+    }
+
+    /// Changes when a peer's update carries a newer stamp than any before
+    /// (see `observed_tx`).
+    pub fn observed(&self) -> watch::Receiver<u64> {
+        self.observed_tx.subscribe()
     }
 
     pub fn watermark(&self) -> u64 {

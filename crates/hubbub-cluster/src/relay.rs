@@ -7,6 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use hmac::{Hmac, KeyInit, Mac};
@@ -43,7 +45,11 @@ pub struct RelayCtx {
     pub cluster: String,
     pub secret: Arc<[u8]>,
     pub local: LocalOrigin,
+    /// Watermarks owed to peers go out at most this often.
     pub watermark_interval: Duration,
+    /// An idle link still sends one this often, so peers keep counting us as
+    /// heard (it must stay well under `order_wait`).
+    pub watermark_keepalive: Duration,
     pub stats: Arc<RelayStats>,
     /// Source address for outbound links (None: the kernel picks).
     pub bind_ip: Option<std::net::IpAddr>,
@@ -391,6 +397,14 @@ async fn handshake(link: &mut Link, ctx: &RelayCtx, peer: &Origin) -> std::io::R
     Ok(have)
 }
 
+/// Streams our origin log to one peer from `cursor`, each batch followed by a
+/// watermark ("nothing of ours at or below this stamp is still to come").
+///
+/// Peers hold delivery of an update until every member's watermark has passed
+/// its stamp, so a watermark is owed when we publish (sent with the batch) and
+/// when a peer's update with a newer stamp reaches us (the others hold it for
+/// us; paced to one per `watermark_interval`). An idle cluster owes nothing and
+/// sends only a keepalive watermark: no traffic and no wake-ups per tick.
 async fn stream_to(
     link: &mut Link,
     ctx: &RelayCtx,
@@ -399,8 +413,7 @@ async fn stream_to(
     state: &LinkState,
 ) -> std::io::Result<()> {
     let mut last_seq = ctx.local.last_seq();
-    let mut tick = tokio::time::interval(ctx.watermark_interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut observed = ctx.local.observed();
     loop {
         // Everything logged since the cursor, then a watermark taken under the same lock.
         loop {
@@ -426,18 +439,32 @@ async fn stream_to(
         }
         flush(link).await?;
         state.cursor.store(cursor, Ordering::Relaxed);
-        tokio::select! {
-            _ = tick.tick() => {}
-            r = last_seq.changed() => if r.is_err() { return Ok(()) },
-            m = extra.recv() => match m {
-                Some(msg) => {
-                    send(link, &msg, &ctx.stats).await?;
-                    while let Ok(msg) = extra.try_recv() {
-                        send(link, &msg, &ctx.stats).await?;
+        let sent = Instant::now();
+        // Marks what we have now as answered by the watermark just sent.
+        observed.borrow_and_update();
+        let mut owed: Option<Instant> = None;
+        loop {
+            let wake = owed.unwrap_or(sent + ctx.watermark_keepalive);
+            tokio::select! {
+                _ = tokio::time::sleep_until(wake) => break,
+                r = last_seq.changed() => if r.is_err() { return Ok(()) } else { break },
+                r = observed.changed(), if owed.is_none() => {
+                    if r.is_err() {
+                        return Ok(());
                     }
+                    owed = Some(sent + ctx.watermark_interval);
                 }
-                None => return Ok(()),
-            },
+                m = extra.recv() => match m {
+                    Some(msg) => {
+                        send(link, &msg, &ctx.stats).await?;
+                        while let Ok(msg) = extra.try_recv() {
+                            send(link, &msg, &ctx.stats).await?;
+                        }
+                        flush(link).await?;
+                    }
+                    None => return Ok(()),
+                },
+            }
         }
     }
 }
