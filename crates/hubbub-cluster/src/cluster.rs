@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::engine::{Engine, Flags, Timing};
+use crate::engine::{Engine, EngineParts, Flags, Timing};
 use crate::local::LocalOrigin;
 use crate::membership::{GossipSettings, KEY_HTTP, KEY_READY, KEY_RELAY, Membership};
 use crate::relay::{self, RelayCtx, RelayStats};
@@ -92,7 +92,6 @@ impl ClusterConfig {
     }
 }
 
-/// Boot time in nanoseconds: increases across restarts, as chitchat requires.
 /// How often an idle relay link sends a watermark: often enough that peers
 /// never count us as silent (`order_wait`), rarely enough to cost nothing.
 fn keepalive(interval: Duration, order_wait: Duration) -> Duration {
@@ -101,6 +100,7 @@ fn keepalive(interval: Duration, order_wait: Duration) -> Duration {
         .max(interval)
 }
 
+/// Boot time in nanoseconds: increases across restarts, as chitchat requires.
 pub fn fresh_generation() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -154,6 +154,50 @@ pub enum Delivery {
     Through(u64),
 }
 
+/// What this node gossips about itself from the start.
+fn gossip_keys(config: &ClusterConfig) -> Vec<(String, String)> {
+    let mut keys = vec![
+        (KEY_RELAY.to_owned(), config.relay_advertise.clone()),
+        (KEY_READY.to_owned(), "false".to_owned()),
+    ];
+    if let Some(http) = &config.http_advertise {
+        keys.push((KEY_HTTP.to_owned(), http.clone()));
+    }
+    keys
+}
+
+fn gossip_settings(config: &ClusterConfig) -> GossipSettings {
+    GossipSettings {
+        cluster_id: config.cluster_id.clone(),
+        listen: config.gossip_listen,
+        advertise: config.gossip_advertise,
+        seeds: config.seeds.clone(),
+        interval: config.gossip_interval,
+    }
+}
+
+fn relay_ctx(config: &ClusterConfig, me: &Origin, local: &LocalOrigin) -> RelayCtx {
+    RelayCtx {
+        me: me.clone(),
+        cluster: config.cluster_id.clone(),
+        secret: config.secret.as_bytes().into(),
+        local: local.clone(),
+        watermark_interval: config.watermark_interval,
+        watermark_keepalive: keepalive(config.watermark_interval, config.order_wait),
+        stats: Arc::new(RelayStats::default()),
+        bind_ip: Some(config.relay_listen.ip()).filter(|ip| !ip.is_unspecified()),
+    }
+}
+
+fn timing(config: &ClusterConfig) -> Timing {
+    Timing {
+        tick: config.watermark_interval.max(Duration::from_millis(1)),
+        anti_entropy: (config.gossip_interval * 2).max(Duration::from_millis(50)),
+        order_wait: config.order_wait,
+        join_timeout: config.join_timeout,
+    }
+}
+
 impl Cluster {
     /// Binds the relay listener, joins gossip over UDP and starts the engine.
     pub async fn start(config: ClusterConfig) -> Result<(Self, Ordered), ClusterError> {
@@ -176,38 +220,32 @@ impl Cluster {
                 addr: config.relay_listen,
                 source,
             })?;
-        let mut keys = vec![
-            (KEY_RELAY.to_owned(), config.relay_advertise.clone()),
-            (KEY_READY.to_owned(), "false".to_owned()),
-        ];
-        if let Some(http) = &config.http_advertise {
-            keys.push((KEY_HTTP.to_owned(), http.clone()));
-        }
-        let gossip = GossipSettings {
-            cluster_id: config.cluster_id.clone(),
-            listen: config.gossip_listen,
-            advertise: config.gossip_advertise,
-            seeds: config.seeds.clone(),
-            interval: config.gossip_interval,
-        };
-        let membership = Membership::start(&me, &gossip, keys, transport)
-            .await
-            .map_err(|reason| ClusterError::Gossip {
-                addr: config.gossip_listen,
-                reason,
-            })?;
+        let membership = Membership::start(
+            &me,
+            &gossip_settings(&config),
+            gossip_keys(&config),
+            transport,
+        )
+        .await
+        .map_err(|reason| ClusterError::Gossip {
+            addr: config.gossip_listen,
+            reason,
+        })?;
+        let (cluster, ordered) = Self::spawn(&config, me, listener, membership);
+        tracing::info!(node = %cluster.me, relay = %config.relay_listen, gossip = %config.gossip_listen, "cluster node started");
+        Ok((cluster, ordered))
+    }
 
+    /// Starts the relay listener and the engine, once the listener is bound
+    /// and gossip is up.
+    fn spawn(
+        config: &ClusterConfig,
+        me: Origin,
+        listener: TcpListener,
+        membership: Membership,
+    ) -> (Self, Ordered) {
         let local = LocalOrigin::new(me.clone(), config.limits.log_entries);
-        let ctx = RelayCtx {
-            me: me.clone(),
-            cluster: config.cluster_id.clone(),
-            secret: config.secret.as_bytes().into(),
-            local: local.clone(),
-            watermark_interval: config.watermark_interval,
-            watermark_keepalive: keepalive(config.watermark_interval, config.order_wait),
-            stats: Arc::new(RelayStats::default()),
-            bind_ip: Some(config.relay_listen.ip()).filter(|ip| !ip.is_unspecified()),
-        };
+        let ctx = relay_ctx(config, &me, &local);
         let (own_tx, own_rx) = mpsc::channel(16 * 1024);
         let (inbound_tx, inbound_rx) = mpsc::channel(16 * 1024);
         let (out_tx, out_rx) = mpsc::channel(16 * 1024);
@@ -221,42 +259,32 @@ impl Cluster {
             inbound_tx,
             cancel.clone(),
         ));
-        let timing = Timing {
-            tick: config.watermark_interval.max(Duration::from_millis(1)),
-            anti_entropy: (config.gossip_interval * 2).max(Duration::from_millis(50)),
-            order_wait: config.order_wait,
-            join_timeout: config.join_timeout,
-        };
-        // A node with seeds catches up before it delivers anything.
-        let sequencer = Sequencer::new(config.limits, true);
-        let engine = Engine::new(
+        let engine = Engine::new(EngineParts {
             ctx,
-            sequencer,
-            timing,
+            // A node with seeds catches up before it delivers anything.
+            seq: Sequencer::new(config.limits, true),
+            timing: timing(config),
             membership,
             own_rx,
             inbound_rx,
             out_tx,
             view_tx,
-            flags.clone(),
-            cancel.clone(),
-            tracker.clone(),
-            config.relay_advertise.clone(),
-        );
+            flags: flags.clone(),
+            cancel: cancel.clone(),
+            tracker: tracker.clone(),
+            relay_addr: config.relay_advertise.clone(),
+        });
         tracker.spawn(engine.run());
-        tracing::info!(node = %me, relay = %config.relay_listen, gossip = %config.gossip_listen, "cluster node started");
-        Ok((
-            Self {
-                me,
-                local,
-                own_tx,
-                view,
-                flags,
-                cancel,
-                tracker,
-            },
-            out_rx,
-        ))
+        let cluster = Self {
+            me,
+            local,
+            own_tx,
+            view,
+            flags,
+            cancel,
+            tracker,
+        };
+        (cluster, out_rx)
     }
 
     pub fn origin(&self) -> &Origin {

@@ -64,19 +64,49 @@ pub struct Flags {
     pub subscribers: AtomicU64,
 }
 
-pub struct Engine {
+/// What [`Engine::new`] takes over: the engine runs as one task, so everything
+/// it reads or feeds is handed to it at start and owned by it from then on.
+pub struct EngineParts {
+    /// Who we are, the cluster secret, our local log and the relay counters;
+    /// cloned into every outbound link the engine opens.
     pub ctx: RelayCtx,
+    /// The ordering state. Only the engine touches it, so it needs no lock.
     pub seq: Sequencer,
+    /// How often to look again: held updates, anti-entropy, silent peers, joining.
     pub timing: Timing,
+    /// Gossip: who is alive, and where our vector and readiness are published.
     pub membership: Membership,
+    /// Updates this node stamped (`Cluster::submit`).
     pub own_rx: mpsc::Receiver<Arc<Stamped>>,
+    /// What arrives on peers' links to our relay listener.
     pub inbound_rx: mpsc::Receiver<Inbound>,
+    /// The delivery order, to the hub side (the `Ordered` receiver).
     pub out_tx: mpsc::Sender<Delivery>,
+    /// Where every anti-entropy round publishes the view `Cluster::view` reads.
     pub view_tx: watch::Sender<ClusterView>,
+    /// Readiness and the subscriber count, shared with the `Cluster` handle.
     pub flags: Arc<Flags>,
+    /// Stops the engine; links get child tokens, so they stop with it.
     pub cancel: CancellationToken,
+    /// Where link tasks are spawned, so `Cluster::shutdown` waits for them too.
     pub tracker: TaskTracker,
+    /// The relay address peers dial (as advertised), shown in the view.
     pub relay_addr: String,
+}
+
+pub struct Engine {
+    ctx: RelayCtx,
+    seq: Sequencer,
+    timing: Timing,
+    membership: Membership,
+    own_rx: mpsc::Receiver<Arc<Stamped>>,
+    inbound_rx: mpsc::Receiver<Inbound>,
+    out_tx: mpsc::Sender<Delivery>,
+    view_tx: watch::Sender<ClusterView>,
+    flags: Arc<Flags>,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+    relay_addr: String,
     peers: BTreeMap<String, Peer>,
     pulls: HashMap<Origin, Instant>,
     gossiped: BTreeMap<Origin, u64>,
@@ -88,34 +118,20 @@ pub struct Engine {
 }
 
 impl Engine {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        ctx: RelayCtx,
-        seq: Sequencer,
-        timing: Timing,
-        membership: Membership,
-        own_rx: mpsc::Receiver<Arc<Stamped>>,
-        inbound_rx: mpsc::Receiver<Inbound>,
-        out_tx: mpsc::Sender<Delivery>,
-        view_tx: watch::Sender<ClusterView>,
-        flags: Arc<Flags>,
-        cancel: CancellationToken,
-        tracker: TaskTracker,
-        relay_addr: String,
-    ) -> Self {
+    pub fn new(parts: EngineParts) -> Self {
         Self {
-            ctx,
-            seq,
-            timing,
-            membership,
-            own_rx,
-            inbound_rx,
-            out_tx,
-            view_tx,
-            flags,
-            cancel,
-            tracker,
-            relay_addr,
+            ctx: parts.ctx,
+            seq: parts.seq,
+            timing: parts.timing,
+            membership: parts.membership,
+            own_rx: parts.own_rx,
+            inbound_rx: parts.inbound_rx,
+            out_tx: parts.out_tx,
+            view_tx: parts.view_tx,
+            flags: parts.flags,
+            cancel: parts.cancel,
+            tracker: parts.tracker,
+            relay_addr: parts.relay_addr,
             peers: BTreeMap::new(),
             pulls: HashMap::new(),
             gossiped: BTreeMap::new(),

@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{SocketAddr, TcpListener as StdTcpListener, UdpSocket};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -19,9 +19,9 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::http::get;
+use crate::http::{get, subscribe_url};
 use crate::sse::{SseClient, StreamEnd};
-use crate::{Config, StatusCode, TestHub, eventually};
+use crate::{Config, StatusCode, TestHub, eventually, lock};
 
 /// The relay secret of [`member_config`].
 pub const CLUSTER_SECRET: &str = "hubbub-test-cluster-secret";
@@ -181,6 +181,79 @@ pub async fn is_ready(base_url: &str) -> bool {
     get(&format!("{base_url}/readyz")).await.status == StatusCode::OK
 }
 
+/// The views of the members at `base_urls`, in order.
+async fn fetch_views(base_urls: &[String]) -> Vec<View> {
+    let mut views = Vec::with_capacity(base_urls.len());
+    for url in base_urls {
+        views.push(fetch_view(url).await);
+    }
+    views
+}
+
+/// Waits (at most `timeout`) until every member at `base_urls` is ready and
+/// lists every other one (at its current generation) as ready, with a
+/// connected relay link. `Err` names the last views, for the caller's panic.
+pub async fn mesh_within(base_urls: &[String], timeout: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let views = fetch_views(base_urls).await;
+        let mut ready = true;
+        for url in base_urls {
+            ready &= is_ready(url).await;
+        }
+        let meshed = views.iter().all(|v| {
+            v.ready
+                && views
+                    .iter()
+                    .filter(|o| o.node != v.node)
+                    .all(|o| v.connected_to(&o.node, o.generation))
+        });
+        if ready && meshed {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "the cluster did not mesh within {timeout:?}; last views: {views:#?}"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits (at most `timeout`) until every member at `base_urls` holds the same
+/// version vector, with nothing waiting and nothing lost; returns that vector.
+/// `Err` names the last vectors and stats, for the caller's panic.
+pub async fn converged_within(
+    base_urls: &[String],
+    timeout: Duration,
+) -> Result<BTreeMap<String, u64>, String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let views = fetch_views(base_urls).await;
+        let vectors: BTreeSet<&BTreeMap<String, u64>> = views.iter().map(|v| &v.vector).collect();
+        let settled = views
+            .iter()
+            .all(|v| v.stat("lost") == 0 && v.stat("waiting") == 0);
+        if vectors.len() == 1 && settled {
+            return Ok(views
+                .into_iter()
+                .next()
+                .map(|v| v.vector)
+                .unwrap_or_default());
+        }
+        if Instant::now() >= deadline {
+            let last: Vec<_> = views
+                .iter()
+                .map(|v| (&v.node, &v.vector, &v.json["stats"]))
+                .collect();
+            return Err(format!(
+                "the vectors did not converge within {timeout:?}: {last:#?}"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 struct Member {
     config: Config,
     hub: Option<TestHub>,
@@ -322,62 +395,25 @@ impl TestCluster {
         .await;
     }
 
-    /// Waits until every running member is ready and lists every other running
-    /// member (at its current generation) as ready, with a connected relay link.
-    pub async fn wait_mesh(&self) {
-        let deadline = Instant::now() + CLUSTER_WAIT;
-        loop {
-            let views = self.views().await;
-            let mut ready = true;
-            for i in views.keys() {
-                ready &= is_ready(&self.node(*i).base_url()).await;
-            }
-            let meshed = views.values().all(|v| {
-                v.ready
-                    && views
-                        .values()
-                        .filter(|o| o.node != v.node)
-                        .all(|o| v.connected_to(&o.node, o.generation))
-            });
-            if ready && meshed {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the cluster did not mesh within {CLUSTER_WAIT:?}; last views: {views:#?}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+    /// Base URLs of the running members.
+    pub fn base_urls(&self) -> Vec<String> {
+        self.running()
+            .into_iter()
+            .map(|i| self.node(i).base_url())
+            .collect()
     }
 
-    /// Waits until every running member holds the same version vector, with
-    /// nothing waiting and nothing lost; returns that vector.
+    /// Waits until the running members form a mesh (see [`mesh_within`]).
+    pub async fn wait_mesh(&self) {
+        let meshed = mesh_within(&self.base_urls(), CLUSTER_WAIT).await;
+        meshed.unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// Waits until the running members converge (see [`converged_within`]);
+    /// returns their common vector.
     pub async fn wait_converged(&self) -> BTreeMap<String, u64> {
-        let deadline = Instant::now() + CLUSTER_WAIT;
-        loop {
-            let views = self.views().await;
-            let vectors: BTreeSet<&BTreeMap<String, u64>> =
-                views.values().map(|v| &v.vector).collect();
-            let settled = views
-                .values()
-                .all(|v| v.stat("lost") == 0 && v.stat("waiting") == 0);
-            if vectors.len() == 1 && settled {
-                return views
-                    .into_values()
-                    .next()
-                    .map(|v| v.vector)
-                    .unwrap_or_default();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the vectors did not converge within {CLUSTER_WAIT:?}: {:#?}",
-                views
-                    .values()
-                    .map(|v| (&v.node, &v.vector, &v.json["stats"]))
-                    .collect::<Vec<_>>()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let converged = converged_within(&self.base_urls(), CLUSTER_WAIT).await;
+        converged.unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Stops every running member.
@@ -415,14 +451,19 @@ impl Collector {
 
     /// Subscribes to `topics` on `hub`, optionally resuming after `last_event_id`.
     pub async fn subscribe(hub: &TestHub, topics: &[&str], last_event_id: Option<&str>) -> Self {
+        Self::subscribe_at(&hub.url(), topics, last_event_id).await
+    }
+
+    /// As [`Collector::subscribe`], on the hub at `hub_url` (e.g. a [`crate::HubProcess`]).
+    pub async fn subscribe_at(hub_url: &str, topics: &[&str], last_event_id: Option<&str>) -> Self {
         let mut request = crate::client()
-            .get(hub.subscribe_url(topics))
+            .get(subscribe_url(hub_url, topics))
             .header("accept", "text/event-stream");
         if let Some(id) = last_event_id {
             request = request.header("last-event-id", id);
         }
         let sse = SseClient::connect(request).await;
-        assert_eq!(sse.status, StatusCode::OK, "subscribe on {}", hub.addr);
+        assert_eq!(sse.status, StatusCode::OK, "subscribe on {hub_url}");
         Self::spawn(sse)
     }
 
@@ -482,10 +523,6 @@ impl Drop for Collector {
     fn drop(&mut self) {
         self.task.abort();
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// What a [`FaultProxy`] does with traffic.

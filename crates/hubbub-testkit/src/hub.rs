@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::http::{HttpResponse, get, publish, subscribe_url};
 use crate::sse::SseClient;
-use crate::{StatusCode, WAIT, client, eventually, publisher};
+use crate::{StatusCode, WAIT, eventually, publisher};
 
 /// A running hub. Dropping it cancels the server (without waiting); call
 /// [`TestHub::shutdown`] to stop it and wait for the drain.
@@ -142,14 +142,7 @@ impl TestHub {
 
     /// Subscribes with `Authorization: Bearer <token>` and asserts `200`.
     pub async fn subscribe_with(&self, topics: &[&str], token: &str) -> SseClient {
-        let request = client().get(self.subscribe_url(topics)).bearer_auth(token);
-        let sse = SseClient::connect(request).await;
-        assert_eq!(
-            sse.status,
-            StatusCode::OK,
-            "subscribe {topics:?} with a token"
-        );
-        sse
+        SseClient::subscribe(&self.url(), topics, Some(token)).await
     }
 
     /// The `/metrics` text.

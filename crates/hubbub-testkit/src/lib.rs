@@ -1,7 +1,8 @@
 //! Test helpers for hubbub: a real hub on an ephemeral port ([`TestHub`]), an SSE
 //! client that parses with hubbub's own decoder ([`SseClient`]), raw TCP
-//! connections for byte-level and misbehaving-peer checks ([`RawConn`]), plain
-//! HTTP helpers and JWT minting. Dev only: clear panics matter more than speed.
+//! connections for byte-level and misbehaving-peer checks ([`RawConn`]), the
+//! real binary as child processes ([`HubProcess`]), plain HTTP helpers and JWT
+//! minting. Dev only: clear panics matter more than speed.
 //!
 //! Every wait is bounded; [`WAIT`] is the default bound, generous because tests
 //! run in parallel on small, busy machines.
@@ -9,6 +10,7 @@
 pub mod cluster;
 mod http;
 mod hub;
+pub mod process;
 mod raw;
 mod sse;
 mod token;
@@ -23,6 +25,7 @@ pub use http::{HttpResponse, client, encode_form, get, publish, send, subscribe_
 pub use hub::{TestHub, metric_value};
 pub use hubbub_proto::decode::{Event, Item};
 pub use hubbub_server::Config;
+pub use process::HubProcess;
 pub use raw::{RawConn, RawHead};
 pub use reqwest;
 pub use reqwest::StatusCode;
@@ -47,6 +50,11 @@ pub fn config() -> Config {
         anonymous: true,
         ..Config::default()
     }
+}
+
+/// Locks `m`, ignoring poisoning: a panicked test thread already failed the test.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Polls `check` until it returns `Some`, or panics after `timeout` with `what`.

@@ -12,7 +12,7 @@ use reqwest::header::HeaderMap;
 use reqwest::{RequestBuilder, StatusCode};
 use tokio::time::Instant;
 
-use crate::{WAIT, client};
+use crate::{WAIT, client, subscribe_url};
 
 type Body = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
 
@@ -87,6 +87,19 @@ impl SseClient {
             raw: Vec::new(),
             end: None,
         }
+    }
+
+    /// Subscribes to `topics` on the hub at `hub_url`, with
+    /// `Authorization: Bearer <token>` when `token` is given, and asserts `200`.
+    pub async fn subscribe(hub_url: &str, topics: &[&str], token: Option<&str>) -> Self {
+        let mut request = client().get(subscribe_url(hub_url, topics));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let sse = Self::connect(request).await;
+        let with = if token.is_some() { " with a token" } else { "" };
+        assert_eq!(sse.status, StatusCode::OK, "subscribe {topics:?}{with}");
+        sse
     }
 
     /// `GET url` with `Accept: text/event-stream`.
