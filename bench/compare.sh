@@ -36,6 +36,7 @@ SCENARIO_TABLE="
 idle-1k|1,000 idle subscribers (memory per subscriber)|--subscribers 1000 --rate 0 --duration $IDLE_HOLD
 idle-10k|10,000 idle subscribers (memory per subscriber)|--subscribers 10000 --rate 0 --duration $IDLE_HOLD
 idle-19k|19,000 idle subscribers (memory per subscriber)|--subscribers 19000 --rate 0 --duration $IDLE_HOLD
+light-1k|1,000 subscribers on one topic, 10 publishes/s (the box not saturated: the hub's own path)|--subscribers 1000 --topics 1 --rate 10 --publishers 2 --duration $DURATION --warmup $WARMUP --drain $DRAIN
 fanout-10|10,000 subscribers on one topic, 10 publishes/s|--subscribers 10000 --topics 1 --rate 10 --publishers 2 --duration $DURATION --warmup $WARMUP --drain $DRAIN
 fanout-100|10,000 subscribers on one topic, 100 publishes/s|--subscribers 10000 --topics 1 --rate 100 --publishers 8 --duration $DURATION --warmup $WARMUP --drain $DRAIN
 fanout-1000|10,000 subscribers on one topic, 1,000 publishes/s offered|--subscribers 10000 --topics 1 --rate 1000 --publishers 16 --duration $DURATION --warmup $WARMUP --drain $DRAIN

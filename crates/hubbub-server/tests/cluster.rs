@@ -764,3 +764,30 @@ async fn a_node_restarted_under_load_has_the_same_history() {
     }
     cluster.shutdown().await;
 }
+
+/// Watermarks go out when owed (with our updates, or after a peer's newer
+/// update), not on a fixed 5 ms tick: an idle cluster only exchanges keepalive
+/// watermarks (every `min(order_wait / 4, 100 ms)` per link). A 5 ms tick would
+/// send ~200 frames per link per second, about 10 KB per node in these 2 s.
+#[tokio::test]
+async fn an_idle_cluster_only_sends_keepalive_watermarks() {
+    let mut cluster = TestCluster::start(3).await;
+    publish_ids(cluster.node(0), &ids("warm", 5)).await;
+    cluster.wait_converged().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut before = Vec::new();
+    for i in 0..3 {
+        before.push(cluster.view(i).await.stat("relay_bytes_out"));
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for (i, was) in before.iter().enumerate() {
+        let sent = cluster.view(i).await.stat("relay_bytes_out") - was;
+        // 2 links x 10 keepalives/s x 2 s x ~20 B = ~800 B; allow 3x.
+        assert!(
+            (1..2_500).contains(&sent),
+            "n{}: sent {sent} relay bytes in 2 idle seconds",
+            i + 1
+        );
+    }
+    cluster.shutdown().await;
+}
