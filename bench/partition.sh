@@ -84,6 +84,9 @@ partition
 t_cut=$(date +%s.%N)
 
 progress="$OUT/partition-bench.progress"
+# Emptied here, not only by the redirection below: that happens in the background
+# job, and the wait loop must not find the previous run's "phase drain" first.
+: >"$progress"
 "$BIN" bench --target hubbub --hub "$(hub_url 1)" --hub "$(hub_url 2)" \
   --publish-hub "$(hub_url 1)" --publish-hub "$(hub_url 2)" --publishers 2 \
   --rate $((2 * RATE_PER_SIDE)) --subscribers $((2 * SUBS)) --topics 1 \

@@ -178,6 +178,10 @@ impl Engine {
         match event {
             Inbound::Have { origin, reply } => {
                 let _ = reply.send(self.seq.hwm(&origin));
+                // The origin's link now streams its log from our high-water
+                // mark: pulling the same range from anyone would fetch it twice
+                // (typically right after a heal). Count it as a pull in flight.
+                self.pulls.insert(origin, Instant::now());
             }
             Inbound::Msg { from, msg } => self.on_msg(from, msg),
         }
