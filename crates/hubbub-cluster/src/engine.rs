@@ -159,7 +159,7 @@ impl Engine {
                 },
                 // Time matters only while updates wait: a silent peer stops
                 // holding them once `order_wait` passes.
-                _ = tick.tick(), if self.seq.is_holding() => {}
+                _ = tick.tick(), if self.seq.is_holding() || self.seq.waiting() > 0 => {}
                 _ = ae.tick() => self.anti_entropy().await,
             }
             if !self.release().await {

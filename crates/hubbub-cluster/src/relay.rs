@@ -415,6 +415,10 @@ async fn stream_to(
     let mut last_seq = ctx.local.last_seq();
     let mut observed = ctx.local.observed();
     loop {
+        // Marks the stamps seen so far as answered by the watermark below. Taken
+        // before it: `observe` moves the clock before it changes `observed`, so
+        // the watermark covers them, and anything seen later wakes us again.
+        observed.borrow_and_update();
         // Everything logged since the cursor, then a watermark taken under the same lock.
         loop {
             let batch = ctx.local.read_from(cursor, BATCH);
@@ -440,8 +444,6 @@ async fn stream_to(
         flush(link).await?;
         state.cursor.store(cursor, Ordering::Relaxed);
         let sent = Instant::now();
-        // Marks what we have now as answered by the watermark just sent.
-        observed.borrow_and_update();
         let mut owed: Option<Instant> = None;
         loop {
             let wake = owed.unwrap_or(sent + ctx.watermark_keepalive);

@@ -791,3 +791,29 @@ async fn an_idle_cluster_only_sends_keepalive_watermarks() {
     }
     cluster.shutdown().await;
 }
+
+/// A peer that goes silent on the relay (its links frozen, gossip still fine, so
+/// it is not declared dead) holds delivery back for `order_wait` (500 ms here)
+/// and no longer, even though nothing arrives from it to wake the engine.
+#[tokio::test]
+async fn a_silent_peer_holds_delivery_only_for_order_wait() {
+    let (configs, proxies) = proxied_configs(2).await;
+    let mut cluster = TestCluster::start_with(configs).await;
+    let mut sub = cluster.node(0).subscribe(&[TOPIC]).await;
+    // Both relay directions: n2 neither sends nor gets anything, so not even
+    // its gossiped vector changes to wake n1.
+    proxies[0].freeze();
+    proxies[1].freeze();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    publish_ids(cluster.node(0), &["held".to_owned()]).await;
+    let event = sub.next_event(Duration::from_secs(3)).await;
+    assert_eq!(
+        event.and_then(|e| e.id).as_deref(),
+        Some("held"),
+        "n1 kept its own update waiting for a silent peer past order_wait"
+    );
+    proxies[0].restore();
+    proxies[1].restore();
+    cluster.wait_converged().await;
+    cluster.shutdown().await;
+}
