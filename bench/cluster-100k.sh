@@ -37,10 +37,10 @@ status=0
 "$BIN" bench "${hubs[@]}" "${pubs[@]}" --subscribers "$SUBS" --topics 1 --rate "$RATE" \
   --publishers "$NODES" --duration "$DURATION" --warmup "$WARMUP" --drain "$DRAIN" \
   --connect-rate "$CONNECT_RATE" --server-pid "$(node_pids_csv)" --json-out "$report" \
-  --fail-on-loss || status=$?
+  --fail-on-loss | tee "$OUT/cluster-100k.summary" || status=$?
 echo
 echo "== /cluster after the run: every node's version vector must be the same"
-python3 - "${NODE_IPS[@]}" <<'PY' || status=1
+python3 - "${NODE_IPS[@]}" <<'PY' | tee -a "$OUT/cluster-100k.summary" || status=1
 import json, sys, urllib.request
 vectors = {}
 for ip in sys.argv[1:]:

@@ -94,6 +94,32 @@ def load_rows(r):
     ]
 
 
+def read(path):
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def extra_sections(out):
+    """The hubbub-only runs of bench/all.sh, when their outputs are in OUT_DIR:
+    the 3-node cluster (cluster.sh), 100k subscribers on 6 nodes (cluster-100k.sh)
+    and the soak (soak.sh). nchan has no cluster of its own to compare with."""
+    lines = []
+    cluster = read(os.path.join(out, "cluster-summary.md"))
+    if cluster:
+        lines += ["## 3-node cluster (`bench/cluster.sh`, hubbub only)", "", cluster, ""]
+    big = read(os.path.join(out, "cluster-100k.summary"))
+    if big:
+        lines += ["## 100,000 subscribers on 6 nodes (`bench/cluster-100k.sh`, hubbub only)", "", "```", big, "```", ""]
+    soak = read(os.path.join(out, "soak-hubbub", "summary.txt"))
+    if soak:
+        lines += ["## Soak (`bench/soak.sh`)", "", "```", soak, "```", "",
+                  "Plots: `bench/out/soak-hubbub/latency.png`, `bench/out/soak-hubbub/rss.png`.", ""]
+    return lines
+
+
 def main():
     out, table = sys.argv[1], sys.argv[2]
     scenarios = [line.split("|", 2) for line in table.strip().splitlines() if line.strip()]
@@ -116,6 +142,7 @@ def main():
         if problems:
             lines += ["", "Problems: " + "; ".join(problems)]
         lines.append("")
+    lines += extra_sections(out)
     lines += ["## Commands", "", "```"]
     try:
         with open(os.path.join(out, "commands.txt")) as f:
