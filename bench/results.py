@@ -109,6 +109,8 @@ def extra_sections(out):
     lines = []
     cluster = read(os.path.join(out, "cluster-summary.md"))
     if cluster:
+        # Its own headings go one level under this section's.
+        cluster = "\n".join("###" + l[1:] if l.startswith("# ") else l for l in cluster.splitlines())
         lines += ["## 3-node cluster (`bench/cluster.sh`, hubbub only)", "", cluster, ""]
     big = read(os.path.join(out, "cluster-100k.summary"))
     if big:

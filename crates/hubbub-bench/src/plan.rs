@@ -53,6 +53,7 @@ pub struct Plan {
     pub pub_form_prefix: Vec<String>,
     /// Empty: let the kernel pick the source address.
     pub source_ips: Vec<IpAddr>,
+    pub source_ports: SourcePorts,
     pub token: Option<String>,
     /// For the report: the URLs as given, in the order of `sub_targets`/`pub_targets`.
     pub sub_urls: Vec<String>,
@@ -189,6 +190,7 @@ impl Plan {
             pub_targets,
             pub_form_prefix,
             source_ips,
+            source_ports: SourcePorts::outside(ephemeral_range()),
             token,
             sub_urls,
             pub_urls,
@@ -226,19 +228,18 @@ impl Plan {
     /// Each reconnect moves to another port so it never meets its own TIME_WAIT, and
     /// each run starts at its own offset so it rarely meets the previous run's.
     pub fn source_of(&self, slot: u32, generation: u32) -> Option<SocketAddr> {
-        const PORT_BASE: u64 = 20_000;
-        const PORT_SPAN: u64 = 65_536 - PORT_BASE;
         let ips = self.source_ips.len() as u64;
         if ips == 0 {
             return None;
         }
         let (slot, generation) = (u64::from(slot), u64::from(generation));
         let per_ip = u64::from(self.subscribers).div_ceil(ips);
-        let port =
-            PORT_BASE + (slot / ips + generation * per_ip + u64::from(self.run_id)) % PORT_SPAN;
+        let port = self
+            .source_ports
+            .nth(slot / ips + generation * per_ip + u64::from(self.run_id));
         Some(SocketAddr::new(
             self.source_ips[(slot % ips) as usize],
-            u16::try_from(port).unwrap_or(0),
+            port,
         ))
     }
 
@@ -342,6 +343,64 @@ pub struct PlanSummary {
     pub source_ips: usize,
 }
 
+/// The source ports the bench assigns to subscriber connections: every port
+/// above 1023 outside the kernel's ephemeral range. That range stays free for
+/// the connections the kernel numbers itself (publishers, the hubs' relay
+/// links): a port bound explicitly on any address is skipped by the kernel's
+/// own choice on every address, so 100k subscribers bound inside it left the
+/// publishers without a port (`no_local_port`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourcePorts {
+    low: u16,
+    high: u16,
+}
+
+impl SourcePorts {
+    const FIRST: u16 = 1024;
+    /// Below this many ports outside the range (a kernel configured to use
+    /// nearly all of them), the bench shares the range as before.
+    const MIN_SPAN: u32 = 20_000;
+
+    pub fn outside((low, high): (u16, u16)) -> Self {
+        let ports = Self { low, high };
+        if low < Self::FIRST || high < low || ports.span() < Self::MIN_SPAN {
+            // 20000..=65535 (nothing below, all above 19999), sharing the range.
+            return Self {
+                low: Self::FIRST,
+                high: 20_000 - 1,
+            };
+        }
+        ports
+    }
+
+    fn span(&self) -> u32 {
+        u32::from(self.low - Self::FIRST) + u32::from(u16::MAX - self.high)
+    }
+
+    /// The `i`-th port, wrapping around.
+    pub fn nth(&self, i: u64) -> u16 {
+        let below = u64::from(self.low - Self::FIRST);
+        let i = i % u64::from(self.span());
+        let port = if i < below {
+            u64::from(Self::FIRST) + i
+        } else {
+            u64::from(self.high) + 1 + (i - below)
+        };
+        u16::try_from(port).unwrap_or(0)
+    }
+}
+
+/// The kernel's ephemeral port range (Linux), or its default.
+fn ephemeral_range() -> (u16, u16) {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|text| {
+            let mut it = text.split_whitespace().map(str::parse::<u16>);
+            Some((it.next()?.ok()?, it.next()?.ok()?))
+        })
+        .unwrap_or((32_768, 60_999))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -384,6 +443,25 @@ mod tests {
                 .source_of(5, 0),
             None
         );
+    }
+
+    #[test]
+    fn source_ports_avoid_the_ephemeral_range() {
+        let ports = SourcePorts::outside((32_768, 60_999));
+        assert_eq!(ports.nth(0), 1024);
+        assert_eq!(ports.nth(32_767 - 1024), 32_767);
+        assert_eq!(ports.nth(32_768 - 1024), 61_000);
+        assert_eq!(ports.nth(u64::from(ports.span()) - 1), 65_535);
+        assert_eq!(ports.nth(u64::from(ports.span())), 1024, "wraps");
+        for i in (0..200_000).step_by(7) {
+            let p = ports.nth(i);
+            assert!((1024..32_768).contains(&p) || p > 60_999, "{i} -> {p}");
+        }
+        // Nearly the whole range ephemeral: fall back to 20000..=65535.
+        let shared = SourcePorts::outside((2_000, 65_000));
+        assert_eq!(shared.nth(0), 20_000);
+        assert_eq!(shared.nth(45_535), 65_535);
+        assert_eq!(shared.nth(45_536), 20_000);
     }
 
     #[tokio::test]
