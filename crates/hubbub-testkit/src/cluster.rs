@@ -30,18 +30,41 @@ pub const CLUSTER_SECRET: &str = "hubbub-test-cluster-secret";
 /// several gossip rounds, a 2 s join timeout and reconnect backoff, on a busy box.
 pub const CLUSTER_WAIT: Duration = Duration::from_secs(30);
 
-/// A free loopback TCP port (bound to port 0 and released).
+/// A free loopback TCP port (bound and released; see [`pick_port`]).
 pub fn free_tcp_addr() -> SocketAddr {
-    StdTcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free loopback TCP port")
+    pick_port(|addr| StdTcpListener::bind(addr).map(drop))
 }
 
-/// A free loopback UDP port (bound to port 0 and released).
+/// A free loopback UDP port (bound and released; see [`pick_port`]).
 pub fn free_udp_addr() -> SocketAddr {
-    UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .expect("a free loopback UDP port")
+    pick_port(|addr| UdpSocket::bind(addr).map(drop))
+}
+
+/// Member ports come from below the kernel's ephemeral range (32768-60999 by
+/// default). A port picked there and released before the node binds it can be
+/// taken in between only by another explicit pick, never by the kernel
+/// numbering some test's outgoing connection; with port 0 that happened when
+/// many cluster tests ran at once ("address already in use" for a relay port).
+const PICK_PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// The first port of [`PICK_PORTS`] that binds, starting at a place of this
+/// process's own (tests run as separate processes) and moving on per pick.
+fn pick_port(bind: impl Fn(SocketAddr) -> std::io::Result<()>) -> SocketAddr {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let span = u64::from(PICK_PORTS.end - PICK_PORTS.start);
+    let seed = u64::from(std::process::id()).wrapping_mul(7_919)
+        + std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::from(d.subsec_nanos()));
+    for _ in 0..span {
+        let offset = (seed + NEXT.fetch_add(1, Ordering::Relaxed) * 97) % span;
+        let port = PICK_PORTS.start + u16::try_from(offset).unwrap_or(0);
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        if bind(addr).is_ok() {
+            return addr;
+        }
+    }
+    panic!("no free loopback port in {PICK_PORTS:?}");
 }
 
 /// The addresses of one member.
@@ -53,8 +76,8 @@ pub struct MemberAddrs {
 }
 
 impl MemberAddrs {
-    /// Picks free loopback ports. They are released before the node binds them,
-    /// so another process could take one in between; that race is tiny.
+    /// Picks free loopback ports. They are released before the node binds them;
+    /// only another test's pick could take one in between (see [`pick_port`]).
     pub fn pick() -> Self {
         Self {
             http: free_tcp_addr(),
