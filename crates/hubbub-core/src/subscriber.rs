@@ -171,14 +171,6 @@ impl Subscriber {
         self.queue().frames.len()
     }
 
-    fn pop(&self) -> Result<Option<Bytes>, CloseReason> {
-        let mut q = self.queue();
-        match q.closed {
-            Some(reason) => Err(reason),
-            None => Ok(q.frames.pop_front()),
-        }
-    }
-
     /// Moves queued frames into `out` under one lock; how many, or why closed.
     fn pop_into(&self, out: &mut [Bytes]) -> Result<usize, CloseReason> {
         let mut q = self.queue();
@@ -222,15 +214,12 @@ impl Subscription {
         self.replay.len()
     }
 
-    /// A frame that is ready now, without waiting. Lets a writer gather everything
-    /// pending into one write.
+    /// A frame that is ready now, without waiting.
     pub fn try_next(&mut self) -> Option<Next> {
-        if let Some(frame) = self.replay.pop_front() {
-            return Some(self.output(frame));
-        }
-        match self.sub.pop() {
-            Ok(Some(frame)) => Some(self.output(frame)),
-            Ok(None) => None,
+        let mut one = [Bytes::new()];
+        match self.try_next_into(&mut one) {
+            Ok(0) => None,
+            Ok(_) => Some(Next::Frame(std::mem::take(&mut one[0]))),
             Err(reason) => Some(Next::Closed(reason)),
         }
     }
@@ -269,12 +258,6 @@ impl Subscription {
             }
             self.sub.notify.notified().await;
         }
-    }
-
-    fn output(&self, frame: Bytes) -> Next {
-        let now = self.clock.load(Ordering::Relaxed);
-        self.sub.last_output_ms.store(now, Ordering::Relaxed);
-        Next::Frame(frame)
     }
 }
 

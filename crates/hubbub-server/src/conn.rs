@@ -270,17 +270,19 @@ fn send_ready(
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
         Err(e) => return Err(e),
     };
-    if sent == total {
-        return Ok(None);
-    }
-    let mut rest = BytesMut::with_capacity(total - sent);
+    Ok((sent < total).then(|| unsent(slices, sent)))
+}
+
+/// The bytes of `slices` after the first `sent`, copied into one buffer.
+fn unsent(slices: &[IoSlice<'_>], sent: usize) -> Bytes {
+    let mut rest = BytesMut::new();
     let mut skip = sent;
     for slice in slices {
         let from = skip.min(slice.len());
         skip -= from;
         rest.put_slice(&slice[from..]);
     }
-    Ok(Some(rest.freeze()))
+    rest.freeze()
 }
 
 /// `{len:x}\r\n` into `buf`, without allocating.
@@ -386,6 +388,18 @@ mod tests {
                 "{}",
                 String::from_utf8_lossy(head)
             );
+        }
+    }
+
+    /// What a partial `sendmsg` leaves: cut in the chunk header, inside a
+    /// frame, between frames, in the trailer, or nothing sent at all.
+    #[test]
+    fn the_unsent_rest_follows_the_cut() {
+        let parts: [&[u8]; 4] = [b"a\r\n", b"data: x\n\n", b"", b"\r\n"];
+        let slices = parts.map(IoSlice::new);
+        let whole: Vec<u8> = parts.concat();
+        for sent in 0..=whole.len() {
+            assert_eq!(&unsent(&slices, sent)[..], &whole[sent..], "sent {sent}");
         }
     }
 

@@ -222,16 +222,18 @@ fn sse_body(live: LiveStream) -> Body {
     let open = stream::iter([Ok::<_, std::convert::Infallible>(Bytes::from_static(
         OPEN_COMMENT,
     ))]);
-    let frames = stream::unfold(Some(Err(live)), |state| async move {
-        let mut sub = match state? {
-            Ok(sub) => sub,
-            Err(live) => live.take()?,
+    // Taken on the first poll; once the stream ended, `take` finds the slot
+    // empty and the body ends.
+    let frames = stream::unfold((live, None), |(live, sub)| async move {
+        let mut sub = match sub {
+            Some(sub) => sub,
+            None => live.take()?,
         };
         let Next::Frame(first) = sub.next().await else {
             return None;
         };
         let (chunk, ended) = gather(&mut sub, first);
-        Some((Ok(chunk), (!ended).then_some(Ok(sub))))
+        Some((Ok(chunk), (live, (!ended).then_some(sub))))
     });
     Body::from_stream(futures_util::StreamExt::chain(open, frames))
 }

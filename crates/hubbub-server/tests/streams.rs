@@ -324,3 +324,28 @@ async fn shutdown_is_bounded_by_the_grace_period() {
     // properly for a reader that keeps up.
     assert!(reader.expect_end(WAIT).await.clean);
 }
+
+/// A subscription that is not the connection's first request (here pipelined
+/// behind a health check) is served by hyper, whose response body takes the
+/// subscription instead of the lean writer: it streams the same way.
+#[tokio::test]
+async fn a_subscription_after_another_request_on_the_connection_streams() {
+    let hub = TestHub::start(config()).await;
+    let mut conn = RawConn::connect(hub.addr).await;
+    let target = &hub.subscribe_url(&[TOPIC])[hub.base_url().len()..];
+    conn.write(
+        format!(
+            "GET /healthz HTTP/1.1\r\nHost: hubbub.test\r\n\r\n\
+             GET {target} HTTP/1.1\r\nHost: hubbub.test\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await;
+    conn.read_until(b"text/event-stream").await;
+    for id in ["k1", "k2"] {
+        hub.publish_ok(&[("topic", TOPIC), ("id", id), ("data", "x")])
+            .await;
+        conn.read_until(format!("id: {id}\n").as_bytes()).await;
+    }
+    assert_eq!(hub.metric("hubbub_subscribers").await, Some(1.0));
+}
