@@ -10,11 +10,11 @@ use chitchat::transport::{Transport, UdpTransport};
 use hubbub_proto::Update;
 use thiserror::Error;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::engine::{Engine, EngineParts, Flags, Timing};
+use crate::engine::{Control, Engine, EngineParts, Flags, Timing};
 use crate::local::LocalOrigin;
 use crate::membership::{GossipSettings, KEY_HTTP, KEY_READY, KEY_RELAY, Membership};
 use crate::relay::{self, RelayCtx, RelayStats};
@@ -135,6 +135,7 @@ pub struct Cluster {
     me: Origin,
     local: LocalOrigin,
     own_tx: mpsc::Sender<Arc<Stamped>>,
+    control: mpsc::Sender<Control>,
     view: watch::Receiver<ClusterView>,
     flags: Arc<Flags>,
     cancel: CancellationToken,
@@ -249,6 +250,7 @@ impl Cluster {
         let (own_tx, own_rx) = mpsc::channel(16 * 1024);
         let (inbound_tx, inbound_rx) = mpsc::channel(16 * 1024);
         let (out_tx, out_rx) = mpsc::channel(16 * 1024);
+        let (control, control_rx) = mpsc::channel(4);
         let (view_tx, view) = watch::channel(ClusterView::default());
         let flags = Arc::new(Flags::default());
         let cancel = CancellationToken::new();
@@ -267,6 +269,7 @@ impl Cluster {
             membership,
             own_rx,
             inbound_rx,
+            control_rx,
             out_tx,
             view_tx,
             flags: flags.clone(),
@@ -279,6 +282,7 @@ impl Cluster {
             me,
             local,
             own_tx,
+            control,
             view,
             flags,
             cancel,
@@ -301,7 +305,27 @@ impl Cluster {
             mpsc::error::TrySendError::Full(_) => SubmitError::Overloaded,
             mpsc::error::TrySendError::Closed(_) => SubmitError::ShuttingDown,
         })?;
-        Ok(self.local.stamp(update, |stamped| permit.send(stamped)))
+        self.local
+            .stamp(update, |stamped| permit.send(stamped))
+            .ok_or(SubmitError::ShuttingDown)
+    }
+
+    /// Leaves the cluster gracefully, before [`shutdown`](Self::shutdown):
+    /// submits are refused from now on; every connected relay link sends the
+    /// rest of our log and then a final watermark that tells its peer never
+    /// to wait for us again (so nobody holds delivery for `order_wait` on our
+    /// account); then gossip marks us as leaving and not ready. The node goes
+    /// on receiving and delivering peers' updates in order until shutdown, so
+    /// streams still open here stay consistent with the rest of the cluster.
+    /// Returns false if the links were not all flushed within `limit`.
+    pub async fn leave(&self, limit: Duration) -> bool {
+        self.local.seal();
+        self.flags.leaving.store(true, Ordering::Relaxed);
+        let (done, flushed) = oneshot::channel();
+        if self.control.send(Control::Leave(done)).await.is_err() {
+            return false;
+        }
+        matches!(tokio::time::timeout(limit, flushed).await, Ok(Ok(())))
     }
 
     /// This node's clock now: at least the wall clock and every stamp seen.
@@ -309,11 +333,12 @@ impl Cluster {
     /// aside) stamped at or below it, so waiting for `Through(clock)` makes a
     /// cross-node resume exact.
     pub fn clock(&self) -> u64 {
-        self.local.watermark()
+        self.local.now()
     }
 
+    /// Joined and caught up, and not leaving.
     pub fn is_ready(&self) -> bool {
-        self.flags.ready.load(Ordering::Relaxed)
+        self.flags.ready.load(Ordering::Relaxed) && !self.flags.leaving.load(Ordering::Relaxed)
     }
 
     /// Local subscriber count, gossiped to the other members.

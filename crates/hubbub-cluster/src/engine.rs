@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -61,7 +61,17 @@ impl Peer {
 #[derive(Debug, Default)]
 pub struct Flags {
     pub ready: AtomicBool,
+    /// Set by `Cluster::leave`: gossiped, and readiness reads false.
+    pub leaving: AtomicBool,
     pub subscribers: AtomicU64,
+}
+
+/// Requests from the `Cluster` handle that the engine answers.
+#[derive(Debug)]
+pub enum Control {
+    /// Answer once every connected link has sent our whole log and the
+    /// final watermark, and gossip says we are leaving.
+    Leave(oneshot::Sender<()>),
 }
 
 /// What [`Engine::new`] takes over: the engine runs as one task, so everything
@@ -80,6 +90,8 @@ pub struct EngineParts {
     pub own_rx: mpsc::Receiver<Arc<Stamped>>,
     /// What arrives on peers' links to our relay listener.
     pub inbound_rx: mpsc::Receiver<Inbound>,
+    /// Requests from the `Cluster` handle (leaving).
+    pub control_rx: mpsc::Receiver<Control>,
     /// The delivery order, to the hub side (the `Ordered` receiver).
     pub out_tx: mpsc::Sender<Delivery>,
     /// Where every anti-entropy round publishes the view `Cluster::view` reads.
@@ -101,12 +113,15 @@ pub struct Engine {
     membership: Membership,
     own_rx: mpsc::Receiver<Arc<Stamped>>,
     inbound_rx: mpsc::Receiver<Inbound>,
+    control_rx: mpsc::Receiver<Control>,
     out_tx: mpsc::Sender<Delivery>,
     view_tx: watch::Sender<ClusterView>,
     flags: Arc<Flags>,
     cancel: CancellationToken,
     tracker: TaskTracker,
     relay_addr: String,
+    /// A pending `Control::Leave`, answered once our links are flushed.
+    leaving: Option<oneshot::Sender<()>>,
     peers: BTreeMap<String, Peer>,
     pulls: HashMap<Origin, Instant>,
     gossiped: BTreeMap<Origin, u64>,
@@ -126,6 +141,8 @@ impl Engine {
             membership: parts.membership,
             own_rx: parts.own_rx,
             inbound_rx: parts.inbound_rx,
+            control_rx: parts.control_rx,
+            leaving: None,
             out_tx: parts.out_tx,
             view_tx: parts.view_tx,
             flags: parts.flags,
@@ -153,18 +170,20 @@ impl Engine {
                 _ = self.cancel.cancelled() => break,
                 Some(own) = self.own_rx.recv() => { self.seq.accept(own); }
                 Some(event) = self.inbound_rx.recv() => self.on_inbound(event),
+                Some(Control::Leave(done)) = self.control_rx.recv() => self.leaving = Some(done),
                 r = live.changed() => if r.is_ok() {
                     let nodes = live.borrow_and_update().clone();
                     self.on_members(membership::live_members(&nodes, &self.ctx.me));
                 },
                 // Time matters only while updates wait: a silent peer stops
                 // holding them once `order_wait` passes.
-                _ = tick.tick(), if self.seq.is_holding() || self.seq.waiting() > 0 => {}
+                _ = tick.tick(), if self.seq.is_holding() || self.seq.waiting() > 0 || self.leaving.is_some() => {}
                 _ = ae.tick() => self.anti_entropy().await,
             }
             if !self.release().await {
                 break;
             }
+            self.finish_leaving().await;
         }
         for peer in self.peers.values() {
             if let Some(link) = &peer.link {
@@ -172,6 +191,28 @@ impl Engine {
             }
         }
         self.membership.shutdown().await;
+    }
+
+    /// Answers a pending leave once every linked peer has our whole log and
+    /// our final watermark. Unlinked peers cannot be flushed: they repair
+    /// from the others by anti-entropy, as after any fault.
+    async fn finish_leaving(&mut self) {
+        if self.leaving.is_none() {
+            return;
+        }
+        let flushed = self.peers.values().all(|p| {
+            !p.is_linked()
+                || p.link
+                    .as_ref()
+                    .is_some_and(|l| l.state.sealed.load(Ordering::Relaxed))
+        });
+        if flushed {
+            self.gossip().await;
+            if let Some(done) = self.leaving.take() {
+                tracing::info!("left the cluster: relay links flushed, peers told");
+                let _ = done.send(());
+            }
+        }
     }
 
     fn on_inbound(&mut self, event: Inbound) {
@@ -279,7 +320,7 @@ impl Engine {
                     if let Some(link) = self.peers.remove(&node).and_then(|p| p.link) {
                         link.cancel.cancel();
                     }
-                    tracing::info!(peer = %member.origin, relay = ?member.relay_addr, "cluster member joined");
+                    tracing::info!(peer = %member.origin, relay = member.relay_addr.as_deref().unwrap_or("-"), "cluster member joined");
                     let link = member
                         .relay_addr
                         .clone()
@@ -489,10 +530,12 @@ impl Engine {
             .filter(|o| !vector.contains_key(*o))
             .map(hwm_key)
             .collect();
-        keys.push((
-            membership::KEY_READY.into(),
-            self.flags.ready.load(Ordering::Relaxed).to_string(),
-        ));
+        let leaving = self.flags.leaving.load(Ordering::Relaxed);
+        let ready = self.flags.ready.load(Ordering::Relaxed) && !leaving;
+        keys.push((membership::KEY_READY.into(), ready.to_string()));
+        if leaving {
+            keys.push((membership::KEY_LEAVING.into(), "true".into()));
+        }
         keys.push((
             membership::KEY_SUBSCRIBERS.into(),
             self.flags.subscribers.load(Ordering::Relaxed).to_string(),
@@ -516,6 +559,7 @@ impl Engine {
                 relay_addr: p.member.relay_addr.clone(),
                 http_addr: p.member.http_addr.clone(),
                 ready: p.member.ready,
+                leaving: p.member.leaving,
                 subscribers: p.member.subscribers,
                 vector: vector_view(&p.member.vector),
                 link: match &p.link {
@@ -556,7 +600,8 @@ impl Engine {
             cluster_id: self.ctx.cluster.clone(),
             node: self.ctx.me.node.to_string(),
             generation: self.ctx.me.generation,
-            ready: self.flags.ready.load(Ordering::Relaxed),
+            ready: self.flags.ready.load(Ordering::Relaxed)
+                && !self.flags.leaving.load(Ordering::Relaxed),
             relay_addr: self.relay_addr.clone(),
             subscribers: self.flags.subscribers.load(Ordering::Relaxed),
             vector: vector_view(&self.seq.vector()),

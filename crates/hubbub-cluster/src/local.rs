@@ -16,6 +16,19 @@ struct Inner {
     next_seq: u64,
     log: VecDeque<Arc<Stamped>>,
     capacity: usize,
+    /// Set when the node leaves: nothing more is stamped, so our watermark is
+    /// "everything": peers stop waiting for us as soon as they read it.
+    sealed: bool,
+}
+
+impl Inner {
+    fn watermark(&self) -> u64 {
+        if self.sealed {
+            u64::MAX
+        } else {
+            self.clock.watermark(Hlc::wall())
+        }
+    }
 }
 
 /// Shared by the submit path (stamping), the engine (clock observations) and
@@ -47,6 +60,7 @@ impl LocalOrigin {
             next_seq: 1,
             log: VecDeque::new(),
             capacity: capacity.max(1),
+            sealed: false,
         };
         Self {
             origin,
@@ -63,8 +77,16 @@ impl LocalOrigin {
     /// Stamps an update with the next seq and a fresh clock value, logs it, and
     /// hands it over (to the engine) while still holding the lock: a watermark
     /// read afterwards then never covers a stamp the engine could still miss.
-    pub fn stamp(&self, update: Update, hand_over: impl FnOnce(Arc<Stamped>)) -> Arc<Stamped> {
+    /// `None` once [`seal`](Self::seal)ed.
+    pub fn stamp(
+        &self,
+        update: Update,
+        hand_over: impl FnOnce(Arc<Stamped>),
+    ) -> Option<Arc<Stamped>> {
         let mut inner = self.lock();
+        if inner.sealed {
+            return None;
+        }
         let hlc = inner.clock.tick(Hlc::wall());
         let seq = inner.next_seq;
         inner.next_seq += 1;
@@ -83,7 +105,14 @@ impl LocalOrigin {
         hand_over(stamped.clone());
         drop(inner);
         self.last_seq_tx.send_replace(seq);
-        stamped
+        Some(stamped)
+    }
+
+    /// Stamps nothing more from now on, and wakes every link so that it sends
+    /// the rest of the log and then the final watermark (`u64::MAX`).
+    pub fn seal(&self) {
+        self.lock().sealed = true;
+        self.last_seq_tx.send_modify(|_| {});
     }
 
     pub fn observe(&self, remote_hlc: u64) {
@@ -103,7 +132,14 @@ impl LocalOrigin {
         self.observed_tx.subscribe()
     }
 
+    /// The stamp below which we will stamp nothing more (`u64::MAX` once sealed).
     pub fn watermark(&self) -> u64 {
+        self.lock().watermark()
+    }
+
+    /// The clock now: at least the wall clock and every stamp seen (unlike
+    /// [`watermark`](Self::watermark), also after sealing).
+    pub fn now(&self) -> u64 {
         self.lock().clock.watermark(Hlc::wall())
     }
 
@@ -131,11 +167,7 @@ impl LocalOrigin {
             .cloned()
             .collect();
         let caught_up = updates.last().map_or(start, |u| u.stamp.seq + 1) >= inner.next_seq;
-        let watermark = if caught_up {
-            inner.clock.watermark(Hlc::wall())
-        } else {
-            0
-        };
+        let watermark = if caught_up { inner.watermark() } else { 0 };
         Batch {
             updates,
             gap_to,
@@ -163,7 +195,7 @@ mod tests {
     fn stamps_are_contiguous_and_reads_resume_anywhere() {
         let local = LocalOrigin::new(Origin::new("n", 1), 3);
         let stamps: Vec<_> = (0..5)
-            .map(|i| local.stamp(update(&i.to_string()), drop))
+            .map(|i| local.stamp(update(&i.to_string()), drop).unwrap())
             .collect();
         assert!(
             stamps
@@ -184,5 +216,24 @@ mod tests {
             "not caught up: no watermark"
         );
         assert!(local.read_from(6, 10).updates.is_empty());
+    }
+
+    #[test]
+    fn a_sealed_origin_stamps_nothing_and_promises_everything() {
+        let local = LocalOrigin::new(Origin::new("n", 1), 8);
+        local.stamp(update("a"), drop).unwrap();
+        let mut woken = local.last_seq();
+        woken.borrow_and_update();
+        local.seal();
+        assert!(
+            woken.has_changed().unwrap(),
+            "links are woken to send the end"
+        );
+        assert!(local.stamp(update("b"), drop).is_none());
+        assert_eq!(local.newest(), 1);
+        assert_eq!(local.watermark(), u64::MAX);
+        assert!(local.now() < u64::MAX, "the clock itself goes on");
+        let end = local.read_from(1, 10);
+        assert_eq!((end.updates.len(), end.watermark), (1, u64::MAX));
     }
 }

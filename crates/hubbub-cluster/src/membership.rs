@@ -18,6 +18,8 @@ pub const KEY_RELAY: &str = "relay_addr";
 pub const KEY_HTTP: &str = "http_addr";
 pub const KEY_READY: &str = "ready";
 pub const KEY_SUBSCRIBERS: &str = "subscribers";
+/// Set (to `true`) by a node that is leaving gracefully.
+pub const KEY_LEAVING: &str = "leaving";
 const HWM_PREFIX: &str = "hwm:";
 
 /// The gossip key of one origin's high-water mark: `hwm:<generation>:<node>`
@@ -40,6 +42,7 @@ pub struct Member {
     pub relay_addr: Option<String>,
     pub http_addr: Option<String>,
     pub ready: bool,
+    pub leaving: bool,
     pub subscribers: u64,
     pub vector: BTreeMap<Origin, u64>,
 }
@@ -56,6 +59,7 @@ impl Member {
             relay_addr: state.get(KEY_RELAY).map(str::to_owned),
             http_addr: state.get(KEY_HTTP).map(str::to_owned),
             ready: state.get(KEY_READY) == Some("true"),
+            leaving: state.get(KEY_LEAVING) == Some("true"),
             subscribers: state
                 .get(KEY_SUBSCRIBERS)
                 .and_then(|v| v.parse().ok())

@@ -74,6 +74,8 @@ pub struct LinkState {
     pub reconnects: AtomicU64,
     /// Next seq of our origin this link will send (its backlog is what lies beyond).
     pub cursor: AtomicU64,
+    /// The final watermark (we left) went out after the whole log.
+    pub sealed: AtomicBool,
 }
 
 fn framed(stream: TcpStream) -> Link {
@@ -420,6 +422,7 @@ async fn stream_to(
         // the watermark covers them, and anything seen later wakes us again.
         observed.borrow_and_update();
         // Everything logged since the cursor, then a watermark taken under the same lock.
+        let watermark;
         loop {
             let batch = ctx.local.read_from(cursor, BATCH);
             if let Some(first) = batch.gap_to {
@@ -437,12 +440,16 @@ async fn stream_to(
                 cursor = u.stamp.seq + 1;
             }
             if batch.watermark > 0 {
-                send(link, &Msg::Watermark(batch.watermark), &ctx.stats).await?;
+                watermark = batch.watermark;
+                send(link, &Msg::Watermark(watermark), &ctx.stats).await?;
                 break;
             }
         }
         flush(link).await?;
         state.cursor.store(cursor, Ordering::Relaxed);
+        if watermark == u64::MAX {
+            state.sealed.store(true, Ordering::Relaxed);
+        }
         let sent = Instant::now();
         let mut owed: Option<Instant> = None;
         loop {

@@ -33,6 +33,8 @@ pub struct MemberView {
     pub relay_addr: Option<String>,
     pub http_addr: Option<String>,
     pub ready: bool,
+    /// It announced a graceful leave (it no longer holds delivery back).
+    pub leaving: bool,
     pub subscribers: u64,
     pub vector: BTreeMap<String, u64>,
     /// Our outbound relay link to it.

@@ -305,6 +305,37 @@ impl Hub {
         self.inner.lock_log().next_seq
     }
 
+    /// Ends every open stream gracefully, spread over at most `window` so that
+    /// its clients do not all reconnect (elsewhere) at the same instant: each
+    /// stream gets what is already queued, then an SSE `retry` field between
+    /// `retry` and twice that (jittered per subscriber), then its end. The
+    /// pace is [`DRAIN_RATE`] streams per second, or faster when `window` is
+    /// too short for that, so a hub with few subscribers drains at once.
+    /// Returns when the last stream has been told; publishing still works
+    /// meanwhile (streams not yet ended keep receiving). Returns how many.
+    pub async fn drain(&self, window: Duration, retry: Duration) -> usize {
+        let subs: Vec<Arc<Subscriber>> = self
+            .inner
+            .shards
+            .iter()
+            .flat_map(|shard| shard.read().all.values().cloned().collect::<Vec<_>>())
+            .collect();
+        let spread = Duration::from_secs_f64(subs.len() as f64 / DRAIN_RATE).min(window);
+        let start = tokio::time::Instant::now();
+        let mut ended = 0;
+        for (i, sub) in subs.iter().enumerate() {
+            let at = start + spread.mul_f64(i as f64 / subs.len() as f64);
+            if at > tokio::time::Instant::now() + DRAIN_STEP {
+                tokio::time::sleep_until(at).await;
+            }
+            if sub.finish(retry_frame(sub.id, retry), CloseReason::Shutdown) {
+                self.inner.metrics.closed(CloseReason::Shutdown);
+                ended += 1;
+            }
+        }
+        ended
+    }
+
     /// Ends every stream cleanly (clients reconnect elsewhere), refuses new work and
     /// stops the background tasks. Idempotent.
     pub async fn shutdown(&self) {
@@ -324,6 +355,20 @@ impl Hub {
     pub fn is_shutting_down(&self) -> bool {
         self.inner.cancel.is_cancelled()
     }
+}
+
+/// Streams [`Hub::drain`] ends per second: enough to empty a full node in
+/// seconds, few enough that the nodes taking the reconnects are not stormed.
+pub const DRAIN_RATE: f64 = 2_000.0;
+/// Streams due within this much of now are ended without sleeping first.
+const DRAIN_STEP: Duration = Duration::from_millis(5);
+
+/// `retry: N` (ms) in `[retry, 2 * retry)`, jittered by subscriber id so the
+/// clients of one drained node come back at different times.
+fn retry_frame(id: u64, retry: Duration) -> Bytes {
+    let base = retry.as_millis() as u64;
+    let jitter = id.wrapping_mul(0x9E37_79B9_7F4A_7C15) % base.max(1);
+    Bytes::from(format!("retry: {}\n\n", base + jitter))
 }
 
 impl Inner {

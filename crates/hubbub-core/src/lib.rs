@@ -15,6 +15,8 @@ mod subscriber;
 mod sweeper;
 
 pub use history::{HistoryLimits, Resume};
-pub use hub::{Hub, HubConfig, Limits, PublishError, Published, SubscribeError, SubscribeRequest};
+pub use hub::{
+    DRAIN_RATE, Hub, HubConfig, Limits, PublishError, Published, SubscribeError, SubscribeRequest,
+};
 pub use metrics::{HubMetrics, NoMetrics};
 pub use subscriber::{CloseReason, Next, Subscription};

@@ -65,6 +65,15 @@ pub enum Next {
 struct Queue {
     frames: VecDeque<Bytes>,
     closed: Option<CloseReason>,
+    /// Set by [`Subscriber::finish`]: nothing more is queued, and the stream
+    /// ends for this reason once the frames already queued are written.
+    ending: Option<CloseReason>,
+}
+
+impl Queue {
+    fn is_open(&self) -> bool {
+        self.closed.is_none() && self.ending.is_none()
+    }
 }
 
 /// The part of a subscriber that the dispatcher and the sweeper touch.
@@ -126,7 +135,7 @@ impl Subscriber {
     /// Queues a shared frame without blocking; `capacity` bounds the live queue.
     pub fn offer(&self, frame: &Bytes, capacity: usize) -> Offer {
         let mut q = self.queue();
-        if q.closed.is_some() {
+        if !q.is_open() {
             return Offer::AlreadyClosed;
         }
         if q.frames.len() >= capacity {
@@ -146,7 +155,7 @@ impl Subscriber {
     /// a dead connection just as well).
     pub fn offer_heartbeat(&self, frame: &Bytes) {
         let mut q = self.queue();
-        if q.closed.is_none() && q.frames.is_empty() {
+        if q.is_open() && q.frames.is_empty() {
             q.frames.push_back(frame.clone());
             drop(q);
             self.notify.notify_one();
@@ -157,11 +166,27 @@ impl Subscriber {
     /// last id it received, so they are not owed. Returns false if already closed.
     pub fn close(&self, reason: CloseReason) -> bool {
         let mut q = self.queue();
-        if q.closed.is_some() {
+        if !q.is_open() {
             return false;
         }
         q.closed = Some(reason);
         q.frames.clear();
+        drop(q);
+        self.notify.notify_one();
+        true
+    }
+
+    /// Ends the stream gracefully: `last` (e.g. an SSE `retry` field) is
+    /// queued after the frames already waiting, nothing else is accepted, and
+    /// the consumer sees the end once it has taken them all. A later
+    /// [`close`](Self::close) does not drop them. Returns false if already over.
+    pub fn finish(&self, last: Bytes, reason: CloseReason) -> bool {
+        let mut q = self.queue();
+        if !q.is_open() {
+            return false;
+        }
+        q.frames.push_back(last);
+        q.ending = Some(reason);
         drop(q);
         self.notify.notify_one();
         true
@@ -178,6 +203,11 @@ impl Subscriber {
             return Err(reason);
         }
         let n = out.len().min(q.frames.len());
+        if q.frames.is_empty()
+            && let Some(reason) = q.ending
+        {
+            return Err(reason);
+        }
         for (slot, frame) in out.iter_mut().zip(q.frames.drain(..n)) {
             *slot = frame;
         }

@@ -325,3 +325,81 @@ async fn try_next_into_batches_replay_then_live_then_reports_the_end() {
     hub.shutdown().await;
     assert_eq!(sub.try_next_into(&mut out), Err(CloseReason::Shutdown));
 }
+
+/// A drained stream gets what was queued, then a jittered `retry`, then its
+/// end; a later shutdown does not drop those last frames; streams are ended
+/// spread over the window at `DRAIN_RATE`, not all at once, and publishing
+/// keeps working for streams not yet ended.
+#[tokio::test(start_paused = true)]
+async fn drain_ends_streams_gracefully_and_spread_out() {
+    let hub = hub(Limits::default());
+    let mut first = hub.subscribe(request(&["*"], Resume::Live)).unwrap();
+    hub.publish(update("queued", &["t"])).unwrap();
+    // Let the dispatcher queue it before the drain starts.
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let n = 4_000; // two seconds' worth at DRAIN_RATE
+    let mut others: Vec<Subscription> = (0..n)
+        .map(|_| hub.subscribe(request(&["*"], Resume::Live)).unwrap())
+        .collect();
+    let started = tokio::time::Instant::now();
+    let drain = tokio::spawn({
+        let hub = hub.clone();
+        async move {
+            hub.drain(Duration::from_secs(60), Duration::from_millis(500))
+                .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    hub.publish(update("during", &["t"])).unwrap();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(drain.await.unwrap(), n + 1);
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(1_900) && took < Duration::from_secs(3),
+        "{n} streams at {} per second took {took:?}",
+        hubbub_core::DRAIN_RATE
+    );
+    hub.shutdown().await;
+
+    let mut frames = Vec::new();
+    loop {
+        match first.next().await {
+            Next::Frame(f) => frames.push(String::from_utf8(f.to_vec()).unwrap()),
+            Next::Closed(reason) => {
+                assert_eq!(reason, CloseReason::Shutdown);
+                break;
+            }
+        }
+    }
+    assert!(frames[0].contains("id: queued"), "{frames:?}");
+    let retry: u64 = frames
+        .last()
+        .unwrap()
+        .strip_prefix("retry: ")
+        .and_then(|r| r.trim().parse().ok())
+        .unwrap_or_else(|| panic!("last frame is no retry field: {frames:?}"));
+    assert!((500..1000).contains(&retry), "retry {retry}");
+
+    // The last stream to be ended was still live when "during" was published.
+    let last = others.last_mut().unwrap();
+    let mut got_during = false;
+    let mut retries = std::collections::HashSet::new();
+    while let Next::Frame(f) = last.next().await {
+        got_during |= String::from_utf8_lossy(&f).contains("id: during\n");
+        if f.starts_with(b"retry: ") {
+            retries.insert(f);
+        }
+    }
+    assert!(
+        got_during,
+        "a stream ended late still received live updates"
+    );
+    for sub in others.iter_mut().take(50) {
+        while let Next::Frame(f) = sub.next().await {
+            if f.starts_with(b"retry: ") {
+                retries.insert(f);
+            }
+        }
+    }
+    assert!(retries.len() > 10, "retry values are jittered: {retries:?}");
+}

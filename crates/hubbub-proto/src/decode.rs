@@ -27,11 +27,20 @@ pub struct EventParser {
     event_type: Option<String>,
     data: Option<String>,
     retry: Option<u64>,
+    /// The stream's reconnection time: the last valid `retry` seen, whether or
+    /// not an event was dispatched with it (WHATWG: it applies at once).
+    reconnection_time: Option<u64>,
 }
 
 impl EventParser {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The last `retry` the stream set, in ms (what `EventSource` would wait
+    /// before reconnecting).
+    pub fn reconnection_time(&self) -> Option<u64> {
+        self.reconnection_time
     }
 
     /// Feeds raw bytes (any split) and returns what they completed.
@@ -77,7 +86,12 @@ impl EventParser {
             }
             "event" => self.event_type = Some(value.to_owned()),
             "id" if !value.contains('\0') => self.last_id = Some(value.to_owned()),
-            "retry" => self.retry = value.parse().ok().or(self.retry),
+            "retry" => {
+                if let Ok(ms) = value.parse() {
+                    self.retry = Some(ms);
+                    self.reconnection_time = Some(ms);
+                }
+            }
             _ => {}
         }
     }

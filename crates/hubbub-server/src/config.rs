@@ -61,6 +61,10 @@ pub struct Config {
     pub global_publish_rate: f64,
     #[serde(deserialize_with = "duration")]
     pub shutdown_grace: Duration,
+    /// On shutdown, streams end spread over at most this long (clients
+    /// reconnect elsewhere without a storm).
+    #[serde(deserialize_with = "duration")]
+    pub drain_window: Duration,
     /// Cluster: no seeds means a single node.
     pub seeds: Vec<String>,
     /// Defaults to the host name.
@@ -115,6 +119,7 @@ impl Default for Config {
             publish_burst: 50,
             global_publish_rate: 0.0,
             shutdown_grace: Duration::from_secs(10),
+            drain_window: Duration::from_secs(5),
             seeds: Vec::new(),
             node_id: None,
             cluster_id: "hubbub".into(),
@@ -233,6 +238,7 @@ impl Config {
             cors_origins: self.cors_origins.clone(),
             publish_origins: self.publish_origins.clone(),
             shutdown_grace: self.shutdown_grace,
+            drain_window: self.drain_window,
             cluster: self.cluster()?,
         })
     }
@@ -371,6 +377,7 @@ pub struct Settings {
     pub cors_origins: Vec<String>,
     pub publish_origins: Vec<String>,
     pub shutdown_grace: Duration,
+    pub drain_window: Duration,
     /// Fixed at start-up (a reload does not change it).
     pub cluster: Option<ClusterConfig>,
 }

@@ -74,14 +74,47 @@ pub async fn run(
         tracker.spawn(conn);
     }
     drop(listener);
-    let grace = state.settings.load().shutdown_grace;
-    tracing::info!(?grace, "shutting down: ending streams");
+    drain(&state, &tracker).await;
+    Ok(())
+}
+
+/// How long leaving the cluster (flushing relay links) may take.
+const LEAVE_LIMIT: Duration = Duration::from_secs(3);
+/// The SSE `retry` sent to drained streams (jittered up to twice this).
+const DRAIN_RETRY: Duration = Duration::from_secs(1);
+
+/// The shutdown order, once accepting has stopped: turn not-ready; leave the
+/// cluster (no more publishes here, relay backlog flushed, peers stop waiting
+/// for us); end streams spread over `drain_window` with a `retry` so clients
+/// reconnect elsewhere without a storm (they keep receiving until then);
+/// stop the hub; give connections `shutdown_grace` to finish; stop the
+/// cluster node.
+async fn drain(state: &SharedState, tracker: &TaskTracker) {
+    state.draining.store(true, Ordering::Relaxed);
+    let settings = state.settings.load_full();
+    if let Some(cluster) = &state.cluster {
+        let started = std::time::Instant::now();
+        let flushed = cluster
+            .leave(LEAVE_LIMIT.min(settings.shutdown_grace))
+            .await;
+        tracing::info!(flushed, took = ?started.elapsed(), "left the cluster");
+    }
+    let window = settings.drain_window;
+    tracing::info!(?window, "draining: ending streams");
+    let ended = state.hub.drain(window, DRAIN_RETRY).await;
+    tracing::info!(streams = ended, "draining: every stream told to end");
     state.hub.shutdown().await;
     tracker.close();
+    let grace = settings.shutdown_grace;
     if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
-        tracing::warn!("grace period over; remaining connections are dropped");
+        tracing::warn!(
+            ?grace,
+            "grace period over; remaining connections are dropped"
+        );
     }
-    Ok(())
+    if let Some(cluster) = &state.cluster {
+        cluster.shutdown().await;
+    }
 }
 
 /// Held for as long as a connection is open: its slot under the cap, and the gauge.

@@ -2,6 +2,7 @@
 //! metrics, rate limiters and the compiled-selector cache.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -30,6 +31,9 @@ pub struct AppState {
     pub cluster: Option<Cluster>,
     /// In a cluster: the clock value up to which the ordered log is in the hub.
     pub delivered: Option<tokio::sync::watch::Receiver<u64>>,
+    /// Set when shutdown begins: readiness fails at once so load balancers
+    /// send new clients elsewhere while streams drain.
+    pub draining: AtomicBool,
     selectors: Mutex<HashMap<String, Selector>>,
 }
 
@@ -45,6 +49,7 @@ impl AppState {
             global_limiter: RateLimiter::default(),
             cluster,
             delivered: None,
+            draining: AtomicBool::new(false),
             selectors: Mutex::default(),
         }
     }
@@ -76,9 +81,11 @@ impl AppState {
         }
     }
 
-    /// Ready to serve: not shutting down and, in a cluster, caught up.
+    /// Ready to serve: not draining or shutting down and, in a cluster, caught up.
     pub fn is_ready(&self) -> bool {
-        !self.hub.is_shutting_down() && self.cluster.as_ref().is_none_or(Cluster::is_ready)
+        !self.draining.load(Ordering::Relaxed)
+            && !self.hub.is_shutting_down()
+            && self.cluster.as_ref().is_none_or(Cluster::is_ready)
     }
 
     /// Counts the rejection, then hands the error back for the response.

@@ -817,3 +817,56 @@ async fn a_silent_peer_holds_delivery_only_for_order_wait() {
     cluster.wait_converged().await;
     cluster.shutdown().await;
 }
+
+/// A node that stops gracefully leaves first: its last watermark promises
+/// "nothing more from me", so the others deliver at once instead of holding
+/// updates until it has been silent for `order_wait` (5 s here) or declared
+/// dead. A stream on the leaving node ends with an SSE `retry` and resumes on
+/// another node without loss or repeat.
+#[tokio::test]
+async fn a_node_leaving_gracefully_holds_nobody_back() {
+    let mut configs = member_configs(3);
+    for c in &mut configs {
+        // Slow failure detection too (~1.5-3 s), so that a hold shows.
+        c.order_wait = Duration::from_secs(5);
+        c.gossip_interval = Duration::from_millis(300);
+    }
+    let mut cluster = TestCluster::start_with(configs).await;
+    let staying = Collector::subscribe(cluster.node(2), &[TOPIC], None).await;
+    let mut leaving_sub = cluster.node(1).subscribe(&[TOPIC]).await;
+    let before = ids("before", 5);
+    publish_ids(cluster.node(0), &before).await;
+    staying.wait_len(before.len(), EVENTS_WAIT).await;
+
+    cluster.stop(1).await;
+    let started = std::time::Instant::now();
+    publish_ids(cluster.node(0), &["after".to_owned()]).await;
+    staying.wait_len(before.len() + 1, EVENTS_WAIT).await;
+    let held = started.elapsed();
+    assert!(
+        held < Duration::from_millis(700),
+        "n3 held an update {held:?} for a node that had left (order_wait 5 s)"
+    );
+
+    // The stream on the node that left: what it had, then a retry, then the end.
+    let mut got = Vec::new();
+    while let Some(event) = leaving_sub.next_event(Duration::from_secs(5)).await {
+        got.extend(event.id);
+    }
+    assert!(
+        leaving_sub.end().is_some(),
+        "the stream on the node that left ended"
+    );
+    assert_eq!(
+        got, before,
+        "the leaving node's stream got everything before it ended"
+    );
+    let retry = leaving_sub
+        .reconnection_time()
+        .expect("the drained stream carried an SSE retry");
+    assert!((1000..2000).contains(&retry), "retry {retry} ms");
+    let resumed =
+        Collector::subscribe(cluster.node(2), &[TOPIC], got.last().map(String::as_str)).await;
+    assert_eq!(resumed.settle(1, EVENTS_WAIT, EXTRA).await, ["after"]);
+    cluster.shutdown().await;
+}

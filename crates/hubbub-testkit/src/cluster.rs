@@ -47,10 +47,17 @@ pub fn free_udp_addr() -> SocketAddr {
 /// many cluster tests ran at once ("address already in use" for a relay port).
 const PICK_PORTS: std::ops::Range<u16> = 20_000..32_000;
 
-/// The first port of [`PICK_PORTS`] that binds, starting at a place of this
-/// process's own (tests run as separate processes) and moving on per pick.
+/// The first port of [`PICK_PORTS`] that binds and that no other test process
+/// has claimed, starting at a place of this process's own (tests run as
+/// separate processes) and moving on per pick.
+///
+/// Binding alone is not enough: between a pick and the node's bind, another
+/// process can pick the same (still free) port. So every pick also takes an
+/// advisory lock on a per-port file, held until this process exits (the
+/// kernel drops it then, also on a crash); other processes skip locked ports.
 fn pick_port(bind: impl Fn(SocketAddr) -> std::io::Result<()>) -> SocketAddr {
     static NEXT: AtomicU64 = AtomicU64::new(0);
+    static CLAIMS: Mutex<Vec<std::fs::File>> = Mutex::new(Vec::new());
     let span = u64::from(PICK_PORTS.end - PICK_PORTS.start);
     let seed = u64::from(std::process::id()).wrapping_mul(7_919)
         + std::time::SystemTime::now()
@@ -59,12 +66,30 @@ fn pick_port(bind: impl Fn(SocketAddr) -> std::io::Result<()>) -> SocketAddr {
     for _ in 0..span {
         let offset = (seed + NEXT.fetch_add(1, Ordering::Relaxed) * 97) % span;
         let port = PICK_PORTS.start + u16::try_from(offset).unwrap_or(0);
+        let Some(claim) = claim_port(port) else {
+            continue;
+        };
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         if bind(addr).is_ok() {
+            lock(&CLAIMS).push(claim);
             return addr;
         }
     }
     panic!("no free loopback port in {PICK_PORTS:?}");
+}
+
+/// An exclusive lock on `port`'s claim file, or `None` if another process holds it.
+fn claim_port(port: u16) -> Option<std::fs::File> {
+    let dir = std::env::temp_dir().join("hubbub-testkit-ports");
+    std::fs::create_dir_all(&dir).ok()?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(port.to_string()))
+        .ok()?;
+    file.try_lock().ok()?;
+    Some(file)
 }
 
 /// The addresses of one member.

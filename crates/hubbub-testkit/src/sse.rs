@@ -116,6 +116,11 @@ impl SseClient {
         &self.raw
     }
 
+    /// The reconnection time the stream set with `retry` (ms), if any.
+    pub fn reconnection_time(&self) -> Option<u64> {
+        self.parser.reconnection_time()
+    }
+
     /// `Some` once the body has ended.
     pub fn end(&self) -> Option<&StreamEnd> {
         self.end.as_ref()

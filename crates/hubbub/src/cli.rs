@@ -29,6 +29,20 @@ pub enum Command {
     Subscribe(SubscribeArgs),
     /// Load, latency and soak benchmarks against hubbub or nchan.
     Bench(Box<hubbub_bench::BenchArgs>),
+    /// Health check for containers (the image has no curl): exit 0 when the
+    /// local hub answers 200 on `--path`, 1 otherwise.
+    Probe(ProbeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    /// The hub's listen address (an unspecified IP means loopback).
+    #[arg(long, env = "HUBBUB_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    #[arg(long, default_value = "/readyz")]
+    pub path: String,
+    #[arg(long, default_value = "2s", value_parser = duration)]
+    pub timeout: std::time::Duration,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -112,8 +126,13 @@ pub struct ServeArgs {
     /// Publishes per second for the whole hub (0 = off).
     #[arg(long, env = "HUBBUB_GLOBAL_PUBLISH_RATE")]
     pub global_publish_rate: Option<f64>,
+    /// After streams are drained, how long connections may take to finish.
     #[arg(long, env = "HUBBUB_SHUTDOWN_GRACE", value_parser = duration)]
     pub shutdown_grace: Option<std::time::Duration>,
+    /// On shutdown, streams end spread over at most this long, each told to
+    /// reconnect (elsewhere) with an SSE `retry`.
+    #[arg(long, env = "HUBBUB_DRAIN_WINDOW", value_parser = duration)]
+    pub drain_window: Option<std::time::Duration>,
     /// Cluster members to join (comma-separated host:port of their gossip address;
     /// DNS names are re-resolved). Without seeds the node runs alone.
     #[arg(long, env = "HUBBUB_SEEDS", value_delimiter = ',')]
@@ -195,7 +214,7 @@ impl ServeArgs {
             gossip_interval,
             order_wait
         );
-        set!(cluster_log_size);
+        set!(cluster_log_size, drain_window);
         set_opt!(node_id, gossip_advertise, relay_advertise, cluster_secret);
         set_opt!(
             jwt_key,

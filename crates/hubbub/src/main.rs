@@ -1,8 +1,10 @@
 //! The `hubbub` binary: argument parsing, logging, signals; the only place that
 //! uses `anyhow`. Everything else lives in the library crates.
 
+mod advertise;
 mod cli;
 mod client;
+mod probe;
 mod serve;
 
 use clap::Parser;
@@ -19,6 +21,7 @@ fn main() -> anyhow::Result<()> {
             Command::Serve(args) => serve::serve(*args).await,
             Command::Publish(args) => client::publish(args).await,
             Command::Subscribe(args) => client::subscribe(args).await,
+            Command::Probe(args) => probe::probe(args).await,
             Command::Bench(args) => {
                 hubbub_bench::run(*args).await?;
                 Ok(())

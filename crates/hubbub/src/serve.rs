@@ -7,11 +7,13 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
+use crate::advertise;
 use crate::cli::{LogFormat, ServeArgs};
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     init_logging(args.log_format);
-    let config = args.config()?;
+    let mut config = args.config()?;
+    advertise::fill_in(&mut config);
     let settings = config.settings()?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -53,7 +55,11 @@ async fn watch_signals(
 
 /// Keeps the old settings when the new ones do not validate.
 fn reload(server: &Server, args: &ServeArgs) {
-    match args.config().and_then(|c| c.settings()) {
+    let config = args.config().map(|mut c| {
+        advertise::fill_in(&mut c);
+        c
+    });
+    match config.and_then(|c| c.settings()) {
         Ok(settings) => {
             server.reload(settings);
             tracing::info!("configuration reloaded");
