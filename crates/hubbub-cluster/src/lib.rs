@@ -19,6 +19,7 @@ pub mod wire;
 pub use cluster::{
     Cluster, ClusterConfig, ClusterError, Delivery, Ordered, SubmitError, fresh_generation,
 };
+pub use relay::MAX_UNAUTHENTICATED;
 pub use sequencer::{Sequencer, SequencerLimits, SequencerStats};
 pub use stamp::{Hlc, OrderKey, Origin, Stamp, Stamped};
 pub use view::{ClusterStats, ClusterView, MemberView};

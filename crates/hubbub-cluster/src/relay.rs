@@ -14,7 +14,7 @@ use futures_util::{SinkExt, StreamExt};
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 use tokio_util::sync::CancellationToken;
 
@@ -23,6 +23,13 @@ use crate::stamp::Origin;
 use crate::wire::{MAX_FRAME, Msg, PROTOCOL};
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest frame before the peer has proved the cluster secret: a handshake
+/// message is a few hundred bytes. The codec reserves what a length prefix
+/// announces, so a stranger must not be able to announce `MAX_FRAME`.
+const HANDSHAKE_MAX_FRAME: usize = 4 << 10;
+/// Inbound connections still in their handshake, at most; more are closed at
+/// once (a stranger cannot hold memory or tasks beyond this).
+pub const MAX_UNAUTHENTICATED: usize = 64;
 /// Updates read from the local log per write batch.
 const BATCH: usize = 256;
 
@@ -78,14 +85,20 @@ pub struct LinkState {
     pub sealed: AtomicBool,
 }
 
+/// A link whose frames are capped at handshake size until [`authenticated`].
 fn framed(stream: TcpStream) -> Link {
     let _ = stream.set_nodelay(true);
     Framed::new(
         stream,
         LengthDelimitedCodec::builder()
-            .max_frame_length(MAX_FRAME)
+            .max_frame_length(HANDSHAKE_MAX_FRAME)
             .new_codec(),
     )
+}
+
+/// The peer proved the secret: full-size frames from now on.
+fn authenticated(link: &mut Link) {
+    link.codec_mut().set_max_frame_length(MAX_FRAME);
 }
 
 /// HMAC-SHA256 over everything a handshake message binds: protocol, cluster,
@@ -175,6 +188,7 @@ pub async fn listen(
     inbound: mpsc::Sender<Inbound>,
     cancel: CancellationToken,
 ) {
+    let handshakes = Arc::new(Semaphore::new(MAX_UNAUTHENTICATED));
     loop {
         let (stream, addr) = tokio::select! {
             _ = cancel.cancelled() => return,
@@ -187,11 +201,15 @@ pub async fn listen(
                 }
             },
         };
+        let Ok(handshake) = handshakes.clone().try_acquire_owned() else {
+            tracing::debug!(%addr, "relay link refused: too many handshakes in progress");
+            continue;
+        };
         let (ctx, inbound, cancel) = (ctx.clone(), inbound.clone(), cancel.clone());
         tokio::spawn(async move {
             tokio::select! {
                 _ = cancel.cancelled() => {}
-                r = serve_inbound(framed(stream), &ctx, &inbound) => if let Err(e) = r {
+                r = serve_inbound(framed(stream), handshake, &ctx, &inbound) => if let Err(e) = r {
                     tracing::debug!(%addr, error = %e, "inbound relay link closed");
                 },
             }
@@ -199,8 +217,11 @@ pub async fn listen(
     }
 }
 
+/// `handshake` holds one of the [`MAX_UNAUTHENTICATED`] places until the peer
+/// has proved the secret (or failed to).
 async fn serve_inbound(
     mut link: Link,
+    handshake: OwnedSemaphorePermit,
     ctx: &RelayCtx,
     inbound: &mpsc::Sender<Inbound>,
 ) -> std::io::Result<()> {
@@ -232,6 +253,8 @@ async fn serve_inbound(
             claimed_node = %node, "relay link refused: wrong cluster id or cluster secret");
         return Err(protocol_error("authentication failed"));
     }
+    drop(handshake);
+    authenticated(&mut link);
     let from = Origin::new(node, generation);
     let (reply, have) = oneshot::channel();
     inbound
@@ -289,6 +312,7 @@ pub async fn run_link(
             let stream = connect(&addr, ctx.bind_ip).await?;
             let mut link = framed(stream);
             let have = handshake(&mut link, &ctx, &peer).await?;
+            authenticated(&mut link);
             state.connected.store(true, Ordering::Relaxed);
             tracing::debug!(%peer, %addr, have, "outbound relay link up");
             stream_to(&mut link, &ctx, have + 1, &mut extra, &state).await

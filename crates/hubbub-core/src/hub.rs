@@ -258,14 +258,17 @@ impl Hub {
             request.deadline,
             inner.clock.load(Ordering::Relaxed),
         ));
-        let replay: VecDeque<Bytes> = log
-            .history
-            .since(point.from_seq)
+        // Under the lock only the snapshot (reference counts) and the
+        // registration; matching the history against the selectors happens
+        // after it, so a heavy replay never holds up publishers.
+        let snapshot: Vec<Arc<Published>> = log.history.since(point.from_seq).cloned().collect();
+        inner.shards[shard].write().insert(&sub);
+        drop(log);
+        let replay: VecDeque<Bytes> = snapshot
+            .iter()
             .filter(|p| cache.visible(&sub, &p.update))
             .map(|p| p.frame.clone())
             .collect();
-        inner.shards[shard].write().insert(&sub);
-        drop(log);
 
         Ok(Subscription {
             sub,

@@ -403,3 +403,58 @@ async fn drain_ends_streams_gracefully_and_spread_out() {
     }
     assert!(retries.len() > 10, "retry values are jittered: {retries:?}");
 }
+
+/// Replaying a long history through heavy selectors costs the subscriber's
+/// task, not the hub: publishes are not held up while it runs (the history is
+/// matched outside the lock publishers take).
+#[test]
+fn a_heavy_replay_does_not_hold_up_publishers() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let _guard = rt.enter();
+    let mut limits = Limits::default();
+    limits.history.max_entries = 20_000;
+    let hub = hub(limits);
+    // Distinct topics, so the per-subscription match cache cannot help.
+    for i in 0..20_000 {
+        let u = update(&format!("h{i}"), &[&format!("https://a/{i}/x")]);
+        // The dispatch backlog is small: wait it out.
+        while hub.publish(u.clone()).is_err() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    let selectors: Vec<String> = (0..200)
+        .map(|i| format!("https://b/{i}/{{a}}{{/b,c}}{{?d,e}}"))
+        .collect();
+    let heavy = {
+        let hub = hub.clone();
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            let refs: Vec<&str> = selectors.iter().map(String::as_str).collect();
+            let sub = hub.subscribe(request(&refs, Resume::Earliest)).unwrap();
+            (started.elapsed(), sub.replay_len())
+        })
+    };
+    std::thread::sleep(Duration::from_millis(20));
+    let mut slowest = Duration::ZERO;
+    for i in 0..20 {
+        let started = Instant::now();
+        hub.publish(update(&format!("p{i}"), &["https://a/p"]))
+            .unwrap();
+        slowest = slowest.max(started.elapsed());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let (replay_took, replayed) = heavy.join().unwrap();
+    assert_eq!(replayed, 0, "no history entry matches those selectors");
+    assert!(
+        replay_took > Duration::from_millis(200),
+        "the replay must be heavy for this test to mean anything: {replay_took:?}"
+    );
+    assert!(
+        slowest * 4 < replay_took,
+        "a publish waited {slowest:?} during a replay of {replay_took:?}"
+    );
+}

@@ -870,3 +870,60 @@ async fn a_node_leaving_gracefully_holds_nobody_back() {
     assert_eq!(resumed.settle(1, EVENTS_WAIT, EXTRA).await, ["after"]);
     cluster.shutdown().await;
 }
+
+/// Whether the peer closes the connection within `limit` (well under the 5 s
+/// handshake timeout, so a close here is a refusal, not a timeout).
+async fn closed_within(s: &mut TcpStream, limit: Duration) -> bool {
+    let mut buf = [0u8; 1024];
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0) | Err(_)) => return true,
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+/// Before a peer proves the cluster secret it can hold neither memory nor
+/// tasks: a frame announced larger than a handshake needs closes the link at
+/// once (the codec would otherwise reserve what was announced, up to 16 MiB
+/// per connection), and connections beyond `MAX_UNAUTHENTICATED` still in
+/// their handshake are closed at once. Peers that authenticate are unaffected.
+#[tokio::test]
+async fn unauthenticated_relay_connections_are_bounded() {
+    let mut cluster = TestCluster::start(2).await;
+    let relay: SocketAddr = cluster.config(0).relay_listen;
+
+    let mut big = TcpStream::connect(relay).await.expect("connect");
+    read_frame(&mut big).await.expect("a Challenge");
+    big.write_all(&(1u32 << 20).to_be_bytes()).await.unwrap();
+    big.write_all(&[0u8; 1024]).await.unwrap();
+    assert!(
+        closed_within(&mut big, Duration::from_secs(1)).await,
+        "a 1 MiB frame before authentication closes the link at once"
+    );
+
+    let max = hubbub_cluster::MAX_UNAUTHENTICATED;
+    let mut held = Vec::new();
+    for _ in 0..max {
+        let mut s = TcpStream::connect(relay).await.expect("connect");
+        read_frame(&mut s)
+            .await
+            .expect("a Challenge while under the cap");
+        held.push(s);
+    }
+    let mut over = TcpStream::connect(relay).await.expect("the kernel accepts");
+    assert!(
+        closed_within(&mut over, Duration::from_secs(1)).await,
+        "connection {} in handshake is refused at once",
+        max + 1
+    );
+    // The authenticated links are up and work.
+    let sub = Collector::subscribe(cluster.node(1), &[TOPIC], None).await;
+    let legit = ids("legit", 3);
+    publish_ids(cluster.node(0), &legit).await;
+    assert_eq!(sub.settle(legit.len(), EVENTS_WAIT, EXTRA).await, legit);
+    drop(held);
+    cluster.shutdown().await;
+}
