@@ -1,14 +1,19 @@
-# hubbub container image: a static-ish release build on a slim Debian base.
-# Not yet exercised here (this machine kind has no Docker engine); see the cluster issue's note.
+# hubbub runtime image, the ordinary way (needs a registry for the base images):
+#   docker build -t hubbub:dev .        (or `docker compose build`)
+# With no registry, `scripts/image` builds the same runtime image FROM scratch
+# (docker/Dockerfile.scratch): same binary path, user, ports, health check.
 FROM rust:1-slim-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release -p hubbub && strip target/release/hubbub
+RUN cargo build --release --locked -p hubbub \
+ && install -D -m 0755 target/release/hubbub /out/hubbub \
+ && strip /out/hubbub
 
-FROM debian:bookworm-slim
-RUN useradd --system --uid 10001 hubbub
-COPY --from=build /src/target/release/hubbub /usr/local/bin/hubbub
-USER hubbub
+# glibc, libgcc and CA certificates, no shell: what the binary links, nothing more.
+FROM gcr.io/distroless/cc-debian12
+COPY --from=build /out/hubbub /usr/local/bin/hubbub
+USER 10001:10001
 # HTTP, gossip (UDP), relay (TCP)
 EXPOSE 8080 7946/udp 7947
-ENTRYPOINT ["hubbub", "serve"]
+HEALTHCHECK --interval=2s --timeout=2s --start-period=30s --retries=3 CMD ["/usr/local/bin/hubbub", "probe"]
+ENTRYPOINT ["/usr/local/bin/hubbub", "serve"]

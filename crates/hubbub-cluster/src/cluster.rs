@@ -181,7 +181,7 @@ fn relay_ctx(config: &ClusterConfig, me: &Origin, local: &LocalOrigin) -> RelayC
     RelayCtx {
         me: me.clone(),
         cluster: config.cluster_id.clone(),
-        secret: config.secret.as_bytes().into(),
+        psk: crate::secure::psk(config.secret.as_bytes()),
         local: local.clone(),
         watermark_interval: config.watermark_interval,
         watermark_keepalive: keepalive(config.watermark_interval, config.order_wait),

@@ -270,10 +270,13 @@ impl Engine {
         }
     }
 
-    /// Peers that claim more of `origin` than we hold.
+    /// Linked peers that claim more of `origin` than we hold. Gossip is not
+    /// authenticated: a claim counts only from a peer that proved the secret
+    /// on its link, or a member without it could keep a gap open forever.
     fn sources(&self, origin: &Origin, mine: u64) -> Vec<Arc<str>> {
         self.peers
             .values()
+            .filter(|p| p.is_linked())
             .filter(|p| p.member.vector.get(origin).is_some_and(|h| *h > mine))
             .map(|p| p.member.origin.node.clone())
             .collect()
@@ -411,8 +414,10 @@ impl Engine {
         // retains our gap. Asking the same peer forever would stall the origin
         // for good when another peer could settle the gap (fill it, or agree
         // it is gone, which lets `report_gone` count it as lost).
+        // Only linked peers (see `sources`): an unauthenticated gossip member
+        // must not steer our pulls toward itself.
         let mut best: BTreeMap<Origin, (bool, u64, String)> = BTreeMap::new();
-        for (node, peer) in &self.peers {
+        for (node, peer) in self.peers.iter().filter(|(_, p)| p.is_linked()) {
             for (origin, hwm) in &peer.member.vector {
                 let fresh = !self.seq.said_gone(origin, node);
                 if best

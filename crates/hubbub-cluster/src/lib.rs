@@ -11,6 +11,7 @@ mod engine;
 mod local;
 mod membership;
 mod relay;
+mod secure;
 pub mod sequencer;
 pub mod stamp;
 mod view;
@@ -20,6 +21,7 @@ pub use cluster::{
     Cluster, ClusterConfig, ClusterError, Delivery, Ordered, SubmitError, fresh_generation,
 };
 pub use relay::MAX_UNAUTHENTICATED;
+pub use secure::Preamble;
 pub use sequencer::{Sequencer, SequencerLimits, SequencerStats};
 pub use stamp::{Hlc, OrderKey, Origin, Stamp, Stamped};
 pub use view::{ClusterStats, ClusterView, MemberView};

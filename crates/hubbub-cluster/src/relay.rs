@@ -1,7 +1,8 @@
 //! Relay links: one outbound TCP link per peer carries this node's messages to
-//! that peer; inbound links carry each peer's messages to us. Both ends prove
-//! knowledge of the cluster secret (HMAC over a fresh nonce) before anything
-//! else is accepted, so a stranger can neither inject nor read updates.
+//! that peer; inbound links carry each peer's messages to us. Every link is a
+//! [`secure`](crate::secure) channel: both ends prove the cluster secret in a
+//! handshake bound to both identities, and every frame is sealed, so a
+//! stranger can neither inject, alter nor read updates.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -9,18 +10,15 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
-use hmac::{Hmac, KeyInit, Mac};
-use sha2::Sha256;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 use tokio_util::sync::CancellationToken;
 
 use crate::local::LocalOrigin;
+use crate::secure::{self, Framing, Preamble, SecureError, SecureLink};
 use crate::stamp::Origin;
-use crate::wire::{MAX_FRAME, Msg, PROTOCOL};
+use crate::wire::Msg;
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest frame before the peer has proved the cluster secret: a handshake
@@ -33,7 +31,7 @@ pub const MAX_UNAUTHENTICATED: usize = 64;
 /// Updates read from the local log per write batch.
 const BATCH: usize = 256;
 
-type Link = Framed<TcpStream, LengthDelimitedCodec>;
+type Link = SecureLink;
 
 /// Relay traffic counters, shared by every link of a node.
 #[derive(Debug, Default)]
@@ -50,7 +48,8 @@ pub struct RelayStats {
 pub struct RelayCtx {
     pub me: Origin,
     pub cluster: String,
-    pub secret: Arc<[u8]>,
+    /// The Noise pre-shared key derived from the cluster secret.
+    pub psk: [u8; 32],
     pub local: LocalOrigin,
     /// Watermarks owed to peers go out at most this often.
     pub watermark_interval: Duration,
@@ -85,8 +84,9 @@ pub struct LinkState {
     pub sealed: AtomicBool,
 }
 
-/// A link whose frames are capped at handshake size until [`authenticated`].
-fn framed(stream: TcpStream) -> Link {
+/// A connection whose frames are capped at handshake size; the secure
+/// channel lifts the cap once the peer has proved the secret.
+fn framed(stream: TcpStream) -> Framing {
     let _ = stream.set_nodelay(true);
     Framed::new(
         stream,
@@ -96,81 +96,22 @@ fn framed(stream: TcpStream) -> Link {
     )
 }
 
-/// The peer proved the secret: full-size frames from now on.
-fn authenticated(link: &mut Link) {
-    link.codec_mut().set_max_frame_length(MAX_FRAME);
-}
-
-/// HMAC-SHA256 over everything a handshake message binds: protocol, cluster,
-/// the other side's nonce, and who we claim to be.
-fn keyed(
-    secret: &[u8],
-    cluster: &str,
-    nonce: &[u8; 16],
-    node: &str,
-    generation: u64,
-) -> Hmac<Sha256> {
-    let mut m =
-        <Hmac<Sha256> as KeyInit>::new_from_slice(secret).expect("HMAC takes any key length");
-    for part in [
-        PROTOCOL,
-        cluster.as_bytes(),
-        b"\0",
-        nonce,
-        node.as_bytes(),
-        b"\0",
-        &generation.to_be_bytes(),
-    ] {
-        m.update(part);
-    }
-    m
-}
-
-fn mac(secret: &[u8], cluster: &str, nonce: &[u8; 16], node: &str, generation: u64) -> Vec<u8> {
-    keyed(secret, cluster, nonce, node, generation)
-        .finalize()
-        .into_bytes()
-        .to_vec()
-}
-
-/// Constant-time comparison (the `hmac` crate's `verify_slice`).
-fn verify(
-    secret: &[u8],
-    cluster: &str,
-    nonce: &[u8; 16],
-    node: &str,
-    generation: u64,
-    tag: &[u8],
-) -> bool {
-    keyed(secret, cluster, nonce, node, generation)
-        .verify_slice(tag)
-        .is_ok()
-}
-
-fn nonce() -> [u8; 16] {
-    rand::random()
-}
-
 async fn send(link: &mut Link, msg: &Msg, stats: &RelayStats) -> std::io::Result<()> {
-    let bytes = msg.encode();
-    stats
-        .bytes_out
-        .fetch_add(bytes.len() as u64 + 4, Ordering::Relaxed);
-    SinkExt::<Bytes>::feed(link, bytes).await
+    let wire = link.feed(&msg.encode()).await?;
+    stats.bytes_out.fetch_add(wire as u64, Ordering::Relaxed);
+    Ok(())
 }
 
 async fn flush(link: &mut Link) -> std::io::Result<()> {
-    SinkExt::<Bytes>::flush(link).await
+    Ok(link.flush().await?)
 }
 
 async fn recv(link: &mut Link, stats: &RelayStats) -> std::io::Result<Option<Msg>> {
-    let Some(frame) = link.next().await.transpose()? else {
+    let Some((message, wire)) = link.recv().await? else {
         return Ok(None);
     };
-    stats
-        .bytes_in
-        .fetch_add(frame.len() as u64 + 4, Ordering::Relaxed);
-    Msg::decode(&frame)
+    stats.bytes_in.fetch_add(wire as u64, Ordering::Relaxed);
+    Msg::decode(&message)
         .map(Some)
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }
@@ -220,42 +161,22 @@ pub async fn listen(
 /// `handshake` holds one of the [`MAX_UNAUTHENTICATED`] places until the peer
 /// has proved the secret (or failed to).
 async fn serve_inbound(
-    mut link: Link,
+    link: Framing,
     handshake: OwnedSemaphorePermit,
     ctx: &RelayCtx,
     inbound: &mpsc::Sender<Inbound>,
 ) -> std::io::Result<()> {
-    let my_nonce = nonce();
-    let challenge = Msg::Challenge {
-        node: ctx.me.node.to_string(),
-        generation: ctx.me.generation,
-        nonce: my_nonce,
-    };
-    send(&mut link, &challenge, &ctx.stats).await?;
-    flush(&mut link).await?;
-    let hello = tokio::time::timeout(HANDSHAKE_TIMEOUT, recv(&mut link, &ctx.stats))
+    let peer_addr = link.get_ref().peer_addr().ok();
+    let (from, accepted) = tokio::time::timeout(HANDSHAKE_TIMEOUT, accept(link, ctx))
         .await
-        .map_err(|_| protocol_error("handshake timed out"))??;
-    let Some(Msg::Hello {
-        cluster,
-        node,
-        generation,
-        nonce: their_nonce,
-        mac: tag,
-    }) = hello
-    else {
-        return Err(protocol_error("expected Hello"));
-    };
-    if cluster != ctx.cluster || !verify(&ctx.secret, &cluster, &my_nonce, &node, generation, &tag)
-    {
-        ctx.stats.auth_failures.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(peer = %link.get_ref().peer_addr().map(|a| a.to_string()).unwrap_or_default(),
-            claimed_node = %node, "relay link refused: wrong cluster id or cluster secret");
-        return Err(protocol_error("authentication failed"));
-    }
+        .map_err(|_| protocol_error("handshake timed out"))?
+        .inspect_err(|e| {
+            if matches!(e, SecureError::Handshake | SecureError::Preamble(_)) {
+                ctx.stats.auth_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(peer = ?peer_addr, error = %e, "relay link refused");
+            }
+        })?;
     drop(handshake);
-    authenticated(&mut link);
-    let from = Origin::new(node, generation);
     let (reply, have) = oneshot::channel();
     inbound
         .send(Inbound::Have {
@@ -265,15 +186,7 @@ async fn serve_inbound(
         .await
         .map_err(|_| protocol_error("engine gone"))?;
     let have = have.await.map_err(|_| protocol_error("engine gone"))?;
-    let tag = mac(
-        &ctx.secret,
-        &ctx.cluster,
-        &their_nonce,
-        &ctx.me.node,
-        ctx.me.generation,
-    );
-    send(&mut link, &Msg::Welcome { have, mac: tag }, &ctx.stats).await?;
-    flush(&mut link).await?;
+    let mut link = accepted.welcome(have).await?;
     tracing::debug!(peer = %from, have, "inbound relay link up");
     while let Some(msg) = recv(&mut link, &ctx.stats).await? {
         if matches!(msg, Msg::Update(_)) {
@@ -293,6 +206,25 @@ async fn serve_inbound(
     Ok(())
 }
 
+/// Reads the dialer's preamble, refuses a link meant for another node or
+/// cluster, and checks the dialer's proof of the secret over it.
+async fn accept(
+    mut link: Framing,
+    ctx: &RelayCtx,
+) -> Result<(Origin, secure::Accepted), SecureError> {
+    let preamble = Preamble::decode(&secure::next_frame(&mut link).await?)?;
+    if preamble.cluster != ctx.cluster {
+        return Err(SecureError::Preamble("another cluster id"));
+    }
+    if preamble.listener != ctx.me {
+        return Err(SecureError::Preamble(
+            "meant for another node or generation",
+        ));
+    }
+    let accepted = secure::accept(link, &preamble, &ctx.psk).await?;
+    Ok((preamble.dialer, accepted))
+}
+
 // ---------------------------------------------------------------- outbound
 
 /// Keeps one outbound link to `peer` up (reconnecting with backoff) until
@@ -310,9 +242,7 @@ pub async fn run_link(
     loop {
         let attempt = async {
             let stream = connect(&addr, ctx.bind_ip).await?;
-            let mut link = framed(stream);
-            let have = handshake(&mut link, &ctx, &peer).await?;
-            authenticated(&mut link);
+            let (mut link, have) = handshake(stream, &ctx, &peer).await?;
             state.connected.store(true, Ordering::Relaxed);
             tracing::debug!(%peer, %addr, have, "outbound relay link up");
             stream_to(&mut link, &ctx, have + 1, &mut extra, &state).await
@@ -366,61 +296,31 @@ async fn connect(addr: &str, bind_ip: Option<std::net::IpAddr>) -> std::io::Resu
     }))
 }
 
-async fn handshake(link: &mut Link, ctx: &RelayCtx, peer: &Origin) -> std::io::Result<u64> {
-    let first = tokio::time::timeout(HANDSHAKE_TIMEOUT, recv(link, &ctx.stats))
-        .await
-        .map_err(|_| protocol_error("handshake timed out"))??;
-    let Some(Msg::Challenge {
-        node,
-        generation,
-        nonce: their_nonce,
-    }) = first
-    else {
-        return Err(protocol_error("expected Challenge"));
-    };
-    if *node != *peer.node || generation != peer.generation {
-        return Err(protocol_error(
-            "the address answers as another node or generation",
-        ));
-    }
-    let my_nonce = nonce();
-    let tag = mac(
-        &ctx.secret,
-        &ctx.cluster,
-        &their_nonce,
-        &ctx.me.node,
-        ctx.me.generation,
-    );
-    let hello = Msg::Hello {
+/// Opens the secure channel to `peer` over `stream`; returns it and where the
+/// peer wants our origin's stream to resume.
+async fn handshake(
+    stream: TcpStream,
+    ctx: &RelayCtx,
+    peer: &Origin,
+) -> std::io::Result<(Link, u64)> {
+    let preamble = Preamble {
         cluster: ctx.cluster.clone(),
-        node: ctx.me.node.to_string(),
-        generation: ctx.me.generation,
-        nonce: my_nonce,
-        mac: tag,
+        dialer: ctx.me.clone(),
+        listener: peer.clone(),
     };
-    send(link, &hello, &ctx.stats).await?;
-    flush(link).await?;
-    let answer = tokio::time::timeout(HANDSHAKE_TIMEOUT, recv(link, &ctx.stats))
-        .await
-        .map_err(|_| protocol_error("handshake timed out"))??;
-    let Some(Msg::Welcome { have, mac: tag }) = answer else {
-        return Err(protocol_error(
-            "refused by the peer (wrong cluster secret?)",
-        ));
-    };
-    if !verify(
-        &ctx.secret,
-        &ctx.cluster,
-        &my_nonce,
-        &peer.node,
-        peer.generation,
-        &tag,
-    ) {
-        ctx.stats.auth_failures.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(%peer, "relay peer failed to prove the cluster secret");
-        return Err(protocol_error("peer authentication failed"));
-    }
-    Ok(have)
+    let dialed = tokio::time::timeout(
+        HANDSHAKE_TIMEOUT,
+        secure::dial(framed(stream), &preamble, &ctx.psk),
+    )
+    .await
+    .map_err(|_| protocol_error("handshake timed out"))?;
+    dialed.map_err(|e| {
+        if matches!(e, SecureError::Handshake) {
+            ctx.stats.auth_failures.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(%peer, "relay peer failed to prove the cluster secret");
+        }
+        e.into()
+    })
 }
 
 /// Streams our origin log to one peer from `cursor`, each batch followed by a

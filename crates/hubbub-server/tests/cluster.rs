@@ -523,16 +523,6 @@ fn frame(payload: &[u8]) -> Vec<u8> {
     b.to_vec()
 }
 
-async fn read_frame(s: &mut TcpStream) -> Option<Vec<u8>> {
-    let read = async {
-        let len = s.read_u32().await.ok()?;
-        let mut buf = vec![0; len as usize];
-        s.read_exact(&mut buf).await.ok()?;
-        Some(buf)
-    };
-    tokio::time::timeout(WAIT, read).await.ok().flatten()
-}
-
 /// Whether the peer closed the connection (reading hits the end) within [`WAIT`].
 async fn closed_by_peer(s: &mut TcpStream) -> bool {
     let mut buf = [0u8; 1024];
@@ -569,15 +559,14 @@ async fn strangers_on_the_relay_port_are_refused_and_the_node_stays_healthy() {
     let mut cluster = TestCluster::start(3).await;
     let subs = collectors(&cluster).await;
     let relay: SocketAddr = cluster.config(0).relay_listen;
+    let n1 = cluster.view(0).await;
     let n2_generation = cluster.view(1).await.generation;
-    let failures_before = cluster.view(0).await.stat("auth_failures");
+    let failures_before = n1.stat("auth_failures");
 
-    // Garbage instead of a Hello.
+    // Garbage instead of a preamble.
     let mut s = TcpStream::connect(relay)
         .await
         .expect("the relay port accepts");
-    let challenge = read_frame(&mut s).await.expect("a Challenge first");
-    assert!(matches!(Msg::decode(&challenge), Ok(Msg::Challenge { .. })));
     s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n\x00\xff garbage")
         .await
         .expect("write");
@@ -585,7 +574,6 @@ async fn strangers_on_the_relay_port_are_refused_and_the_node_stays_healthy() {
 
     // A frame claiming to be 4 GiB.
     let mut s = TcpStream::connect(relay).await.expect("connect");
-    read_frame(&mut s).await.expect("a Challenge");
     s.write_all(&[0xff, 0xff, 0xff, 0xff, 1, 2, 3])
         .await
         .expect("write");
@@ -596,31 +584,28 @@ async fn strangers_on_the_relay_port_are_refused_and_the_node_stays_healthy() {
 
     // An update before any handshake.
     let mut s = TcpStream::connect(relay).await.expect("connect");
-    read_frame(&mut s).await.expect("a Challenge");
     let early = forged_update("n2", n2_generation, "forged-early");
     let _ = s.write_all(&frame(&early.encode())).await;
-    assert!(closed_by_peer(&mut s).await, "no update before a Hello");
+    assert!(closed_by_peer(&mut s).await, "no update before a handshake");
 
-    // A forged Hello impersonating n2 (right cluster id, made-up MAC), followed
-    // by an update anyway.
+    // A well-formed preamble impersonating n2, then a made-up handshake
+    // message and an update anyway.
     let mut s = TcpStream::connect(relay).await.expect("connect");
-    let Ok(Msg::Challenge { .. }) = Msg::decode(&read_frame(&mut s).await.expect("a Challenge"))
-    else {
-        panic!("expected a Challenge");
-    };
-    let hello = Msg::Hello {
+    let preamble = hubbub_cluster::Preamble {
         cluster: "hubbub".into(),
-        node: "n2".into(),
-        generation: n2_generation,
-        nonce: [7; 16],
-        mac: vec![0; 32],
+        dialer: Origin::new("n2", n2_generation),
+        listener: Origin::new(n1.node.as_str(), n1.generation),
     };
-    let mut bytes = frame(&hello.encode());
+    let mut bytes = frame(&preamble.encode());
+    bytes.extend(frame(&[7u8; 48]));
     bytes.extend(frame(
         &forged_update("n2", n2_generation, "forged-hello").encode(),
     ));
     let _ = s.write_all(&bytes).await;
-    assert!(closed_by_peer(&mut s).await, "a forged Hello is refused");
+    assert!(
+        closed_by_peer(&mut s).await,
+        "a forged handshake is refused"
+    );
     hubbub_testkit::eventually(WAIT, "the refusal is counted", || async {
         (cluster.view(0).await.stat("auth_failures") > failures_before).then_some(())
     })
@@ -896,7 +881,6 @@ async fn unauthenticated_relay_connections_are_bounded() {
     let relay: SocketAddr = cluster.config(0).relay_listen;
 
     let mut big = TcpStream::connect(relay).await.expect("connect");
-    read_frame(&mut big).await.expect("a Challenge");
     big.write_all(&(1u32 << 20).to_be_bytes()).await.unwrap();
     big.write_all(&[0u8; 1024]).await.unwrap();
     assert!(
@@ -907,17 +891,19 @@ async fn unauthenticated_relay_connections_are_bounded() {
     let max = hubbub_cluster::MAX_UNAUTHENTICATED;
     let mut held = Vec::new();
     for _ in 0..max {
-        let mut s = TcpStream::connect(relay).await.expect("connect");
-        read_frame(&mut s)
-            .await
-            .expect("a Challenge while under the cap");
-        held.push(s);
+        held.push(TcpStream::connect(relay).await.expect("connect"));
     }
+    // Let the node accept them all (they say nothing: each waits in its handshake).
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let mut over = TcpStream::connect(relay).await.expect("the kernel accepts");
     assert!(
         closed_within(&mut over, Duration::from_secs(1)).await,
         "connection {} in handshake is refused at once",
         max + 1
+    );
+    assert!(
+        !closed_within(&mut held[0], Duration::from_millis(200)).await,
+        "the ones under the cap wait for their handshake"
     );
     // The authenticated links are up and work.
     let sub = Collector::subscribe(cluster.node(1), &[TOPIC], None).await;
@@ -925,5 +911,59 @@ async fn unauthenticated_relay_connections_are_bounded() {
     publish_ids(cluster.node(0), &legit).await;
     assert_eq!(sub.settle(legit.len(), EVENTS_WAIT, EXTRA).await, legit);
     drop(held);
+    cluster.shutdown().await;
+}
+
+/// A reader on the relay path learns nothing: updates cross it sealed (their
+/// data never appears in the bytes), and a bit flipped on the way ends the
+/// link instead of delivering something altered; the link comes back and
+/// everything arrives once, intact.
+#[tokio::test]
+async fn relay_traffic_is_sealed_against_readers_and_tamperers() {
+    let (configs, proxies) = proxied_configs(2).await;
+    let mut cluster = TestCluster::start_with(configs).await;
+    let sub = Collector::subscribe(cluster.node(1), &[TOPIC], None).await;
+    let marker = "top-secret-payload-6c1f0e";
+    cluster
+        .node(0)
+        .publish_ok(&[("topic", TOPIC), ("id", "sealed-1"), ("data", marker)])
+        .await;
+    assert_eq!(sub.settle(1, EVENTS_WAIT, EXTRA).await, ["sealed-1"]);
+    let seen = proxies[1].captured();
+    assert!(seen.len() > 100, "the tap saw the relay traffic");
+    assert!(
+        !seen.windows(marker.len()).any(|w| w == marker.as_bytes()),
+        "update data crossed the relay in the clear"
+    );
+    assert!(
+        !seen.windows(TOPIC.len()).any(|w| w == TOPIC.as_bytes()),
+        "topics crossed the relay in the clear"
+    );
+
+    // Tamper with the next chunk n1 sends to n2 (the update below).
+    let mut live = cluster.node(1).subscribe(&[TOPIC]).await;
+    let accepted = proxies[1].accepted();
+    proxies[1].corrupt_next();
+    let data = "intact-data";
+    cluster
+        .node(0)
+        .publish_ok(&[("topic", TOPIC), ("id", "sealed-2"), ("data", data)])
+        .await;
+    let got = sub.settle(2, EVENTS_WAIT, EXTRA).await;
+    assert_eq!(
+        got,
+        ["sealed-1", "sealed-2"],
+        "delivered once, after the link healed"
+    );
+    let event = live.expect_event().await;
+    assert_eq!(
+        (event.id.as_deref(), event.data.as_str()),
+        (Some("sealed-2"), data),
+        "what arrived is what was published"
+    );
+    assert!(
+        proxies[1].accepted() > accepted,
+        "the tampered link was dropped and dialed again"
+    );
     cluster.shutdown().await;
 }

@@ -593,9 +593,31 @@ struct ProxyShared {
     accepted: AtomicU64,
     /// Cancelled (and replaced) by `cut`: every connection of the old epoch drops.
     epoch: Mutex<CancellationToken>,
+    /// Every byte forwarded (both directions), up to [`CAPTURE_MAX`]: what a
+    /// passive reader on the path sees.
+    captured: Mutex<Vec<u8>>,
+    /// Set by [`FaultProxy::corrupt_next`]: flip a bit in the next chunk
+    /// going to the target (an active attacker on the path).
+    corrupt_next: std::sync::atomic::AtomicBool,
 }
 
+const CAPTURE_MAX: usize = 8 << 20;
+
 impl ProxyShared {
+    /// Records a chunk passing through, and corrupts it if asked to.
+    fn observe(&self, chunk: &[u8], to_target: bool) -> Vec<u8> {
+        let mut captured = lock(&self.captured);
+        let room = CAPTURE_MAX.saturating_sub(captured.len());
+        captured.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        drop(captured);
+        let mut chunk = chunk.to_vec();
+        if to_target && self.corrupt_next.swap(false, Ordering::Relaxed) {
+            let last = chunk.len() - 1;
+            chunk[last] ^= 0x01;
+        }
+        chunk
+    }
+
     fn latency(&self) -> Duration {
         Duration::from_micros(self.latency_us.load(Ordering::Relaxed))
     }
@@ -637,6 +659,8 @@ impl FaultProxy {
             latency_us: AtomicU64::new(0),
             accepted: AtomicU64::new(0),
             epoch: Mutex::new(CancellationToken::new()),
+            captured: Mutex::default(),
+            corrupt_next: Default::default(),
         });
         let task = tokio::spawn(accept_loop(listener, shared.clone()));
         Self { addr, shared, task }
@@ -668,6 +692,16 @@ impl FaultProxy {
 
     pub fn mode(&self) -> ProxyMode {
         *self.shared.mode.borrow()
+    }
+
+    /// The bytes forwarded so far, both directions (the first 8 MiB).
+    pub fn captured(&self) -> Vec<u8> {
+        lock(&self.shared.captured).clone()
+    }
+
+    /// Flips one bit in the next chunk sent toward the target.
+    pub fn corrupt_next(&self) {
+        self.shared.corrupt_next.store(true, Ordering::Relaxed);
     }
 
     /// Connections accepted so far (refused ones included).
@@ -716,14 +750,19 @@ async fn forward(client: TcpStream, shared: &ProxyShared) {
     let (server_rx, server_tx) = server.into_split();
     // The link is gone as soon as either direction ends.
     tokio::select! {
-        _ = pipe(client_rx, server_tx, shared) => {}
-        _ = pipe(server_rx, client_tx, shared) => {}
+        _ = pipe(client_rx, server_tx, shared, true) => {}
+        _ = pipe(server_rx, client_tx, shared, false) => {}
     }
 }
 
 /// Copies `from` to `to`: a reader stamps each chunk with its due time, a
 /// writer waits for it (and for the proxy to be unfrozen) before writing.
-async fn pipe(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, shared: &ProxyShared) {
+async fn pipe(
+    mut from: OwnedReadHalf,
+    mut to: OwnedWriteHalf,
+    shared: &ProxyShared,
+    to_target: bool,
+) {
     let (chunk_tx, mut chunk_rx) = mpsc::channel::<(Instant, Vec<u8>)>(256);
     let read = async move {
         let mut buf = vec![0; 16 * 1024];
@@ -732,7 +771,8 @@ async fn pipe(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, shared: &ProxySha
                 Ok(0) | Err(_) => return,
                 Ok(n) => {
                     let due = Instant::now() + shared.latency();
-                    if chunk_tx.send((due, buf[..n].to_vec())).await.is_err() {
+                    let chunk = shared.observe(&buf[..n], to_target);
+                    if chunk_tx.send((due, chunk)).await.is_err() {
                         return;
                     }
                 }
