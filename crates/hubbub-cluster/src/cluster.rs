@@ -16,7 +16,9 @@ use tokio_util::task::TaskTracker;
 
 use crate::engine::{Control, Engine, EngineParts, Flags, Timing};
 use crate::local::LocalOrigin;
-use crate::membership::{GossipSettings, KEY_HTTP, KEY_READY, KEY_RELAY, Membership};
+use crate::membership::{
+    GossipSettings, KEY_HTTP, KEY_READY, KEY_RELAY, KEY_WANTS_ACKS, Membership,
+};
 use crate::relay::{self, RelayCtx, RelayStats};
 use crate::sequencer::{Sequencer, SequencerLimits};
 use crate::stamp::{Origin, Stamped};
@@ -47,6 +49,9 @@ pub struct ClusterConfig {
     pub order_wait: Duration,
     /// How long a starting node waits to hear members before it takes what it has.
     pub join_timeout: Duration,
+    /// Ask peers to confirm what they hold of our updates (`Msg::Ack`), for
+    /// publishes acknowledged only once replicated ([`Cluster::replicated`]).
+    pub want_acks: bool,
     pub limits: SequencerLimits,
 }
 
@@ -87,6 +92,7 @@ impl ClusterConfig {
             watermark_interval: Duration::from_millis(5),
             order_wait: Duration::from_secs(1),
             join_timeout: Duration::from_secs(2),
+            want_acks: false,
             limits: SequencerLimits::default(),
         }
     }
@@ -163,6 +169,9 @@ fn gossip_keys(config: &ClusterConfig) -> Vec<(String, String)> {
     ];
     if let Some(http) = &config.http_advertise {
         keys.push((KEY_HTTP.to_owned(), http.clone()));
+    }
+    if config.want_acks {
+        keys.push((KEY_WANTS_ACKS.to_owned(), "true".to_owned()));
     }
     keys
 }
@@ -308,6 +317,17 @@ impl Cluster {
         self.local
             .stamp(update, |stamped| permit.send(stamped))
             .ok_or(SubmitError::ShuttingDown)
+    }
+
+    /// Waits (at most `limit`) until some peer has confirmed that it holds
+    /// our update `seq` (and everything of ours before it), so that losing
+    /// this node now cannot lose it. Needs `want_acks`; false on timeout.
+    pub async fn replicated(&self, seq: u64, limit: Duration) -> bool {
+        let mut held = self.local.replicated();
+        matches!(
+            tokio::time::timeout(limit, held.wait_for(|h| *h >= seq)).await,
+            Ok(Ok(_))
+        )
     }
 
     /// Leaves the cluster gracefully, before [`shutdown`](Self::shutdown):

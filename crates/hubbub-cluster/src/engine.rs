@@ -3,7 +3,7 @@
 //! anti-entropy pulls, keeps one outbound link per live peer, and gossips the
 //! version vector. One task, no locks around the ordering state.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -122,6 +122,9 @@ pub struct Engine {
     relay_addr: String,
     /// A pending `Control::Leave`, answered once our links are flushed.
     leaving: Option<oneshot::Sender<()>>,
+    /// Origins whose own updates reached us directly since we last told them
+    /// how much of them we hold (sent once per turn of the loop: coalesced).
+    acks_owed: BTreeSet<Origin>,
     peers: BTreeMap<String, Peer>,
     pulls: HashMap<Origin, Instant>,
     gossiped: BTreeMap<Origin, u64>,
@@ -143,6 +146,7 @@ impl Engine {
             inbound_rx: parts.inbound_rx,
             control_rx: parts.control_rx,
             leaving: None,
+            acks_owed: BTreeSet::new(),
             out_tx: parts.out_tx,
             view_tx: parts.view_tx,
             flags: parts.flags,
@@ -183,6 +187,7 @@ impl Engine {
             if !self.release().await {
                 break;
             }
+            self.send_acks();
             self.finish_leaving().await;
         }
         for peer in self.peers.values() {
@@ -215,6 +220,23 @@ impl Engine {
         }
     }
 
+    /// Tells each origin that asked for it (gossip `wants_acks`) how much of
+    /// it we now hold, on our link to it.
+    fn send_acks(&mut self) {
+        for origin in std::mem::take(&mut self.acks_owed) {
+            let Some(peer) = self.peers.get(&*origin.node) else {
+                continue;
+            };
+            if peer.member.origin != origin || !peer.member.wants_acks {
+                continue;
+            }
+            if let Some(link) = &peer.link {
+                let hwm = self.seq.hwm(&origin);
+                let _ = link.extra.try_send(Msg::Ack { origin, hwm });
+            }
+        }
+    }
+
     fn on_inbound(&mut self, event: Inbound) {
         match event {
             Inbound::Have { origin, reply } => {
@@ -233,6 +255,9 @@ impl Engine {
             Msg::Update(update) => {
                 self.ctx.local.observe(update.stamp.hlc);
                 let relayed = update.stamp.origin != from;
+                if !relayed {
+                    self.acks_owed.insert(from.clone());
+                }
                 if !matches!(self.seq.accept(update), Accepted::Duplicate) && relayed {
                     self.repaired += 1;
                 }
@@ -264,6 +289,11 @@ impl Engine {
                     if skipped > 0 && !self.seq.is_holding() {
                         tracing::error!(%origin, skipped, "updates lost: no peer retains them any more");
                     }
+                }
+            }
+            Msg::Ack { origin, hwm } => {
+                if origin == self.ctx.me {
+                    self.ctx.local.acked(hwm);
                 }
             }
             Msg::Challenge { .. } | Msg::Hello { .. } | Msg::Welcome { .. } => {}

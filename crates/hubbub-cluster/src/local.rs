@@ -41,6 +41,9 @@ pub struct LocalOrigin {
     /// Highest stamp seen on a peer's update: peers that hold it wait for our
     /// watermark to pass it, so our links send one soon after it changes.
     observed_tx: Arc<watch::Sender<u64>>,
+    /// The highest seq of ours that some peer has confirmed it holds
+    /// (`Msg::Ack`): what replicated publish acknowledgements wait for.
+    replicated_tx: Arc<watch::Sender<u64>>,
 }
 
 /// What a link sender reads in one go: updates from its cursor on, and a
@@ -67,6 +70,7 @@ impl LocalOrigin {
             inner: Arc::new(Mutex::new(inner)),
             last_seq_tx: Arc::new(watch::channel(0).0),
             observed_tx: Arc::new(watch::channel(0).0),
+            replicated_tx: Arc::new(watch::channel(0).0),
         }
     }
 
@@ -124,6 +128,22 @@ impl LocalOrigin {
             }
             newer
         });
+    }
+
+    /// A peer confirmed it holds our updates up to `hwm`.
+    pub fn acked(&self, hwm: u64) {
+        self.replicated_tx.send_if_modified(|held| {
+            let newer = hwm > *held;
+            if newer {
+                *held = hwm;
+            }
+            newer
+        });
+    }
+
+    /// See `replicated_tx`.
+    pub fn replicated(&self) -> watch::Receiver<u64> {
+        self.replicated_tx.subscribe()
     }
 
     /// Changes when a peer's update carries a newer stamp than any before

@@ -20,6 +20,8 @@ pub const KEY_READY: &str = "ready";
 pub const KEY_SUBSCRIBERS: &str = "subscribers";
 /// Set (to `true`) by a node that is leaving gracefully.
 pub const KEY_LEAVING: &str = "leaving";
+/// Set (to `true`) by a node whose publishes wait for a peer's `Msg::Ack`.
+pub const KEY_WANTS_ACKS: &str = "wants_acks";
 const HWM_PREFIX: &str = "hwm:";
 
 /// The gossip key of one origin's high-water mark: `hwm:<generation>:<node>`
@@ -43,6 +45,7 @@ pub struct Member {
     pub http_addr: Option<String>,
     pub ready: bool,
     pub leaving: bool,
+    pub wants_acks: bool,
     pub subscribers: u64,
     pub vector: BTreeMap<Origin, u64>,
 }
@@ -60,6 +63,7 @@ impl Member {
             http_addr: state.get(KEY_HTTP).map(str::to_owned),
             ready: state.get(KEY_READY) == Some("true"),
             leaving: state.get(KEY_LEAVING) == Some("true"),
+            wants_acks: state.get(KEY_WANTS_ACKS) == Some("true"),
             subscribers: state
                 .get(KEY_SUBSCRIBERS)
                 .and_then(|v| v.parse().ok())

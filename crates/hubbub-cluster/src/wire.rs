@@ -50,6 +50,12 @@ pub enum Msg {
         from: u64,
         first: u64,
     },
+    /// "I hold your origin `origin` up to `hwm` (contiguous)": sent back to
+    /// an origin that publishes with replicated acknowledgements.
+    Ack {
+        origin: Origin,
+        hwm: u64,
+    },
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -119,6 +125,11 @@ impl Msg {
                 b.put_u64(*from);
                 b.put_u64(*first);
             }
+            Msg::Ack { origin, hwm } => {
+                b.put_u8(8);
+                put_origin(&mut b, origin);
+                b.put_u64(*hwm);
+            }
         }
         b.freeze()
     }
@@ -153,6 +164,10 @@ impl Msg {
                 origin: get_origin(b)?,
                 from: get_u64(b)?,
                 first: get_u64(b)?,
+            },
+            8 => Msg::Ack {
+                origin: get_origin(b)?,
+                hwm: get_u64(b)?,
             },
             t => return Err(WireError::UnknownType(t)),
         })
@@ -331,6 +346,10 @@ mod tests {
                 origin: Origin::new("x", 1),
                 from: 2,
                 first: 4,
+            },
+            Msg::Ack {
+                origin: Origin::new("y", 3),
+                hwm: 11,
             },
         ];
         for m in msgs {

@@ -122,14 +122,12 @@ impl Auth {
         headers: &HeaderMap,
         query_token: Option<&str>,
     ) -> Option<(String, TokenSource)> {
-        if let Some(value) = headers
+        if let Some(token) = headers
             .get(http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            && let Some(token) = value
-                .strip_prefix("Bearer ")
-                .or_else(|| value.strip_prefix("bearer "))
+            .and_then(bearer_token)
         {
-            return Some((token.trim().to_owned(), TokenSource::Header));
+            return Some((token.to_owned(), TokenSource::Header));
         }
         if let Some(token) = query_token {
             return Some((token.to_owned(), TokenSource::Query));
@@ -146,6 +144,14 @@ impl Auth {
             .map(|data| data.claims)
             .map_err(|e| AuthError::Invalid(e.to_string()))
     }
+}
+
+/// The credentials of an `Authorization` value in the Bearer scheme. Scheme
+/// names are case-insensitive (RFC 9110, 11.1), so `bearer` and `BEARER`
+/// count; other schemes are not ours (the query and cookie are tried next).
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim_start().split_once([' ', '\t'])?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
 fn role_key(key: &str, alg: &str) -> Result<RoleKey, KeyError> {
@@ -319,5 +325,21 @@ mod tests {
             Some(("h".into(), TokenSource::Header))
         );
         assert_eq!(a.find_token(&HeaderMap::new(), None), None);
+    }
+
+    #[test]
+    fn the_bearer_scheme_ignores_case() {
+        for value in [
+            "Bearer t",
+            "bearer t",
+            "BEARER t",
+            "bEaReR  t ",
+            "Bearer\tt",
+        ] {
+            assert_eq!(bearer_token(value), Some("t"), "{value:?}");
+        }
+        for value in ["Basic t", "Bearert", "Bearer", "Beare t"] {
+            assert_eq!(bearer_token(value), None, "{value:?}");
+        }
     }
 }

@@ -42,6 +42,10 @@ pub struct Config {
     /// A single socket write blocked longer than this cuts the connection.
     #[serde(deserialize_with = "duration")]
     pub write_deadline: Duration,
+    /// A request's body must arrive within this of its head (else 408), so a
+    /// body trickled in cannot hold a connection forever; 0 = no limit.
+    #[serde(deserialize_with = "duration")]
+    pub request_timeout: Duration,
     pub max_body_bytes: usize,
     pub max_topics: usize,
     /// 0 = no limit.
@@ -107,6 +111,7 @@ impl Default for Config {
             heartbeat: Duration::from_secs(40),
             write_timeout: Duration::from_secs(600),
             write_deadline: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
             max_body_bytes: 1 << 20,
             max_topics: hubbub_proto::update::MAX_TOPICS,
             max_subscribers: 0,
@@ -325,6 +330,7 @@ impl Config {
             max_connections: self.max_connections,
             lifetime: nonzero(self.write_timeout),
             write_deadline: nonzero(self.write_deadline),
+            request_timeout: nonzero(self.request_timeout),
             publish_rate: (self.publish_rate > 0.0)
                 .then_some((self.publish_rate, self.publish_burst.max(1))),
             global_publish_rate: (self.global_publish_rate > 0.0)
@@ -390,6 +396,8 @@ pub struct LimitSettings {
     pub max_connections: usize,
     pub lifetime: Option<Duration>,
     pub write_deadline: Option<Duration>,
+    /// How long a request body may take to arrive (`None`: no limit).
+    pub request_timeout: Option<Duration>,
     /// (per second, burst)
     pub publish_rate: Option<(f64, u32)>,
     pub global_publish_rate: Option<(f64, u32)>,
@@ -445,10 +453,18 @@ mod tests {
 
     #[test]
     fn toml_keys_and_errors() {
-        let c =
-            Config::from_toml("heartbeat = \"2s\"\nmax_topics = 5\njwt_key = \"k\"", "t").unwrap();
+        let c = Config::from_toml(
+            "heartbeat = \"2s\"\nmax_topics = 5\njwt_key = \"k\"\nrequest_timeout = \"1500ms\"",
+            "t",
+        )
+        .unwrap();
         assert_eq!((c.heartbeat, c.max_topics), (Duration::from_secs(2), 5));
-        assert!(c.settings().is_ok());
+        let limits = c.settings().unwrap().limits;
+        assert_eq!(limits.request_timeout, Some(Duration::from_millis(1500)));
+        assert_eq!(
+            Config::default().limits().request_timeout,
+            Some(Duration::from_secs(30))
+        );
         assert!(Config::from_toml("nonsense = 1", "t").is_err());
         assert!(matches!(
             Config::default().settings(),

@@ -6,7 +6,7 @@
 //! keep-alive follow-up requests, goes to hyper with the bytes we read replayed.
 
 use std::io;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::body::Body;
@@ -85,13 +85,24 @@ async fn read_head(stream: &mut TcpStream) -> io::Result<Option<BytesMut>> {
     stream.readable().await?;
     let mut buf = BytesMut::with_capacity(1024);
     loop {
+        let from = buf.len();
         if stream.read_buf(&mut buf).await? == 0 {
             return Ok((!buf.is_empty()).then_some(buf));
         }
-        if buf.len() >= MAX_HEAD || buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        if buf.len() >= MAX_HEAD || head_ends(&buf, from) {
             return Ok(Some(buf));
         }
     }
+}
+
+/// Whether `buf` holds the empty line that ends a request head, looking only
+/// at the bytes from `from` on (and the two before, which the line end may
+/// span), so a head trickled in costs linear time. Bare-LF line ends count:
+/// httparse and hyper accept them (RFC 9112, 2.2), and waiting for a CRLF
+/// that never comes would leave such a client without an answer.
+pub(crate) fn head_ends(buf: &[u8], from: usize) -> bool {
+    let tail = &buf[from.saturating_sub(2)..];
+    tail.windows(2).any(|w| w == b"\n\n") || tail.windows(3).any(|w| w == b"\n\r\n")
 }
 
 /// A subscription request we can serve ourselves: a complete `GET` head for the
@@ -142,15 +153,7 @@ async fn respond(
         .headers
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes() == b"text/event-stream");
-    let mut head = BytesMut::with_capacity(512);
-    let reason = parts.status.canonical_reason().unwrap_or("");
-    head.put_slice(format!("HTTP/1.1 {} {reason}\r\n", parts.status.as_u16()).as_bytes());
-    for (name, value) in &parts.headers {
-        head.put_slice(name.as_str().as_bytes());
-        head.put_slice(b": ");
-        head.put_slice(value.as_bytes());
-        head.put_slice(b"\r\n");
-    }
+    let mut head = response_head(&parts, SystemTime::now());
     if !streaming {
         let body = body
             .collect()
@@ -186,6 +189,70 @@ async fn respond(
     put_chunk(&mut head, OPEN_COMMENT, chunked);
     write(stream, &head[..], deadline).await?;
     Ok(Some(Live { sub, chunked }))
+}
+
+/// The status line, the router's headers and `Date`, without the framing
+/// headers (`Content-Length`, `Transfer-Encoding`, `Connection`): those are
+/// written from what is actually sent, and a copy the router already set
+/// would go out twice.
+fn response_head(parts: &http::response::Parts, now: SystemTime) -> BytesMut {
+    let mut head = BytesMut::with_capacity(512);
+    let reason = parts.status.canonical_reason().unwrap_or("");
+    head.put_slice(format!("HTTP/1.1 {} {reason}\r\n", parts.status.as_u16()).as_bytes());
+    for (name, value) in &parts.headers {
+        if is_framing(name) {
+            continue;
+        }
+        head.put_slice(name.as_str().as_bytes());
+        head.put_slice(b": ");
+        head.put_slice(value.as_bytes());
+        head.put_slice(b"\r\n");
+    }
+    head.put_slice(format!("date: {}\r\n", http_date(now)).as_bytes());
+    head
+}
+
+fn is_framing(name: &HeaderName) -> bool {
+    [
+        header::CONTENT_LENGTH,
+        header::TRANSFER_ENCODING,
+        header::CONNECTION,
+        header::DATE,
+    ]
+    .contains(name)
+}
+
+/// `now` as an HTTP date (IMF-fixdate, RFC 9110, 5.6.7): every response
+/// carries one (hyper adds it to its own; ours are written by hand).
+pub(crate) fn http_date(now: SystemTime) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let days = secs / 86_400;
+    let (year, month, day) = civil_from_days(days);
+    format!(
+        "{}, {day:02} {} {year} {:02}:{:02}:{:02} GMT",
+        DAYS[(days % 7) as usize],
+        MONTHS[month - 1],
+        secs % 86_400 / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+/// The Gregorian (year, month 1-12, day) of a day count since 1970-01-01
+/// (H. Hinnant's `civil_from_days`), to avoid a date crate for one header.
+fn civil_from_days(days: u64) -> (u64, usize, u64) {
+    let z = days + 719_468;
+    let (era, doe) = (z / 146_097, z % 146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + u64::from(month <= 2), month as usize, day)
 }
 
 /// An event stream after its head: the subscription, and how to frame it.
@@ -400,6 +467,36 @@ mod tests {
         let whole: Vec<u8> = parts.concat();
         for sent in 0..=whole.len() {
             assert_eq!(&unsent(&slices, sent)[..], &whole[sent..], "sent {sent}");
+        }
+    }
+
+    #[test]
+    fn heads_end_at_an_empty_line_with_or_without_cr() {
+        for head in [
+            &b"GET / HTTP/1.1\r\nHost: h\r\n\r\n"[..],
+            b"GET / HTTP/1.1\nHost: h\n\n",
+            b"GET / HTTP/1.1\nHost: h\n\r\n",
+        ] {
+            assert!(head_ends(head, 0), "{}", String::from_utf8_lossy(head));
+            // Arriving a byte at a time, the end is seen in the last read.
+            assert!(head_ends(head, head.len() - 1));
+            assert!(!head_ends(&head[..head.len() - 1], 0));
+        }
+        assert!(!head_ends(b"GET / HTTP/1.1\r\nHost: h\r\n", 0));
+    }
+
+    #[test]
+    fn http_dates() {
+        for (secs, text) in [
+            (0, "Thu, 01 Jan 1970 00:00:00 GMT"),
+            (784_111_777, "Sun, 06 Nov 1994 08:49:37 GMT"),
+            (951_782_400, "Tue, 29 Feb 2000 00:00:00 GMT"),
+            (1_234_567_890, "Fri, 13 Feb 2009 23:31:30 GMT"),
+            (1_709_164_800, "Thu, 29 Feb 2024 00:00:00 GMT"),
+            (4_102_444_799, "Thu, 31 Dec 2099 23:59:59 GMT"),
+        ] {
+            let at = UNIX_EPOCH + Duration::from_secs(secs);
+            assert_eq!(http_date(at), text);
         }
     }
 

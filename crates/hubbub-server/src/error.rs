@@ -35,6 +35,7 @@ impl ApiError {
             Rejection::Unauthorized => StatusCode::UNAUTHORIZED,
             Rejection::Forbidden => StatusCode::FORBIDDEN,
             Rejection::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Rejection::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Rejection::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Rejection::TooManySubscribers
             | Rejection::TooManyConnections
@@ -53,6 +54,13 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        }
+        if self.reason == Rejection::RequestTimeout {
+            // The rest of the body may still be on its way: this connection
+            // cannot carry another request, so say it ends.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         if self.reason == Rejection::Unauthorized {
             response.headers_mut().insert(

@@ -17,6 +17,7 @@ pub enum Rejection {
     Unauthorized,
     Forbidden,
     BodyTooLarge,
+    RequestTimeout,
     RateLimited,
     TooManySubscribers,
     TooManyConnections,
@@ -25,11 +26,12 @@ pub enum Rejection {
 }
 
 impl Rejection {
-    pub const ALL: [Rejection; 9] = [
+    pub const ALL: [Rejection; 10] = [
         Self::BadRequest,
         Self::Unauthorized,
         Self::Forbidden,
         Self::BodyTooLarge,
+        Self::RequestTimeout,
         Self::RateLimited,
         Self::TooManySubscribers,
         Self::TooManyConnections,
@@ -43,6 +45,7 @@ impl Rejection {
             Self::Unauthorized => "unauthorized",
             Self::Forbidden => "forbidden",
             Self::BodyTooLarge => "body_too_large",
+            Self::RequestTimeout => "request_timeout",
             Self::RateLimited => "rate_limited",
             Self::TooManySubscribers => "too_many_subscribers",
             Self::TooManyConnections => "too_many_connections",

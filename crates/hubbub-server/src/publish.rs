@@ -1,14 +1,15 @@
 //! `POST /.well-known/mercure`: authorize, limit, parse the form, validate,
 //! hand the update to the hub, answer with its id.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Extension;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, Uri, header};
 use axum::response::{IntoResponse, Response};
-use http_body_util::{BodyExt, Limited};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Collected, Limited};
 use hubbub_proto::Update;
 use hubbub_proto::update::UpdateError;
 
@@ -71,17 +72,9 @@ async fn handle(
     }
     rate_limit(state, limits, &token, peer)?;
 
-    let form = Limited::new(body, max_body).collect().await.map_err(|e| {
-        if e.downcast_ref::<http_body_util::LengthLimitError>()
-            .is_some()
-        {
-            too_large(max_body)
-        } else {
-            ApiError::new(Rejection::BadRequest, format!("cannot read the body: {e}"))
-        }
-    })?;
+    let form = read_body(body, max_body, limits.request_timeout).await?;
     check_content_type(headers)?;
-    let update = parse_form(&form.to_bytes(), limits.max_topics)?;
+    let update = parse_form(&form, limits.max_topics)?;
     if let Some(topic) = update
         .topics
         .iter()
@@ -93,6 +86,32 @@ async fn handle(
         ));
     }
     state.publish(update)
+}
+
+/// Reads the whole body, at most `max` bytes, within `timeout`: the head was
+/// bounded by the header read timeout, but a body trickled a byte at a time
+/// would otherwise hold the connection (and this task) for as long as the
+/// client likes.
+async fn read_body(body: Body, max: usize, timeout: Option<Duration>) -> Result<Bytes, ApiError> {
+    let read = Limited::new(body, max).collect();
+    let collected = match timeout {
+        Some(limit) => tokio::time::timeout(limit, read).await.map_err(|_| {
+            ApiError::new(
+                Rejection::RequestTimeout,
+                format!("the body did not arrive within {limit:?} (request_timeout)"),
+            )
+        })?,
+        None => read.await,
+    };
+    collected.map(Collected::to_bytes).map_err(|e| {
+        if e.downcast_ref::<http_body_util::LengthLimitError>()
+            .is_some()
+        {
+            too_large(max)
+        } else {
+            ApiError::new(Rejection::BadRequest, format!("cannot read the body: {e}"))
+        }
+    })
 }
 
 fn too_large(max: usize) -> ApiError {
@@ -212,6 +231,7 @@ pub(crate) fn parse_form(body: &[u8], max_topics: usize) -> Result<Update, ApiEr
         }
     }
     update.id = id.unwrap_or_else(|| format!("urn:uuid:{}", uuid::Uuid::now_v7()));
+    check_topic_text(&update.topics, "topic")?;
     update.validate(max_topics).map_err(|e| {
         let reason = match e {
             UpdateError::ReservedTopic(_) => Rejection::Forbidden,
@@ -220,6 +240,28 @@ pub(crate) fn parse_form(body: &[u8], max_topics: usize) -> Result<Update, ApiEr
         ApiError::new(reason, e.to_string())
     })?;
     Ok(update)
+}
+
+/// A topic (or a subscribe selector) is one line of text: an empty one matches
+/// nothing useful, and CR, LF or NUL would let it break out of a log line or
+/// of a frame that quotes it. `what` names the parameter in the message.
+pub(crate) fn check_topic_text(topics: &[String], what: &str) -> Result<(), ApiError> {
+    let bad = |i: usize, reason: &str| {
+        let n = topics.len();
+        ApiError::new(
+            Rejection::BadRequest,
+            format!("invalid {what} ({} of {n}): {reason}", i + 1),
+        )
+    };
+    for (i, topic) in topics.iter().enumerate() {
+        if topic.is_empty() {
+            return Err(bad(i, "must not be empty"));
+        }
+        if topic.bytes().any(|b| matches!(b, b'\r' | b'\n' | 0)) {
+            return Err(bad(i, "must not contain CR, LF or NUL"));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -252,6 +294,11 @@ mod tests {
             (b"topic=a&id=%23x", 400),
             (b"topic=a&type=a%0Ab", 400),
             (b"topic=a&topic=b&topic=c", 400),
+            (b"topic=", 400),
+            (b"topic=a&topic=", 400),
+            (b"topic=a%0Db", 400),
+            (b"topic=a%0A", 400),
+            (b"topic=a%00", 400),
             (b"topic=/.well-known/mercure/x", 403),
         ] {
             let err = parse_form(body, 2).unwrap_err();

@@ -7,10 +7,12 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -21,7 +23,16 @@ use crate::state::SharedState;
 #[derive(Debug, Clone, Copy)]
 pub struct Peer(pub SocketAddr);
 
-const OVER_CAPACITY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 5\r\nContent-Type: text/plain\r\nContent-Length: 25\r\nConnection: close\r\n\r\ntoo many open connections";
+/// Refusals (over the connection cap) in progress at most; past this a refused
+/// connection is closed at once, so a flood cannot turn refusals themselves
+/// into unbounded tasks. Each one lasts at most three `REFUSAL_WAIT`s.
+const MAX_REFUSALS: usize = 256;
+/// How long a refusal waits for the request, for its answer to be taken, and
+/// then for the client to close.
+const REFUSAL_WAIT: Duration = Duration::from_secs(1);
+/// Bytes of the request read before answering, and drained after.
+const REFUSAL_READ: usize = 8 * 1024;
+const REFUSAL_DRAIN: usize = 64 * 1024;
 
 /// Serves until `shutdown` fires, then stops accepting, lets the hub end every
 /// stream cleanly and waits up to the grace period for connections to finish.
@@ -33,6 +44,7 @@ pub async fn run(
     let router = crate::app::router(state.clone());
     let open = Arc::new(AtomicUsize::new(0));
     let tracker = TaskTracker::new();
+    let refusals = Arc::new(Semaphore::new(MAX_REFUSALS));
     let max = effective_max_connections(state.settings.load().limits.max_connections);
     tracing::info!(addr = %listener.local_addr()?, max_connections = max, "listening");
     loop {
@@ -52,7 +64,9 @@ pub async fn run(
         let max = effective_max_connections(state.settings.load().limits.max_connections);
         let Some(slot) = Slot::take(&open, max) else {
             state.metrics.reject(Rejection::TooManyConnections);
-            tracker.spawn(refuse(stream));
+            if let Ok(permit) = refusals.clone().try_acquire_owned() {
+                tracker.spawn(refuse(stream, permit));
+            }
             continue;
         };
         let _ = stream.set_nodelay(true);
@@ -151,8 +165,62 @@ impl Drop for Slot {
     }
 }
 
-async fn refuse(mut stream: TcpStream) {
-    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(OVER_CAPACITY)).await;
+/// Answers a connection over the cap with 503 + `Retry-After`. Closing a
+/// socket whose request was never read makes the kernel send a reset, which
+/// can destroy the answer before the client reads it; so this reads the
+/// request head first, answers, closes its sending side, and reads on until
+/// the client closes too (a lingering close). Every step is bounded in time
+/// and bytes; `_permit` counts the refusal against `MAX_REFUSALS`.
+async fn refuse(mut stream: TcpStream, _permit: OwnedSemaphorePermit) {
+    let _ = timeout(REFUSAL_WAIT, read_some_head(&mut stream)).await;
+    let answer = over_capacity(SystemTime::now());
+    if !matches!(
+        timeout(REFUSAL_WAIT, stream.write_all(answer.as_bytes())).await,
+        Ok(Ok(()))
+    ) {
+        return;
+    }
+    if stream.shutdown().await.is_ok() {
+        let _ = timeout(REFUSAL_WAIT, drain_input(&mut stream, REFUSAL_DRAIN)).await;
+    }
+}
+
+/// Reads until the request head is complete, the client stops sending, or
+/// `REFUSAL_READ` bytes came.
+async fn read_some_head(stream: &mut TcpStream) -> io::Result<()> {
+    let mut buf = Vec::with_capacity(1024);
+    while buf.len() < REFUSAL_READ {
+        let from = buf.len();
+        if stream.read_buf(&mut buf).await? == 0 || crate::conn::head_ends(&buf, from) {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Reads and discards until EOF or `limit` bytes.
+async fn drain_input(stream: &mut TcpStream, limit: usize) -> io::Result<()> {
+    let mut chunk = [0u8; 4096];
+    let mut left = limit;
+    while left > 0 {
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            break;
+        }
+        left = left.saturating_sub(n);
+    }
+    Ok(())
+}
+
+/// The refusal, with the same framing headers as every other response.
+fn over_capacity(now: SystemTime) -> String {
+    const BODY: &str = "too many open connections\n";
+    format!(
+        "HTTP/1.1 503 Service Unavailable\r\nretry-after: 5\r\ncontent-type: text/plain\r\n\
+         content-length: {}\r\nconnection: close\r\ndate: {}\r\n\r\n{BODY}",
+        BODY.len(),
+        crate::conn::http_date(now)
+    )
 }
 
 /// 0 means "as many as the open-files limit allows", keeping some for the rest.

@@ -85,6 +85,7 @@ fn open(state: &SharedState, headers: &HeaderMap, uri: &Uri) -> Result<Subscript
     let query = parse_query(uri);
     hubbub_proto::update::validate_topics(&query.topics, settings.limits.max_topics)
         .map_err(|e| ApiError::new(Rejection::BadRequest, e.to_string()))?;
+    crate::publish::check_topic_text(&query.topics, "topic selector")?;
     let selectors = query
         .topics
         .iter()

@@ -347,3 +347,41 @@ async fn the_configured_algorithm_is_required() {
         StatusCode::UNAUTHORIZED
     );
 }
+
+/// Authentication schemes are case-insensitive (RFC 9110, 11.1): `bearer`,
+/// `BEARER` and `bEaReR` are the Bearer scheme, for both roles.
+#[tokio::test]
+async fn the_bearer_scheme_is_case_insensitive() {
+    let hub = TestHub::start(private_hub_config()).await;
+    let (pub_tok, sub_tok) = (publisher(KEY), subscriber(KEY, &["*"]));
+    for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+        let r = send(
+            client()
+                .post(hub.url())
+                .header("authorization", format!("{scheme} {pub_tok}"))
+                .form(&form()),
+        )
+        .await;
+        assert_eq!(
+            r.status,
+            StatusCode::OK,
+            "publish with {scheme}: {}",
+            r.body
+        );
+        let sse = SseClient::connect(
+            client()
+                .get(hub.subscribe_url(&[TOPIC]))
+                .header("authorization", format!("{scheme} {sub_tok}")),
+        )
+        .await;
+        assert_eq!(sse.status, StatusCode::OK, "subscribe with {scheme}");
+    }
+    let basic = send(
+        client()
+            .post(hub.url())
+            .header("authorization", format!("Basic {pub_tok}"))
+            .form(&form()),
+    )
+    .await;
+    assert_eq!(basic.status, StatusCode::UNAUTHORIZED, "another scheme");
+}

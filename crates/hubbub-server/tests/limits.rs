@@ -2,6 +2,8 @@
 //! 400s, the reserved topic, body size, topic counts, subscribers, publish rates
 //! and open connections.
 
+use std::time::Duration;
+
 use hubbub_testkit::{
     Config, RawConn, SseClient, StatusCode, TestHub, client, config, eventually, send,
 };
@@ -307,8 +309,7 @@ async fn max_connections_answers_503() {
     let first = hub.subscribe(&[TOPIC]).await;
     let _second = hub.subscribe(&[TOPIC]).await;
 
-    // Refused before any request is read, so do not send one (an unread request
-    // would turn the server's close into a reset that can eat the answer).
+    // A client that waits for the server before sending anything is answered too.
     let mut third = RawConn::connect(hub.addr).await;
     let answer = String::from_utf8_lossy(&third.read_to_close().await).into_owned();
     assert!(
@@ -328,4 +329,135 @@ async fn max_connections_answers_503() {
         (head.status == 200).then_some(())
     })
     .await;
+}
+
+/// Over the connection cap, a client that sends its request at once (as every
+/// HTTP client does) must read the 503, not a reset: closing a socket with the
+/// request unread would reset it. Many times, since a reset is a race.
+#[tokio::test]
+async fn a_refused_request_reads_503_not_a_reset() {
+    let hub = TestHub::start(Config {
+        max_connections: 2,
+        ..config()
+    })
+    .await;
+    let _held = [hub.subscribe(&[TOPIC]).await, hub.subscribe(&[TOPIC]).await];
+    for i in 0..50 {
+        let mut conn = RawConn::connect(hub.addr).await;
+        conn.send_get("/healthz", &[]).await;
+        let answer = conn
+            .try_read_to_close()
+            .await
+            .unwrap_or_else(|e| panic!("refusal {i}: {e} instead of a 503 and a close"));
+        let answer = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+        assert!(
+            answer.starts_with("http/1.1 503"),
+            "refusal {i}: {answer:?}"
+        );
+        assert!(
+            answer.contains("\r\nretry-after: "),
+            "refusal {i}: {answer:?}"
+        );
+    }
+}
+
+/// A publish body trickled in (one byte every 200 ms: never idle long, so only
+/// a bound on the whole body helps) is cut at `request_timeout` with a 408.
+#[tokio::test]
+async fn a_trickled_body_is_cut_at_the_request_timeout() {
+    let hub = TestHub::start(Config {
+        request_timeout: Duration::from_secs(1),
+        ..config()
+    })
+    .await;
+    hub.publish_ok(&[("topic", TOPIC), ("data", "in one go")])
+        .await;
+
+    let body = format!("topic={TOPIC}&data={}", "x".repeat(200));
+    let mut conn = RawConn::connect(hub.addr).await;
+    conn.write(
+        format!(
+            "POST /.well-known/mercure HTTP/1.1\r\nHost: hubbub.test\r\n\
+             Authorization: Bearer {}\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\n\
+             Content-Length: {}\r\n\r\n",
+            hub.publisher_token(),
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .await;
+    let started = std::time::Instant::now();
+    let head = conn
+        .trickle(
+            body.as_bytes(),
+            Duration::from_millis(200),
+            Duration::from_secs(8),
+        )
+        .await
+        .expect("an answer long before the trickled body is complete");
+    assert_eq!(head.status, 408, "{head:?}");
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(4), "answered after {took:?}");
+    conn.read_to_close().await;
+    assert_eq!(
+        hub.metric("hubbub_requests_rejected_total{reason=\"request_timeout\"}")
+            .await,
+        Some(1.0)
+    );
+    assert_eq!(
+        hub.metric("hubbub_updates_published_total").await,
+        Some(1.0)
+    );
+}
+
+/// A topic is one non-empty line of text: an empty topic, or one with CR, LF
+/// or NUL (which would break the frame or the logs), is refused with a reason,
+/// as a published topic (canonical or alternate) and as a subscribe selector.
+#[tokio::test]
+async fn empty_or_multi_line_topics_are_400() {
+    let hub = TestHub::start(config()).await;
+    let form = "application/x-www-form-urlencoded";
+    for (what, encoded) in [
+        ("empty", ""),
+        ("LF", "a%0Ab"),
+        ("CR", "a%0Db"),
+        ("NUL", "a%00b"),
+    ] {
+        for body in [
+            format!("topic={encoded}"),
+            format!("topic=t&topic={encoded}"),
+        ] {
+            let r = send(
+                client()
+                    .post(hub.url())
+                    .bearer_auth(hub.publisher_token())
+                    .header("content-type", form)
+                    .body(body.clone()),
+            )
+            .await;
+            assert_eq!(r.status, StatusCode::BAD_REQUEST, "publish {what}: {body}");
+            assert!(r.body.contains("topic"), "publish {what}: {:?}", r.body);
+        }
+        for query in [
+            format!("topic={encoded}"),
+            format!("topic=t&topic={encoded}"),
+        ] {
+            // Status first: a subscription accepted by mistake would never end.
+            let mut sse = SseClient::get(&format!("{}?{query}", hub.url())).await;
+            assert_eq!(
+                sse.status,
+                StatusCode::BAD_REQUEST,
+                "subscribe {what}: {query}"
+            );
+            sse.expect_end(hubbub_testkit::WAIT).await;
+            let body = String::from_utf8_lossy(sse.raw());
+            assert!(body.contains("topic"), "subscribe {what}: {body:?}");
+        }
+    }
+    assert_eq!(
+        hub.metric("hubbub_updates_published_total").await,
+        Some(0.0)
+    );
+    assert_eq!(hub.metric("hubbub_subscribers").await, Some(0.0));
 }

@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use hubbub_testkit::{Item, KEY, SseClient, StatusCode, TestHub, config, subscriber};
+use hubbub_testkit::{
+    Config, Item, KEY, RawConn, RawHead, SseClient, StatusCode, TestHub, config, subscriber,
+};
 
 const BOOK: &str = "https://example.com/books/1";
 const REVIEW: &str = "https://example.com/books/1/reviews/2";
@@ -347,4 +349,102 @@ async fn query_plus_is_a_space_in_selectors() {
     assert_eq!(sub.status, StatusCode::OK);
     hub.publish_ok(&[("topic", "a b"), ("id", "spaced")]).await;
     assert_eq!(sub.expect_event().await.id.as_deref(), Some("spaced"));
+}
+
+/// Sends `request` on a fresh connection; returns the response head and, for
+/// a plain response, its body (read to the close the request asked for).
+async fn exchange(hub: &TestHub, request: &str, streaming: bool) -> (RawHead, Vec<u8>) {
+    let mut conn = RawConn::connect(hub.addr).await;
+    conn.write(request.as_bytes()).await;
+    let head = conn.read_head().await;
+    let body = if streaming {
+        Vec::new()
+    } else {
+        conn.read_to_close().await
+    };
+    (head, body)
+}
+
+/// Checks the framing headers of one response: exactly one `Date`; exactly
+/// one `Content-Length`, matching the body, unless it is an event stream.
+fn assert_framing(what: &str, head: &RawHead, body: &[u8], streaming: bool) {
+    assert_eq!(head.all("date").len(), 1, "{what}: one Date: {head:?}");
+    let lengths = head.all("content-length");
+    if streaming {
+        assert!(lengths.is_empty(), "{what}: {head:?}");
+        return;
+    }
+    assert_eq!(lengths.len(), 1, "{what}: one Content-Length: {head:?}");
+    assert_eq!(lengths[0], body.len().to_string(), "{what}: {head:?}");
+}
+
+/// Every response, whichever code path writes it (our own writer for
+/// subscriptions, hyper for the rest, the refusal over the connection cap),
+/// carries one `Date` and, unless streamed, one `Content-Length`.
+#[tokio::test]
+async fn every_response_head_has_one_content_length_and_a_date() {
+    let hub = TestHub::start(Config {
+        anonymous: false,
+        ..config()
+    })
+    .await;
+    let token = subscriber(KEY, &["*"]);
+    let get = |target: &str, extra: &str| {
+        format!("GET {target} HTTP/1.1\r\nHost: hubbub.test\r\n{extra}Connection: close\r\n\r\n")
+    };
+    let auth = format!("Authorization: Bearer {token}\r\n");
+    let cases = [
+        ("subscribe, no topic", get("/.well-known/mercure", ""), 400, false),
+        ("subscribe, no token", get("/.well-known/mercure?topic=a", ""), 401, false),
+        ("subscribe, HTTP/1.0", get("/.well-known/mercure?topic=a", "").replace("1.1", "1.0"), 401, false),
+        ("subscribe", get("/.well-known/mercure?topic=a", &auth), 200, true),
+        ("health", get("/healthz", ""), 200, false),
+        ("publish, no token", "POST /.well-known/mercure HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_owned(), 401, false),
+    ];
+    for (what, request, status, streaming) in cases {
+        let (head, body) = exchange(&hub, &request, streaming).await;
+        assert_eq!(head.status, status, "{what}");
+        assert_framing(what, &head, &body, streaming);
+    }
+
+    let capped = TestHub::start(Config {
+        max_connections: 1,
+        ..config()
+    })
+    .await;
+    let _held = capped.subscribe(&["a"]).await;
+    let (head, body) = exchange(&capped, &get("/healthz", ""), false).await;
+    assert_eq!(head.status, 503);
+    assert_framing("over the connection cap", &head, &body, false);
+}
+
+/// Bare-LF line ends (tolerated by HTTP/1.1 parsers, RFC 9112 2.2) get an
+/// answer at once, on both the subscription path and hyper's, instead of
+/// waiting silently for a CRLF CRLF that never comes.
+#[tokio::test]
+async fn a_request_with_bare_lf_line_ends_is_answered() {
+    let hub = TestHub::start(config()).await;
+    for (request, streaming) in [
+        ("GET /healthz HTTP/1.1\nHost: x\n\n", false),
+        (
+            "GET /.well-known/mercure?topic=a HTTP/1.1\nHost: x\n\n",
+            true,
+        ),
+        ("GET /.well-known/mercure HTTP/1.1\nHost: x\n\n", false),
+    ] {
+        let mut conn = RawConn::connect(hub.addr).await;
+        conn.write(request.as_bytes()).await;
+        let head = tokio::time::timeout(Duration::from_secs(2), conn.read_head())
+            .await
+            .unwrap_or_else(|_| panic!("no answer within 2 s to {request:?}"));
+        let want = if request.contains("mercure HTTP") {
+            400
+        } else {
+            200
+        };
+        assert_eq!(head.status, want, "{request:?}");
+        if streaming {
+            conn.read_until(b":\n").await;
+        }
+    }
 }

@@ -25,6 +25,15 @@ impl RawHead {
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
     }
+
+    /// Every value of `name`, in order (to catch a header sent twice).
+    pub fn all(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
 }
 
 #[derive(Debug)]
@@ -150,6 +159,59 @@ impl RawConn {
         let deadline = Instant::now() + WAIT;
         while self.read_more(deadline).await > 0 {}
         std::mem::take(&mut self.buf)
+    }
+
+    /// Like [`RawConn::read_to_close`], but a reset (or any read error) is
+    /// returned instead of passing for a close: what the server sends before
+    /// resetting may never reach a real client.
+    pub async fn try_read_to_close(&mut self) -> std::io::Result<Vec<u8>> {
+        let deadline = Instant::now() + WAIT;
+        let mut chunk = [0u8; 16 * 1024];
+        loop {
+            match tokio::time::timeout_at(deadline, self.stream.read(&mut chunk)).await {
+                Err(_) => panic!(
+                    "the hub neither closed nor reset in time; got {:?}",
+                    String::from_utf8_lossy(&self.buf)
+                ),
+                Ok(Ok(0)) => return Ok(std::mem::take(&mut self.buf)),
+                Ok(Ok(n)) => self.buf.extend_from_slice(&chunk[..n]),
+                Ok(Err(e)) => return Err(e),
+            }
+        }
+    }
+
+    /// Sends `body` one byte every `gap` (a client trickling its request)
+    /// while watching for an answer. Returns the response head as soon as one
+    /// arrived; None if `limit` passed or the connection ended without a head.
+    /// A failed write ends the trickle (the server may have answered and
+    /// closed already).
+    pub async fn trickle(
+        &mut self,
+        body: &[u8],
+        gap: Duration,
+        limit: Duration,
+    ) -> Option<RawHead> {
+        let deadline = Instant::now() + limit;
+        let mut rest = body;
+        let mut chunk = [0u8; 16 * 1024];
+        while find(&self.buf, b"\r\n\r\n").is_none() {
+            let write_at = Instant::now() + gap;
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => return None,
+                r = self.stream.read(&mut chunk) => match r {
+                    Ok(n) if n > 0 => self.buf.extend_from_slice(&chunk[..n]),
+                    _ => break,
+                },
+                _ = tokio::time::sleep_until(write_at), if !rest.is_empty() => {
+                    if self.stream.write_all(&rest[..1]).await.is_err() {
+                        break;
+                    }
+                    rest = &rest[1..];
+                }
+            }
+        }
+        find(&self.buf, b"\r\n\r\n")?;
+        Some(self.read_head().await)
     }
 
     /// Reads once; 0 on close or error. Panics at the deadline.

@@ -100,6 +100,9 @@ pub struct ServeArgs {
     /// A socket write blocked this long cuts the connection (0 = never).
     #[arg(long, env = "HUBBUB_WRITE_DEADLINE", value_parser = duration)]
     pub write_deadline: Option<std::time::Duration>,
+    /// A request body must arrive within this of its head, else 408 (0 = no limit).
+    #[arg(long, env = "HUBBUB_REQUEST_TIMEOUT", value_parser = duration)]
+    pub request_timeout: Option<std::time::Duration>,
     #[arg(long, env = "HUBBUB_MAX_BODY_BYTES")]
     pub max_body_bytes: Option<usize>,
     #[arg(long, env = "HUBBUB_MAX_TOPICS")]
@@ -214,7 +217,7 @@ impl ServeArgs {
             gossip_interval,
             order_wait
         );
-        set!(cluster_log_size, drain_window);
+        set!(cluster_log_size, drain_window, request_timeout);
         set_opt!(node_id, gossip_advertise, relay_advertise, cluster_secret);
         set_opt!(
             jwt_key,
