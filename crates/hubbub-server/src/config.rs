@@ -88,6 +88,38 @@ pub struct Config {
     pub order_wait: Duration,
     /// Updates each node keeps per origin to repair peers (anti-entropy).
     pub cluster_log_size: usize,
+    /// When a publish is answered: `local` (logged on this node) or
+    /// `replicated` (some peer confirmed it holds it too).
+    pub publish_ack: PublishAck,
+    /// In `replicated` mode, how long a publish waits for a peer's confirmation.
+    #[serde(deserialize_with = "duration")]
+    pub publish_ack_timeout: Duration,
+}
+
+/// When a clustered publish is acknowledged (see `Config::publish_ack`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PublishAck {
+    /// Once this node has logged it: fastest; a kill -9 right after the
+    /// answer can lose it if no peer received it yet.
+    #[default]
+    Local,
+    /// Once some live peer confirmed it holds it: a crash of this node then
+    /// cannot lose it.
+    Replicated,
+}
+
+impl std::str::FromStr for PublishAck {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "local" => Ok(Self::Local),
+            "replicated" => Ok(Self::Replicated),
+            other => Err(format!(
+                "publish_ack must be local or replicated, not {other:?}"
+            )),
+        }
+    }
 }
 
 /// Only for `--dev` clusters on one machine; said loudly at start-up.
@@ -136,6 +168,8 @@ impl Default for Config {
             gossip_interval: Duration::from_millis(100),
             order_wait: Duration::from_secs(1),
             cluster_log_size: 10_000,
+            publish_ack: PublishAck::Local,
+            publish_ack_timeout: Duration::from_secs(2),
         }
     }
 }
@@ -244,6 +278,8 @@ impl Config {
             publish_origins: self.publish_origins.clone(),
             shutdown_grace: self.shutdown_grace,
             drain_window: self.drain_window,
+            publish_ack: (self.publish_ack == PublishAck::Replicated && !self.seeds.is_empty())
+                .then_some(self.publish_ack_timeout),
             cluster: self.cluster()?,
         })
     }
@@ -283,6 +319,7 @@ impl Config {
         c.gossip_interval = self.gossip_interval;
         c.order_wait = self.order_wait;
         c.limits.log_entries = self.cluster_log_size.max(1);
+        c.want_acks = self.publish_ack == PublishAck::Replicated;
         Ok(Some(c))
     }
 
@@ -384,6 +421,9 @@ pub struct Settings {
     pub publish_origins: Vec<String>,
     pub shutdown_grace: Duration,
     pub drain_window: Duration,
+    /// In a cluster with `publish_ack = replicated`: how long a publish waits
+    /// for a peer to confirm it holds the update.
+    pub publish_ack: Option<Duration>,
     /// Fixed at start-up (a reload does not change it).
     pub cluster: Option<ClusterConfig>,
 }

@@ -40,7 +40,8 @@ impl ApiError {
             Rejection::TooManySubscribers
             | Rejection::TooManyConnections
             | Rejection::Overloaded
-            | Rejection::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            | Rejection::ShuttingDown
+            | Rejection::NotReplicated => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }

@@ -23,10 +23,12 @@ pub enum Rejection {
     TooManyConnections,
     Overloaded,
     ShuttingDown,
+    /// `publish_ack = replicated` and no peer confirmed within the timeout.
+    NotReplicated,
 }
 
 impl Rejection {
-    pub const ALL: [Rejection; 10] = [
+    pub const ALL: [Rejection; 11] = [
         Self::BadRequest,
         Self::Unauthorized,
         Self::Forbidden,
@@ -37,6 +39,7 @@ impl Rejection {
         Self::TooManyConnections,
         Self::Overloaded,
         Self::ShuttingDown,
+        Self::NotReplicated,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -51,6 +54,7 @@ impl Rejection {
             Self::TooManyConnections => "too_many_connections",
             Self::Overloaded => "overloaded",
             Self::ShuttingDown => "shutting_down",
+            Self::NotReplicated => "not_replicated",
         }
     }
 }

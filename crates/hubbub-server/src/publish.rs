@@ -85,7 +85,7 @@ async fn handle(
             format!("the token's mercure.publish claim does not cover topic {topic:?}"),
         ));
     }
-    state.publish(update)
+    state.publish(update).await
 }
 
 /// Reads the whole body, at most `max` bytes, within `timeout`: the head was

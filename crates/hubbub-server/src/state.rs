@@ -56,29 +56,39 @@ impl AppState {
 
     /// Accepts a validated update: into the cluster log when clustered (every
     /// node then delivers it in the same order), else straight into the hub.
-    /// Returns its id.
-    pub fn publish(&self, update: Update) -> Result<String, ApiError> {
+    /// With `publish_ack = replicated`, answers only once a peer confirmed it
+    /// holds the update. Returns its id.
+    pub async fn publish(&self, update: Update) -> Result<String, ApiError> {
         let busy =
             |msg: String, reason| ApiError::new(reason, msg).retry_after(Duration::from_secs(1));
-        match &self.cluster {
-            Some(cluster) => {
-                cluster
-                    .submit(update)
-                    .map(|s| s.update.id.clone())
-                    .map_err(|e| match e {
-                        SubmitError::Overloaded => busy(e.to_string(), Rejection::Overloaded),
-                        SubmitError::ShuttingDown => busy(e.to_string(), Rejection::ShuttingDown),
-                    })
-            }
-            None => self
+        let Some(cluster) = &self.cluster else {
+            return self
                 .hub
                 .publish(update)
                 .map(|p| p.id.to_string())
                 .map_err(|e| match e {
                     PublishError::Overloaded => busy(e.to_string(), Rejection::Overloaded),
                     PublishError::ShuttingDown => busy(e.to_string(), Rejection::ShuttingDown),
-                }),
+                });
+        };
+        let stamped = cluster.submit(update).map_err(|e| match e {
+            SubmitError::Overloaded => busy(e.to_string(), Rejection::Overloaded),
+            SubmitError::ShuttingDown => busy(e.to_string(), Rejection::ShuttingDown),
+        })?;
+        let ack_timeout = self.settings.load().publish_ack;
+        if let Some(limit) = ack_timeout
+            && !cluster.replicated(stamped.stamp.seq, limit).await
+        {
+            return Err(busy(
+                format!(
+                    "no peer confirmed holding the update within {limit:?} (publish_ack = \
+                     replicated); it is logged on this node and will still be delivered unless \
+                     this node fails first"
+                ),
+                Rejection::NotReplicated,
+            ));
         }
+        Ok(stamped.update.id.clone())
     }
 
     /// Ready to serve: not draining or shutting down and, in a cluster, caught up.

@@ -967,3 +967,51 @@ async fn relay_traffic_is_sealed_against_readers_and_tamperers() {
     );
     cluster.shutdown().await;
 }
+
+/// `publish_ack = replicated`: a publish is answered once a peer confirmed it
+/// holds the update; with every peer unreachable it is answered 503 after
+/// `publish_ack_timeout` (and still delivered once the link heals), while
+/// `local` answers at once either way.
+#[tokio::test]
+async fn replicated_publish_acks_wait_for_a_peer() {
+    let (mut configs, proxies) = proxied_configs(2).await;
+    configs[0].publish_ack = hubbub_server::config::PublishAck::Replicated;
+    configs[0].publish_ack_timeout = Duration::from_millis(700);
+    let mut cluster = TestCluster::start_with(configs).await;
+    let sub = Collector::subscribe(cluster.node(1), &[TOPIC], None).await;
+    let n1 = cluster.node(0);
+    let ok = n1.publish(&[("topic", TOPIC), ("id", "acked-1")]).await;
+    assert_eq!(ok.status, StatusCode::OK, "{}", ok.body);
+
+    // n2 unreachable on the relay: nobody can confirm.
+    proxies[1].freeze();
+    let started = std::time::Instant::now();
+    let refused = n1.publish(&[("topic", TOPIC), ("id", "unconfirmed")]).await;
+    let waited = started.elapsed();
+    assert_eq!(
+        refused.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        refused.body
+    );
+    assert!(
+        refused.body.contains("no peer confirmed"),
+        "{}",
+        refused.body
+    );
+    assert!(
+        waited >= Duration::from_millis(650) && waited < Duration::from_secs(3),
+        "answered after {waited:?}"
+    );
+    // A node in `local` mode answers at once through the same fault.
+    let local = cluster
+        .node(1)
+        .publish(&[("topic", TOPIC), ("id", "local-1")])
+        .await;
+    assert_eq!(local.status, StatusCode::OK, "{}", local.body);
+    proxies[1].restore();
+    let got = sub.settle(3, EVENTS_WAIT, EXTRA).await;
+    let got: HashSet<&str> = got.iter().map(String::as_str).collect();
+    assert_eq!(got, HashSet::from(["acked-1", "unconfirmed", "local-1"]));
+    cluster.shutdown().await;
+}

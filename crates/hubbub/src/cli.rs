@@ -165,6 +165,13 @@ pub struct ServeArgs {
     /// A peer silent this long no longer holds delivery back.
     #[arg(long, env = "HUBBUB_ORDER_WAIT", value_parser = duration)]
     pub order_wait: Option<std::time::Duration>,
+    /// When a clustered publish is answered: `local` (logged here) or
+    /// `replicated` (a peer confirmed it holds it).
+    #[arg(long, env = "HUBBUB_PUBLISH_ACK")]
+    pub publish_ack: Option<hubbub_server::config::PublishAck>,
+    /// How long a `replicated` publish waits for a peer's confirmation (503 after).
+    #[arg(long, env = "HUBBUB_PUBLISH_ACK_TIMEOUT", value_parser = duration)]
+    pub publish_ack_timeout: Option<std::time::Duration>,
     /// Updates kept per origin to repair other nodes.
     #[arg(long, env = "HUBBUB_CLUSTER_LOG_SIZE")]
     pub cluster_log_size: Option<usize>,
@@ -218,6 +225,7 @@ impl ServeArgs {
             order_wait
         );
         set!(cluster_log_size, drain_window, request_timeout);
+        set!(publish_ack, publish_ack_timeout);
         set_opt!(node_id, gossip_advertise, relay_advertise, cluster_secret);
         set_opt!(
             jwt_key,

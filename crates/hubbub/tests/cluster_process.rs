@@ -26,6 +26,8 @@ struct Node {
     process: Option<HubProcess>,
     /// What earlier (killed) runs logged, for failure messages.
     earlier_logs: String,
+    /// More `serve` flags.
+    extra: Vec<&'static str>,
 }
 
 impl Node {
@@ -36,6 +38,7 @@ impl Node {
             seeds: seeds.to_owned(),
             process: None,
             earlier_logs: String::new(),
+            extra: Vec::new(),
         }
     }
 
@@ -47,7 +50,7 @@ impl Node {
             self.addrs.gossip.to_string(),
             self.addrs.relay.to_string(),
         );
-        let args = [
+        let mut args = vec![
             "--dev",
             "--listen",
             &http,
@@ -66,6 +69,7 @@ impl Node {
             "--order-wait",
             "500ms",
         ];
+        args.extend(&self.extra);
         self.process = Some(HubProcess::serve(BIN, &args).await);
     }
 
@@ -242,5 +246,54 @@ async fn three_processes_share_one_order_and_survive_a_kill_9() {
         vector.len(),
         4,
         "n1, n3 and both generations of n2: {vector:?}"
+    );
+}
+
+/// `--publish-ack replicated`: an update answered 200 survives a kill -9 of
+/// the node that answered, sent right after the answer (mid-stream of
+/// publishes): some peer already held it.
+#[tokio::test]
+async fn replicated_acks_survive_a_kill_9_of_the_publishing_node() {
+    let addrs: Vec<_> = (0..2).map(|_| MemberAddrs::pick()).collect();
+    let seeds = format!("{},{}", addrs[0].gossip, addrs[1].gossip);
+    let mut nodes: Vec<Node> = addrs
+        .iter()
+        .enumerate()
+        .map(|(i, a)| Node::new(&format!("n{}", i + 1), &seeds, *a))
+        .collect();
+    nodes[0].extra = vec!["--publish-ack", "replicated"];
+    for n in &mut nodes {
+        n.start().await;
+    }
+    wait_mesh(&nodes).await;
+    let witness = nodes[1].subscribe(None).await;
+
+    let (url, token) = (nodes[0].url(), publisher(DEV_KEY));
+    let publishing = tokio::spawn(async move {
+        let client = reqwest::Client::new();
+        let mut acked = Vec::new();
+        for k in 0.. {
+            let id = format!("r-{k:05}");
+            let form = [("topic", TOPIC), ("id", id.as_str())];
+            // The node dies mid-stream: a transport error ends the run.
+            let sent = client.post(&url).bearer_auth(&token).form(&form).send();
+            match sent.await {
+                Ok(r) if r.status() == reqwest::StatusCode::OK => acked.push(id),
+                _ => break,
+            }
+        }
+        acked
+    });
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    nodes[0].kill().await;
+    let acked = publishing.await.expect("the publisher");
+    assert!(acked.len() > 10, "publishing ran: {}", acked.len());
+    let got = settle(&witness, acked.len()).await;
+    let got: HashSet<&String> = got.iter().collect();
+    let lost: Vec<&String> = acked.iter().filter(|id| !got.contains(id)).collect();
+    assert!(
+        lost.is_empty(),
+        "acknowledged then lost with the node: {lost:?}\n{}",
+        nodes[1].logs()
     );
 }
