@@ -50,6 +50,15 @@ impl Selector {
         }
     }
 
+    /// Matching cost per byte of a topic (see [`UriTemplate::states`]); 0 for
+    /// `*` and exact topics, which cost a comparison.
+    pub fn states(&self) -> usize {
+        match self {
+            Self::Template(t) => t.states(),
+            Self::Any | Self::Exact(_) => 0,
+        }
+    }
+
     pub fn matches(&self, topic: &str) -> bool {
         match self {
             Self::Any => true,

@@ -48,6 +48,11 @@ pub struct Config {
     pub request_timeout: Duration,
     pub max_body_bytes: usize,
     pub max_topics: usize,
+    /// Longest topic (publish) or selector (subscribe), in bytes.
+    pub max_topic_bytes: usize,
+    /// Most states a subscriber's URI template may compile to: matching one
+    /// costs up to this many steps per byte of a topic.
+    pub max_template_states: usize,
     /// 0 = no limit.
     pub max_subscribers: usize,
     /// Open connections; 0 = derived from the open-files limit.
@@ -146,6 +151,8 @@ impl Default for Config {
             request_timeout: Duration::from_secs(30),
             max_body_bytes: 1 << 20,
             max_topics: hubbub_proto::update::MAX_TOPICS,
+            max_topic_bytes: 2048,
+            max_template_states: 200,
             max_subscribers: 0,
             max_connections: 0,
             queue_capacity: 1000,
@@ -364,6 +371,8 @@ impl Config {
             },
             max_body_bytes: self.max_body_bytes,
             max_topics: self.max_topics,
+            max_topic_bytes: self.max_topic_bytes,
+            max_template_states: self.max_template_states,
             max_connections: self.max_connections,
             lifetime: nonzero(self.write_timeout),
             write_deadline: nonzero(self.write_deadline),
@@ -433,6 +442,8 @@ pub struct LimitSettings {
     pub hub: hubbub_core::Limits,
     pub max_body_bytes: usize,
     pub max_topics: usize,
+    pub max_topic_bytes: usize,
+    pub max_template_states: usize,
     pub max_connections: usize,
     pub lifetime: Option<Duration>,
     pub write_deadline: Option<Duration>,

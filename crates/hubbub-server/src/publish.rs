@@ -10,8 +10,8 @@ use axum::http::{HeaderMap, Uri, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Collected, Limited};
-use hubbub_proto::Update;
 use hubbub_proto::update::UpdateError;
+use hubbub_proto::{Selector, Update};
 
 use crate::auth::{Role, TokenSource, claim_selectors};
 use crate::config::LimitSettings;
@@ -75,6 +75,7 @@ async fn handle(
     let form = read_body(body, max_body, limits.request_timeout).await?;
     check_content_type(headers)?;
     let update = parse_form(&form, limits.max_topics)?;
+    check_topic_lengths(&update.topics, limits.max_topic_bytes, "topic")?;
     if let Some(topic) = update
         .topics
         .iter()
@@ -262,6 +263,42 @@ pub(crate) fn check_topic_text(topics: &[String], what: &str) -> Result<(), ApiE
         }
     }
     Ok(())
+}
+
+/// Topics and selectors are bounded in length: a template's matching cost
+/// grows with the topic's length, and both are held for as long as a
+/// subscription or the history keeps them.
+pub(crate) fn check_topic_lengths(
+    topics: &[String],
+    max: usize,
+    what: &str,
+) -> Result<(), ApiError> {
+    match topics.iter().position(|t| t.len() > max) {
+        Some(i) => Err(ApiError::new(
+            Rejection::BadRequest,
+            format!(
+                "invalid {what} ({} of {}): longer than {max} bytes (max_topic_bytes)",
+                i + 1,
+                topics.len()
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// A subscriber's template may compile to at most `max` states: matching it
+/// costs up to that many steps per byte of every topic published.
+pub(crate) fn check_template_states(selectors: &[Selector], max: usize) -> Result<(), ApiError> {
+    match selectors.iter().find(|s| s.states() > max) {
+        Some(s) => Err(ApiError::new(
+            Rejection::BadRequest,
+            format!(
+                "URI template too complex: {} matcher states, at most {max} (max_template_states)",
+                s.states()
+            ),
+        )),
+        None => Ok(()),
+    }
 }
 
 #[cfg(test)]

@@ -86,12 +86,15 @@ fn open(state: &SharedState, headers: &HeaderMap, uri: &Uri) -> Result<Subscript
     hubbub_proto::update::validate_topics(&query.topics, settings.limits.max_topics)
         .map_err(|e| ApiError::new(Rejection::BadRequest, e.to_string()))?;
     crate::publish::check_topic_text(&query.topics, "topic selector")?;
+    let limits = &settings.limits;
+    crate::publish::check_topic_lengths(&query.topics, limits.max_topic_bytes, "topic selector")?;
     let selectors = query
         .topics
         .iter()
         .map(|t| state.selector(t))
         .collect::<Result<Vec<Selector>, _>>()
         .map_err(|e| ApiError::new(Rejection::BadRequest, e.to_string()))?;
+    crate::publish::check_template_states(&selectors, limits.max_template_states)?;
 
     let (claims, exp) = match settings
         .auth

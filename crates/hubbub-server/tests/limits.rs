@@ -461,3 +461,52 @@ async fn empty_or_multi_line_topics_are_400() {
     );
     assert_eq!(hub.metric("hubbub_subscribers").await, Some(0.0));
 }
+
+/// A subscriber chooses its selectors, a publisher its topics, and matching
+/// one against the other costs up to (template states) x (topic bytes): both
+/// are bounded, 400 beyond. A 4 KB template (the review used 40 KB) is refused; a
+/// realistic one is not; the worst template accepted, matched against the
+/// longest topic accepted, costs milliseconds, not seconds.
+#[tokio::test]
+async fn selector_size_and_template_complexity_are_bounded() {
+    let hub = TestHub::start(config()).await;
+    let huge = format!("https://example.com/{}", "{+a}".repeat(1_000));
+    let too_long = SseClient::get(&hub.subscribe_url(&[&huge])).await;
+    assert_eq!(too_long.status, StatusCode::BAD_REQUEST);
+    // Short, but each expression adds states.
+    let complex = format!("https://example.com/{}", "{a}".repeat(60));
+    let refused = SseClient::get(&hub.subscribe_url(&[&complex])).await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+    let realistic = "https://example.com/users/{user}/books/{book}{.format}{?fields*}";
+    let ok = SseClient::get(&hub.subscribe_url(&[realistic])).await;
+    assert_eq!(ok.status, StatusCode::OK);
+
+    let longest = format!("https://example.com/{}", "a/".repeat(1014));
+    assert_eq!(longest.len(), 2048);
+    let at_limit = hub.publish(&[("topic", longest.as_str())]).await;
+    assert_eq!(at_limit.status, StatusCode::OK);
+    let over = format!("{longest}b");
+    let refused = hub.publish(&[("topic", over.as_str())]).await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+    assert!(refused.body.contains("max_topic_bytes"), "{}", refused.body);
+
+    // The worst accepted template: as many `{+a}` as fit in 200 states.
+    let mut worst = "https://example.com/".to_owned();
+    while hubbub_proto::Selector::parse(&format!("{worst}{{+a}}"))
+        .unwrap()
+        .states()
+        <= 200
+    {
+        worst.push_str("{+a}");
+    }
+    let accepted = SseClient::get(&hub.subscribe_url(&[&worst])).await;
+    assert_eq!(accepted.status, StatusCode::OK, "{worst}");
+    let selector = hubbub_proto::Selector::parse(&worst).unwrap();
+    let started = std::time::Instant::now();
+    assert!(selector.matches(&longest));
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(1),
+        "the worst accepted match took {took:?}"
+    );
+}

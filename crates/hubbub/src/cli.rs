@@ -107,6 +107,12 @@ pub struct ServeArgs {
     pub max_body_bytes: Option<usize>,
     #[arg(long, env = "HUBBUB_MAX_TOPICS")]
     pub max_topics: Option<usize>,
+    /// Longest topic or selector in bytes (400 beyond).
+    #[arg(long, env = "HUBBUB_MAX_TOPIC_BYTES")]
+    pub max_topic_bytes: Option<usize>,
+    /// Most states a subscriber's URI template may compile to (400 beyond).
+    #[arg(long, env = "HUBBUB_MAX_TEMPLATE_STATES")]
+    pub max_template_states: Option<usize>,
     /// 0 = no limit.
     #[arg(long, env = "HUBBUB_MAX_SUBSCRIBERS")]
     pub max_subscribers: Option<usize>,
@@ -226,6 +232,7 @@ impl ServeArgs {
         );
         set!(cluster_log_size, drain_window, request_timeout);
         set!(publish_ack, publish_ack_timeout);
+        set!(max_topic_bytes, max_template_states);
         set_opt!(node_id, gossip_advertise, relay_advertise, cluster_secret);
         set_opt!(
             jwt_key,
