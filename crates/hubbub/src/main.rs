@@ -4,6 +4,7 @@
 mod advertise;
 mod cli;
 mod client;
+mod logging;
 mod probe;
 mod serve;
 

@@ -5,13 +5,12 @@ use anyhow::Context;
 use hubbub_server::{DEV_JWT_KEY, HUB_PATH, Server};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
-use tracing_subscriber::EnvFilter;
 
 use crate::advertise;
-use crate::cli::{LogFormat, ServeArgs};
+use crate::cli::ServeArgs;
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    init_logging(args.log_format);
+    crate::logging::init(args.log_format);
     let mut config = args.config()?;
     advertise::fill_in(&mut config);
     let settings = config.settings()?;
@@ -68,23 +67,6 @@ fn reload(server: &Server, args: &ServeArgs) {
             server.reload_failed();
             tracing::error!(error = %e, "reload failed; keeping the previous configuration");
         }
-    }
-}
-
-/// chitchat logs every failed UDP send (with a backtrace): during a partition
-/// that floods the log, and our own cluster logs already tell the story.
-const DEFAULT_LOG: &str = "info,chitchat=error";
-
-fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
     }
 }
 

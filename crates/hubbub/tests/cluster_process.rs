@@ -297,3 +297,26 @@ async fn replicated_acks_survive_a_kill_9_of_the_publishing_node() {
         nodes[1].logs()
     );
 }
+
+/// Anyone who can reach the gossip port can make chitchat warn, once per
+/// undecodable datagram; the log holds a bounded number of those warnings,
+/// however many datagrams arrive, and the node stays healthy.
+#[tokio::test]
+async fn garbage_gossip_datagrams_cannot_flood_the_log() {
+    let addrs = MemberAddrs::pick();
+    let mut node = Node::new("n1", &addrs.gossip.to_string(), addrs);
+    node.start().await;
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("a UDP socket");
+    for i in 0..300u32 {
+        let garbage = [0xde, 0xad, 0xbe, 0xef, (i % 251) as u8, 7, 7, 7];
+        socket.send_to(&garbage, addrs.gossip).expect("send");
+    }
+    let health = hubbub_testkit::get(&format!("{}/healthz", node.base())).await;
+    assert_eq!(health.status, StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let warned = node.logs().matches("invalid-chitchat-payload").count();
+    assert!(
+        (1..=10).contains(&warned),
+        "{warned} warnings for 300 garbage datagrams"
+    );
+}
