@@ -356,6 +356,22 @@ impl Cluster {
         self.local.now()
     }
 
+    /// Waits (at most `limit`) until this node has joined and caught up with
+    /// the cluster: before that its history is incomplete, so a position in it
+    /// (`Last-Event-ID`) means nothing yet. True once joined.
+    pub async fn joined(&self, limit: Duration) -> bool {
+        let mut joined = self.flags.joined.subscribe();
+        matches!(
+            tokio::time::timeout(limit, joined.wait_for(|j| *j)).await,
+            Ok(Ok(_))
+        )
+    }
+
+    /// Whether [`joined`](Self::joined) would answer at once.
+    pub fn has_joined(&self) -> bool {
+        *self.flags.joined.borrow()
+    }
+
     /// Joined and caught up, and not leaving.
     pub fn is_ready(&self) -> bool {
         self.flags.ready.load(Ordering::Relaxed) && !self.flags.leaving.load(Ordering::Relaxed)

@@ -61,6 +61,8 @@ impl Peer {
 #[derive(Debug, Default)]
 pub struct Flags {
     pub ready: AtomicBool,
+    /// The same as `ready`, for those who wait for it (`Cluster::joined`).
+    pub joined: watch::Sender<bool>,
     /// Set by `Cluster::leave`: gossiped, and readiness reads false.
     pub leaving: AtomicBool,
     pub subscribers: AtomicU64,
@@ -517,6 +519,7 @@ impl Engine {
             }
             self.seq.stop_holding();
             self.flags.ready.store(true, Ordering::Relaxed);
+            self.flags.joined.send_replace(true);
             tracing::info!(linked = linked.len(), "cluster node ready");
         }
     }

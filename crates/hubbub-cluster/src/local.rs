@@ -22,7 +22,7 @@ struct Inner {
 }
 
 impl Inner {
-    fn watermark(&self) -> u64 {
+    fn watermark(&mut self) -> u64 {
         if self.sealed {
             u64::MAX
         } else {
@@ -175,7 +175,7 @@ impl LocalOrigin {
     /// Up to `max` updates from `cursor`, and the watermark (only meaningful when
     /// the batch reaches the end of the log).
     pub fn read_from(&self, cursor: u64, max: usize) -> Batch {
-        let inner = self.lock();
+        let mut inner = self.lock();
         let first = inner.log.front().map_or(inner.next_seq, |u| u.stamp.seq);
         let gap_to = (cursor < first).then_some(first);
         let start = cursor.max(first);

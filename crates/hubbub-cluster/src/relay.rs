@@ -28,6 +28,12 @@ const HANDSHAKE_MAX_FRAME: usize = 4 << 10;
 /// Inbound connections still in their handshake, at most; more are closed at
 /// once (a stranger cannot hold memory or tasks beyond this).
 pub const MAX_UNAUTHENTICATED: usize = 64;
+/// A relay socket whose sent data stays unacknowledged this long is dropped
+/// (`TCP_USER_TIMEOUT`), and a dial gives up after it: after a one-way cut the
+/// kernel would otherwise keep a dead link in retransmission back-off for up
+/// to minutes while the peer is reachable again. Links carry a watermark at
+/// least every 100 ms, so a live peer always acknowledges well within it.
+const LINK_STALL: Duration = Duration::from_secs(3);
 /// Updates read from the local log per write batch.
 const BATCH: usize = 256;
 
@@ -88,6 +94,7 @@ pub struct LinkState {
 /// channel lifts the cap once the peer has proved the secret.
 fn framed(stream: TcpStream) -> Framing {
     let _ = stream.set_nodelay(true);
+    let _ = socket2::SockRef::from(&stream).set_tcp_user_timeout(Some(LINK_STALL));
     Framed::new(
         stream,
         LengthDelimitedCodec::builder()
@@ -241,7 +248,9 @@ pub async fn run_link(
     let mut backoff = Duration::from_millis(50);
     loop {
         let attempt = async {
-            let stream = connect(&addr, ctx.bind_ip).await?;
+            let stream = tokio::time::timeout(LINK_STALL, connect(&addr, ctx.bind_ip))
+                .await
+                .map_err(|_| protocol_error("connect timed out"))??;
             let (mut link, have) = handshake(stream, &ctx, &peer).await?;
             state.connected.store(true, Ordering::Relaxed);
             tracing::debug!(%peer, %addr, have, "outbound relay link up");

@@ -41,7 +41,8 @@ impl ApiError {
             | Rejection::TooManyConnections
             | Rejection::Overloaded
             | Rejection::ShuttingDown
-            | Rejection::NotReplicated => StatusCode::SERVICE_UNAVAILABLE,
+            | Rejection::NotReplicated
+            | Rejection::NotReady => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }

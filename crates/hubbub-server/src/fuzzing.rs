@@ -1,6 +1,7 @@
 //! Entry points for the fuzz targets in `fuzz/` (not an API: hidden, may change). Thin wrappers
 //! over private parsers, with their behaviour unchanged; errors are flattened to public types.
 //! JWT claims need nothing here: [`crate::auth::Auth`] is public.
+#![doc(hidden)]
 
 use hubbub_proto::Update;
 

@@ -7,6 +7,7 @@ mod clustering;
 pub mod config;
 mod conn;
 mod error;
+pub mod fuzzing;
 mod io;
 pub mod metrics;
 mod publish;

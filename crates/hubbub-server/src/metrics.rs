@@ -25,10 +25,12 @@ pub enum Rejection {
     ShuttingDown,
     /// `publish_ack = replicated` and no peer confirmed within the timeout.
     NotReplicated,
+    /// A subscription to a node still catching up with the cluster, past the wait.
+    NotReady,
 }
 
 impl Rejection {
-    pub const ALL: [Rejection; 11] = [
+    pub const ALL: [Rejection; 12] = [
         Self::BadRequest,
         Self::Unauthorized,
         Self::Forbidden,
@@ -40,6 +42,7 @@ impl Rejection {
         Self::Overloaded,
         Self::ShuttingDown,
         Self::NotReplicated,
+        Self::NotReady,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -55,6 +58,7 @@ impl Rejection {
             Self::Overloaded => "overloaded",
             Self::ShuttingDown => "shutting_down",
             Self::NotReplicated => "not_replicated",
+            Self::NotReady => "not_ready",
         }
     }
 }

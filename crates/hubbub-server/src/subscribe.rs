@@ -20,7 +20,32 @@ use crate::error::ApiError;
 use crate::metrics::Rejection;
 use crate::state::SharedState;
 
+/// How long a subscription that reaches a node still catching up with the
+/// cluster (just started or restarted) is held before 503.
+const JOIN_WAIT: Duration = Duration::from_secs(20);
+
 pub async fn subscribe(State(state): State<SharedState>, headers: HeaderMap, uri: Uri) -> Response {
+    // A node that is still catching up has an incomplete history: a resume
+    // would miss (and then get the catch-up as live updates it already had).
+    // Hold the request until the node has joined and delivered what it held.
+    if let Some(cluster) = &state.cluster
+        && !cluster.has_joined()
+    {
+        if !cluster.joined(JOIN_WAIT).await {
+            let err = ApiError::new(
+                Rejection::NotReady,
+                "this node is still catching up with the cluster; retry shortly",
+            )
+            .retry_after(Duration::from_secs(1));
+            return state.reject(err).into_response();
+        }
+        if let (Some(delivered), Some(cfg)) =
+            (state.delivered.clone(), &state.settings.load().cluster)
+        {
+            let limit = cfg.order_wait + Duration::from_millis(250);
+            crate::clustering::wait_delivered(delivered, cluster.clock(), limit).await;
+        }
+    }
     // In a cluster, an id this node does not know yet may be one the client got
     // from another node a moment ago: wait until our delivery has caught up
     // with this instant, then look again (else it would be replayed twice).

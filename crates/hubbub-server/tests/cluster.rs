@@ -1015,3 +1015,42 @@ async fn replicated_publish_acks_wait_for_a_peer() {
     assert_eq!(got, HashSet::from(["acked-1", "unconfirmed", "local-1"]));
     cluster.shutdown().await;
 }
+
+/// A subscription that reaches a restarted node before it has caught up with
+/// the cluster is held until it has: resuming there right away gets exactly
+/// what was missed, instead of "Last-Event-ID: earliest" followed by the
+/// catch-up as live updates (duplicates: found by the chaos suite).
+#[tokio::test]
+async fn resuming_on_a_node_still_catching_up_gets_nothing_twice() {
+    let (configs, proxies) = proxied_configs(3).await;
+    let mut cluster = TestCluster::start_with(configs).await;
+    let sub = Collector::subscribe(cluster.node(1), &[TOPIC], None).await;
+    let before = ids("before", 50);
+    publish_ids(cluster.node(0), &before).await;
+    let got = sub.settle(before.len(), EVENTS_WAIT, EXTRA).await;
+    let cursor = got.last().cloned().expect("events");
+    drop(sub);
+    cluster.stop(1).await;
+    let missed = ids("missed", 20);
+    publish_ids(cluster.node(0), &missed).await;
+    // n2 comes back but cannot reach the others' relay ports for a while:
+    // it listens, but cannot catch up (and so is not ready) until they heal.
+    proxies[0].freeze();
+    proxies[2].freeze();
+    cluster.restart(1).await;
+    let heal = async {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        proxies[0].restore();
+        proxies[2].restore();
+    };
+    let (resumed, ()) = tokio::join!(
+        Collector::subscribe(cluster.node(1), &[TOPIC], Some(&cursor)),
+        heal
+    );
+    assert_eq!(
+        resumed.settle(missed.len(), EVENTS_WAIT, EXTRA).await,
+        missed,
+        "exactly what was missed, once"
+    );
+    cluster.shutdown().await;
+}
