@@ -525,15 +525,7 @@ fn frame(payload: &[u8]) -> Vec<u8> {
 
 /// Whether the peer closed the connection (reading hits the end) within [`WAIT`].
 async fn closed_by_peer(s: &mut TcpStream) -> bool {
-    let mut buf = [0u8; 1024];
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
-            Err(_) => return false,
-            Ok(Ok(0) | Err(_)) => return true,
-            Ok(Ok(_)) => {}
-        }
-    }
+    closed_within(s, WAIT).await
 }
 
 fn forged_update(node: &str, generation: u64, id: &str) -> Msg {
