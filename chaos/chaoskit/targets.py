@@ -20,7 +20,8 @@ import uuid
 from pathlib import Path
 
 from .toxiproxy import Toxiproxy
-from .util import CACHE, CHAOS, ROOT, free_port, host_tag, log, pid_alive, run  # (puts tests/deploy on sys.path)
+from .util import CACHE, CHAOS, ROOT, host_tag, log, pid_alive, run  # (puts tests/deploy on sys.path)
+from verifier import free_port  # noqa: E402  tests/deploy/verifier.py
 from verifier import Node, is_ready  # noqa: E402  tests/deploy/verifier.py
 
 SERVICES = ["hubbub-1", "hubbub-2", "hubbub-3"]

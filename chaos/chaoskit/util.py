@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import random
 import socket
 import subprocess
 import sys
@@ -32,22 +31,6 @@ def run(argv: list[str], check: bool = True, timeout: float = 120, **kw) -> subp
     if check and r.returncode != 0:
         raise RuntimeError(f"{' '.join(map(str, argv))} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
     return r
-
-
-def free_port(taken: set[int]) -> int:
-    """A free 127.0.0.1 port below the kernel's ephemeral range."""
-    for _ in range(500):
-        port = random.randrange(20000, 32000)
-        if port in taken:
-            continue
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        taken.add(port)
-        return port
-    raise RuntimeError("no free port")
 
 
 def host_tag() -> str:

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 from .util import log  # (puts tests/deploy on sys.path)
 from verifier import (  # noqa: E402  tests/deploy/verifier.py
-    HUB_PATH, Node, Publisher, Rotation, Subscriber, http_get, mint_token, percentiles,
+    HUB_PATH, Node, Publisher, Rotation, Subscriber, dedup, http_get, mint_token, percentiles,
 )
 
 COUNTERS = ("released", "late", "lost", "duplicates", "repaired", "pulls_sent", "waiting")
@@ -55,16 +55,6 @@ def lcs_len(a: list[str], b: list[str]) -> int:
         else:
             tails[k] = v
     return len(tails)
-
-
-def dedup(ids: list[str]) -> list[str]:
-    seen: set[str] = set()
-    out = []
-    for i in ids:
-        if i not in seen:
-            seen.add(i)
-            out.append(i)
-    return out
 
 
 def out_of_place(a: list[str], b: list[str], only: set[str] | None = None) -> int:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import random
 import re
 import signal
 import socket
@@ -30,7 +29,9 @@ from pathlib import Path
 
 import pytest
 
-from verifier import Node, Rotation, Subscriber, Verifier, cluster_view, is_ready, mint_token, percentiles, publish
+from verifier import (
+    Node, Rotation, Subscriber, Verifier, cluster_view, free_port, is_ready, mint_token, percentiles, publish,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 OUT = Path(__file__).resolve().parent / "out"
@@ -65,22 +66,6 @@ def step(name: str):
         secs = round(time.monotonic() - t, 2)
         FIGURES["steps"][name] = secs
         note(f"{name}: {secs:.2f}s")
-
-
-def free_port(taken: set[int]) -> int:
-    """A free 127.0.0.1 port below the kernel's ephemeral range."""
-    for _ in range(200):
-        port = random.randrange(20000, 32000)
-        if port in taken:
-            continue
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        taken.add(port)
-        return port
-    raise RuntimeError("no free port")
 
 
 class Project:

@@ -646,8 +646,8 @@ class Verifier:
                 continue
             mine = id_lists[name]
             common = set(ref) & set(mine)
-            a = [i for i in _dedup(ref) if i in common]
-            b = [i for i in _dedup(mine) if i in common]
+            a = [i for i in dedup(ref) if i in common]
+            b = [i for i in dedup(mine) if i in common]
             if a != b:
                 mismatches += 1
                 n = min(len(a), len(b))
@@ -657,7 +657,8 @@ class Verifier:
         return {"mismatches": mismatches, "detail": detail[:5]}
 
 
-def _dedup(ids: list[str]) -> list[str]:
+def dedup(ids: list[str]) -> list[str]:
+    """`ids` without repeats, first occurrence kept."""
     seen = set()
     out = []
     for i in ids:
@@ -665,3 +666,20 @@ def _dedup(ids: list[str]) -> list[str]:
             seen.add(i)
             out.append(i)
     return out
+
+
+def free_port(taken: set[int]) -> int:
+    """A free 127.0.0.1 port below the kernel's ephemeral range (so no outgoing
+    connection is numbered with it meanwhile), not in `taken`; adds it there."""
+    for _ in range(500):
+        port = random.randrange(20000, 32000)
+        if port in taken:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        taken.add(port)
+        return port
+    raise RuntimeError("no free port")
