@@ -23,6 +23,7 @@ mod publisher;
 mod report;
 mod sse;
 mod subscriber;
+mod token;
 mod track;
 mod wire;
 mod workers;
@@ -30,10 +31,9 @@ mod workers;
 pub use args::{BenchArgs, DEV_JWT_KEY, Secret, Target};
 pub use error::BenchError;
 pub use hist::{LatencyBucket, LatencySummary};
-pub use plan::PlanSummary;
 pub use report::{
-    ClientStats, ConnectStats, DeliveryStats, HubStats, PidSample, PidStats, PublishStats, Report,
-    Role, ServerSample, ServerStats,
+    ClientStats, ConnectStats, DeliveryStats, HubStats, PidSample, PidStats, PlanSummary,
+    PublishStats, Report, Role, ServerSample, ServerStats,
 };
 
 /// Runs the benchmark described by `args`.

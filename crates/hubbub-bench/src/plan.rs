@@ -4,11 +4,10 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use serde::Serialize;
-
 use crate::args::{BenchArgs, Target};
 use crate::error::BenchError;
 use crate::http::{self, HttpUrl};
+use crate::report::PlanSummary;
 
 /// Where one hub's subscribers connect, with a ready-to-send request per topic.
 #[derive(Debug)]
@@ -164,7 +163,7 @@ impl Plan {
             (Target::Nchan, _) => None,
             (Target::Hubbub, Some(t)) => Some(t.0.clone()),
             (Target::Hubbub, None) if args.rate > 0.0 => {
-                Some(crate::publisher::mint_token(&args.jwt_key.0)?)
+                Some(crate::token::mint_token(&args.jwt_key.0)?)
             }
             (Target::Hubbub, None) => None,
         };
@@ -314,33 +313,6 @@ impl Plan {
             source_ips: self.source_ips.len(),
         }
     }
-}
-
-/// The settings a report was made with.
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
-pub struct PlanSummary {
-    pub target: Target,
-    /// The first of `hubs` and of `publish_hubs`.
-    pub sub_url: String,
-    pub pub_url: String,
-    /// Every subscribe URL, in hub order (subscriber `i` on hub `i % n`).
-    #[serde(default)]
-    pub hubs: Vec<String>,
-    /// Every publish URL (publisher `p` on `p % n`).
-    #[serde(default)]
-    pub publish_hubs: Vec<String>,
-    pub subscribers: u32,
-    pub topics: u32,
-    pub publishers: u32,
-    pub rate: f64,
-    pub payload_bytes: usize,
-    pub warmup_s: f64,
-    pub duration_s: f64,
-    pub drain_s: f64,
-    pub connect_rate: f64,
-    pub churn: f64,
-    pub processes: u32,
-    pub source_ips: usize,
 }
 
 /// The source ports the bench assigns to subscriber connections: every port

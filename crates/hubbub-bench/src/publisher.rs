@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde::Serialize;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
@@ -23,30 +22,6 @@ use crate::plan::Plan;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Further behind schedule than this, a publisher skips ahead instead of bursting.
 const MAX_LAG: Duration = Duration::from_secs(1);
-
-/// Mints an HS256 publisher token for every topic, valid for a day.
-pub fn mint_token(key: &str) -> Result<String, jsonwebtoken::errors::Error> {
-    #[derive(Serialize)]
-    struct Mercure {
-        publish: [&'static str; 1],
-    }
-    #[derive(Serialize)]
-    struct Claims {
-        mercure: Mercure,
-        exp: u64,
-    }
-    // Servers validating with library defaults insist on `exp`.
-    let exp = payload::now_nanos() / 1_000_000_000 + 86_400;
-    let claims = Claims {
-        mercure: Mercure { publish: ["*"] },
-        exp,
-    };
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(key.as_bytes())?,
-    )
-}
 
 /// Counters shared by all publishers.
 #[derive(Debug)]
@@ -235,20 +210,6 @@ async fn send(conn: &mut Option<PubConn>, to: SocketAddr, request: &[u8]) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn minted_token_verifies_with_the_key() {
-        let token = mint_token("k").unwrap();
-        let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
-        v.required_spec_claims.clear();
-        let data = jsonwebtoken::decode::<serde_json::Value>(
-            &token,
-            &jsonwebtoken::DecodingKey::from_secret(b"k").unwrap(),
-            &v,
-        )
-        .unwrap();
-        assert_eq!(data.claims["mercure"]["publish"][0], "*");
-    }
 
     #[test]
     fn per_topic_sums_publishers() {

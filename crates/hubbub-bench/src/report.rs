@@ -5,8 +5,35 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::args::Target;
 use crate::hist::{LatencyBucket, LatencySummary, fmt_us};
-use crate::plan::PlanSummary;
+
+/// The settings a report was made with.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PlanSummary {
+    pub target: Target,
+    /// The first of `hubs` and of `publish_hubs`.
+    pub sub_url: String,
+    pub pub_url: String,
+    /// Every subscribe URL, in hub order (subscriber `i` on hub `i % n`).
+    #[serde(default)]
+    pub hubs: Vec<String>,
+    /// Every publish URL (publisher `p` on `p % n`).
+    #[serde(default)]
+    pub publish_hubs: Vec<String>,
+    pub subscribers: u32,
+    pub topics: u32,
+    pub publishers: u32,
+    pub rate: f64,
+    pub payload_bytes: usize,
+    pub warmup_s: f64,
+    pub duration_s: f64,
+    pub drain_s: f64,
+    pub connect_rate: f64,
+    pub churn: f64,
+    pub processes: u32,
+    pub source_ips: usize,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -8,10 +8,11 @@ use arc_swap::ArcSwap;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::hub::{Limits, Published};
 use crate::index::ShardIndex;
+use crate::limits::Limits;
 use crate::matcher::MatchCache;
 use crate::metrics::HubMetrics;
+use crate::published::Published;
 use crate::subscriber::{CloseReason, Offer, Subscriber};
 
 /// How many pending updates a dispatcher takes per wake-up; amortizes the index lock.

@@ -5,7 +5,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::hub::Published;
+use crate::published::Published;
 
 /// How much history is kept. Every bound applies; the oldest entries go first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

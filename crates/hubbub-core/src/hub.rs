@@ -8,70 +8,25 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use hubbub_proto::{Selector, Update, encode_frame};
+use hubbub_proto::{HEARTBEAT, Selector, Update};
 use thiserror::Error;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::dispatch::{Dispatcher, Shard};
-use crate::history::{History, HistoryLimits, Resume};
+use crate::history::{History, Resume};
+use crate::limits::Limits;
 use crate::matcher::MatchCache;
 use crate::metrics::HubMetrics;
-use crate::subscriber::{CloseReason, Subscriber, Subscription};
-
-/// An accepted update: stamped, encoded once, shared by history and every queue.
-#[derive(Debug)]
-pub struct Published {
-    /// Position in the hub-wide sequence (starts at 1).
-    pub seq: u64,
-    pub id: Arc<str>,
-    pub update: Update,
-    /// The SSE frame, encoded once.
-    pub frame: Bytes,
-    pub at: Instant,
-}
-
-impl Published {
-    pub fn new(seq: u64, update: Update, at: Instant) -> Self {
-        let frame = encode_frame(&update);
-        Self {
-            seq,
-            id: update.id.as_str().into(),
-            update,
-            frame,
-            at,
-        }
-    }
-}
-
-/// Limits that can change while the hub runs (hot reload).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Limits {
-    /// Live frames a subscriber may have waiting before it is closed as slow.
-    pub queue_capacity: usize,
-    /// Concurrent subscribers; 0 means no limit.
-    pub max_subscribers: usize,
-    pub history: HistoryLimits,
-    /// Comment line after this long without output; `None` turns heartbeats off.
-    pub heartbeat: Option<Duration>,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            queue_capacity: 1000,
-            max_subscribers: 0,
-            history: HistoryLimits::default(),
-            heartbeat: Some(Duration::from_secs(40)),
-        }
-    }
-}
+use crate::published::Published;
+use crate::subscriber::{CloseReason, Registry, Subscriber, Subscription};
+use crate::sweeper::{sweep_interval, sweep_streams};
 
 #[derive(Debug, Clone)]
 pub struct HubConfig {
@@ -191,7 +146,7 @@ impl Hub {
             cancel: cancel.clone(),
             tracker: tracker.clone(),
         });
-        tracker.spawn(crate::sweeper::run(Arc::downgrade(&inner), cancel));
+        tracker.spawn(run_sweeper(Arc::downgrade(&inner), cancel));
         Self { inner }
     }
 
@@ -274,7 +229,7 @@ impl Hub {
             sub,
             replay,
             response_id: point.response_id,
-            hub: Arc::downgrade(inner),
+            hub: Arc::downgrade(inner) as Weak<dyn Registry>,
             clock: inner.clock.clone(),
         })
     }
@@ -397,11 +352,47 @@ impl Inner {
         }
     }
 
-    pub(crate) fn unregister(&self, sub: &Subscriber) {
+    /// One sweep (see `sweeper`): the clock, history by age, then every stream.
+    fn sweep(&self, heartbeat: &Bytes, now: Instant) {
+        let now_ms = self.tick(now);
+        self.trim_history(now);
+        let heartbeat_ms = self.limits.load().heartbeat.map(|h| h.as_millis() as u64);
+        sweep_streams(
+            &self.shards,
+            &*self.metrics,
+            heartbeat,
+            heartbeat_ms,
+            now,
+            now_ms,
+        );
+    }
+}
+
+impl Registry for Inner {
+    fn unregister(&self, sub: &Subscriber) {
         self.shards[sub.shard].write().remove(sub);
         self.subscribers.fetch_sub(1, Ordering::Relaxed);
         if sub.close(CloseReason::Gone) {
             self.metrics.closed(CloseReason::Gone);
         }
+    }
+}
+
+/// The sweeper task: one timer for the whole hub; ends with the hub or on cancel.
+async fn run_sweeper(hub: Weak<Inner>, cancel: CancellationToken) {
+    let heartbeat = Bytes::from_static(HEARTBEAT);
+    loop {
+        let Some(interval) = hub
+            .upgrade()
+            .map(|h| sweep_interval(h.limits.load().heartbeat))
+        else {
+            return;
+        };
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+        let Some(inner) = hub.upgrade() else { return };
+        inner.sweep(&heartbeat, Instant::now());
     }
 }

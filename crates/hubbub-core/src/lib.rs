@@ -9,14 +9,16 @@ mod dispatch;
 mod history;
 mod hub;
 mod index;
+mod limits;
 mod matcher;
 mod metrics;
+mod published;
 mod subscriber;
 mod sweeper;
 
 pub use history::{HistoryLimits, Resume};
-pub use hub::{
-    DRAIN_RATE, Hub, HubConfig, Limits, PublishError, Published, SubscribeError, SubscribeRequest,
-};
+pub use hub::{DRAIN_RATE, Hub, HubConfig, PublishError, SubscribeError, SubscribeRequest};
+pub use limits::Limits;
 pub use metrics::{HubMetrics, NoMetrics};
+pub use published::Published;
 pub use subscriber::{CloseReason, Next, Subscription};

@@ -15,8 +15,6 @@ use bytes::Bytes;
 use hubbub_proto::Selector;
 use tokio::sync::Notify;
 
-use crate::hub::Inner;
-
 /// Why a subscription ended. Each reason is counted in metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CloseReason {
@@ -221,6 +219,12 @@ impl Subscriber {
     }
 }
 
+/// Whoever registered a subscriber and must forget it when its stream is dropped
+/// (the hub). A trait so this module needs nothing from the hub's internals.
+pub(crate) trait Registry: Send + Sync + std::fmt::Debug {
+    fn unregister(&self, sub: &Subscriber);
+}
+
 /// The consumer side of a subscriber: first the history replay, then live frames.
 /// Dropping it unregisters the subscriber.
 #[derive(Debug)]
@@ -228,7 +232,7 @@ pub struct Subscription {
     pub(crate) sub: Arc<Subscriber>,
     pub(crate) replay: VecDeque<Bytes>,
     pub(crate) response_id: Option<String>,
-    pub(crate) hub: Weak<Inner>,
+    pub(crate) hub: Weak<dyn Registry>,
     /// The hub's coarse clock (ms), advanced by the sweeper; cheaper than a syscall.
     pub(crate) clock: Arc<AtomicU64>,
 }

@@ -3,14 +3,14 @@
 //! streams (a write to a dead peer fails, which frees it) and samples queue depth.
 //! One timer for the whole hub instead of one per subscriber.
 
-use std::sync::Weak;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use hubbub_proto::HEARTBEAT;
 
-use crate::hub::Inner;
+use crate::dispatch::Shard;
+use crate::metrics::HubMetrics;
 
 /// Sweep often enough for heartbeats to be on time within half an interval.
 pub(crate) fn sweep_interval(heartbeat: Option<Duration>) -> Duration {
@@ -18,36 +18,24 @@ pub(crate) fn sweep_interval(heartbeat: Option<Duration>) -> Duration {
     heartbeat.map_or(max, |h| (h / 2).clamp(Duration::from_millis(20), max))
 }
 
-pub(crate) async fn run(hub: Weak<Inner>, cancel: tokio_util::sync::CancellationToken) {
-    let heartbeat = Bytes::from_static(HEARTBEAT);
-    loop {
-        let Some(interval) = hub
-            .upgrade()
-            .map(|h| sweep_interval(h.limits.load().heartbeat))
-        else {
-            return;
-        };
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(interval) => {}
-        }
-        let Some(inner) = hub.upgrade() else { return };
-        sweep(&inner, &heartbeat, Instant::now());
-    }
-}
-
-fn sweep(inner: &Inner, heartbeat: &Bytes, now: Instant) {
-    let now_ms = inner.tick(now);
-    inner.trim_history(now);
-    let heartbeat_ms = inner.limits.load().heartbeat.map(|h| h.as_millis() as u64);
-    for shard in inner.shards.iter() {
+/// Ends streams past their deadline, queues heartbeats on idle ones and samples
+/// queue depth. Takes only what it reads, so it knows nothing of the hub itself.
+pub(crate) fn sweep_streams(
+    shards: &[Arc<Shard>],
+    metrics: &dyn HubMetrics,
+    heartbeat: &Bytes,
+    heartbeat_ms: Option<u64>,
+    now: Instant,
+    now_ms: u64,
+) {
+    for shard in shards {
         let index = shard.read();
         for sub in index.all.values() {
             if let Some((deadline, reason)) = sub.deadline
                 && now >= deadline
             {
                 if sub.close(reason) {
-                    inner.metrics.closed(reason);
+                    metrics.closed(reason);
                 }
                 continue;
             }
@@ -56,7 +44,7 @@ fn sweep(inner: &Inner, heartbeat: &Bytes, now: Instant) {
             {
                 sub.offer_heartbeat(heartbeat);
             }
-            inner.metrics.queue_depth(sub.depth());
+            metrics.queue_depth(sub.depth());
         }
     }
 }
