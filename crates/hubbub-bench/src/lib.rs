@@ -4,7 +4,7 @@
 //! `coordinator` (the parent's timeline) which starts `publisher`s and `workers`
 //! (processes running the `engine`, one `subscriber` task per stream), folds their
 //! `wire` events in `aggregate` and prints a `report`. The byte-level pieces
-//! (`http`, `body`, `sse`, `payload`, `track`) do no I/O and are unit-tested.
+//! (`http`, `body`, `payload`, `track`; SSE parsing is `hubbub_proto::decode`) do no I/O and are unit-tested.
 
 mod aggregate;
 mod args;
@@ -21,7 +21,6 @@ mod plot;
 mod procfs;
 mod publisher;
 mod report;
-mod sse;
 mod subscriber;
 mod token;
 mod track;

@@ -18,12 +18,13 @@ use tokio::io::{AsyncRead, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, watch};
 
+use hubbub_proto::decode::{Raw, SseParser};
+
 use crate::body::BodyDecoder;
 use crate::hist::LatencyHist;
 use crate::http::{self, io_error_key};
 use crate::payload;
 use crate::plan::Plan;
-use crate::sse::SseParser;
 use crate::track::{Seen, Tracker};
 use crate::wire::Phase;
 
@@ -32,6 +33,8 @@ pub type Published = Arc<Vec<Vec<u64>>>;
 pub type FinishRx = watch::Receiver<Option<Published>>;
 
 const RECONNECT_DELAY: Duration = Duration::from_secs(1);
+/// Longest SSE line kept across reads; anything longer is a misbehaving server.
+const MAX_LINE: usize = 1 << 20;
 
 thread_local! {
     static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; 16 * 1024]);
@@ -188,8 +191,8 @@ pub async fn run_slot(
             tracker.get_or_insert_with(|| Tracker::new(plan.publishers as usize, from_start));
         stats.connected.fetch_add(1, Relaxed);
         stats.hub(hub).connected.fetch_add(1, Relaxed);
-        let sse = SseParser::resuming(std::mem::take(&mut last_id));
-        let churnable = sse.has_last_id();
+        let sse = SseParser::with_max_line(MAX_LINE).resuming(std::mem::take(&mut last_id));
+        let churnable = !sse.last_id().is_empty();
         handle.churnable.store(churnable, Relaxed);
         let mut conn = Conn {
             body,
@@ -367,7 +370,13 @@ impl Conn<'_> {
         body.feed(bytes, &mut |piece| {
             if sse_err.is_none() {
                 sse_err = sse
-                    .feed(piece, &mut |data| on_event(data, tracker, hub, plan, stats))
+                    .feed(piece, &mut |raw| match raw {
+                        // Heartbeats and the open line; events without data are not ours.
+                        Raw::Event(e) if !e.data.is_empty() => {
+                            on_event(e.data, tracker, hub, plan, stats)
+                        }
+                        _ => {}
+                    })
                     .err();
             }
         })
@@ -375,7 +384,7 @@ impl Conn<'_> {
         if let Some(e) = sse_err {
             return Err(format!("bad_sse: {e}"));
         }
-        if !self.churnable && self.sse.has_last_id() {
+        if !self.churnable && !self.sse.last_id().is_empty() {
             self.churnable = true;
             self.handle.churnable.store(true, Relaxed);
         }
