@@ -21,7 +21,7 @@ from pathlib import Path
 
 from .toxiproxy import Toxiproxy
 from .util import CACHE, CHAOS, ROOT, host_tag, log, pid_alive, run  # (puts tests/deploy on sys.path)
-from verifier import free_port  # noqa: E402  tests/deploy/verifier.py
+from verifier import free_port, reap, stop_process  # noqa: E402  tests/deploy/verifier.py
 from verifier import Node, is_ready  # noqa: E402  tests/deploy/verifier.py
 
 SERVICES = ["hubbub-1", "hubbub-2", "hubbub-3"]
@@ -265,15 +265,7 @@ class ComposeTarget(Target):
         self.up_done = True
         self.compose("up", "-d", "--no-build")
         self.toxi = Toxiproxy(f"http://127.0.0.1:{api}")
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                self.toxi.version()
-                break
-            except Exception:  # noqa: BLE001
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
+        self.toxi.wait_up(timeout=30)
         secs = self.wait_ready(timeout=90)
         log(f"cluster ready in {secs:.1f}s")
 
@@ -399,15 +391,7 @@ class LocalTarget(Target):
         self.ports = {s: Node(s, self.ip(s), 8080) for s in self.services}
         for s in self.services:
             self.start(s)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                self.toxi.version()
-                break
-            except Exception:  # noqa: BLE001
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
+        self.toxi.wait_up(timeout=30)
         log(f"cluster ready in {self.wait_ready(timeout=90):.1f}s (netns {self.netns})")
 
     def _env(self, service: str) -> dict:
@@ -441,12 +425,7 @@ class LocalTarget(Target):
     def stop(self, service: str) -> None:
         p = self.procs[service]
         p.send_signal(signal.SIGCONT)
-        p.terminate()
-        try:
-            p.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait(timeout=10)
+        stop_process(p, grace=20)
 
     def pause(self, service: str) -> None:
         self.procs[service].send_signal(signal.SIGSTOP)
@@ -475,17 +454,9 @@ class LocalTarget(Target):
                 p.send_signal(signal.SIGCONT)
                 p.terminate()
         for s, p in self.procs.items():
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(timeout=5)
+            reap(p, grace=20, kill_wait=5)
         if self.proxy is not None and self.proxy.poll() is None:
-            self.proxy.terminate()
-            try:
-                self.proxy.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proxy.kill()
+            stop_process(self.proxy, grace=5, kill_wait=5)
         combined = []
         for f in sorted(self.logs.glob("*.log")):
             combined.append(f"==> {f.name} <==\n{f.read_text(errors='replace')}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import requests
 
 
@@ -19,6 +21,19 @@ class Toxiproxy:
 
     def version(self) -> str:
         return str(self._call("GET", "/version"))
+
+    def wait_up(self, timeout: float = 30) -> None:
+        """Until the API answers (it starts after the proxy process does); the last
+        error once `timeout` s have passed."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.version()
+                return
+            except Exception:  # noqa: BLE001
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
 
     def proxies(self) -> dict:
         return self._call("GET", "/proxies")

@@ -217,15 +217,11 @@ class StickySubscriber(Subscriber):
     on only after it caught up. (A client that reconnects to a node that is still
     catching up gets duplicates: chaos/results/evidence-full-run-1.json.)"""
 
-    def run(self) -> None:
-        node = self.first
-        while not self._halt.is_set():
-            self._stream(node)
-            if self._halt.wait(min(self.retry, self.retry_cap)):
-                break
-            # (by name: a slow subscriber reaches its node by another address than the rotation)
-            while node.name not in {n.name for n in self.rotation.ready()} and not self._halt.wait(0.05):
-                pass
+    def _next_node(self, node: Node) -> Node:
+        # (by name: a slow subscriber reaches its node by another address than the rotation)
+        while node.name not in {n.name for n in self.rotation.ready()} and not self._halt.wait(0.05):
+            pass
+        return node
 
 
 class _Throttled:

@@ -8,12 +8,14 @@ let every chaos run pass.
 from __future__ import annotations
 
 import sys
+import threading
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from chaoskit.verify import ChaosVerifier, Window, lcs_len, out_of_place  # noqa: E402
-from verifier import Ack, Connection, Node, Received, Subscriber  # noqa: E402
+from chaoskit.verify import ChaosVerifier, StickySubscriber, Window, lcs_len, out_of_place  # noqa: E402
+from verifier import Ack, Connection, Node, Received, Rotation, Subscriber  # noqa: E402
 
 N = [Node(f"hubbub-{i}", "127.0.0.1", i) for i in (1, 2, 3)]
 
@@ -109,3 +111,17 @@ def test_mover_anomaly_is_excused_only_after_a_resume_during_a_fault():
     # The same loss after a resume in a healthy cluster (or during a graceful event) is a violation.
     r = made_up(ids, seen, windows=[Window("restart", 2.0, 5.0, kind="event")], resumes={"m": [3.0]}).analyze({})
     assert r["lost"] == 2 and r["violations"]
+
+
+def test_sticky_subscriber_comes_back_to_its_node_once_it_is_ready():
+    r = Rotation(N)  # not polled: every node counts as ready until told otherwise
+    s = StickySubscriber("s", r, "t", N[1], fixed=True)
+    assert s._next_node(N[1]) is N[1]
+    r._ready.discard(N[1])
+    threading.Timer(0.3, r._ready.add, [N[1]]).start()
+    t = time.monotonic()
+    assert s._next_node(N[1]) is N[1]
+    assert time.monotonic() - t >= 0.25
+    r._ready.discard(N[1])
+    s._halt.set()  # stopping: no more waiting
+    assert s._next_node(N[1]) is N[1]

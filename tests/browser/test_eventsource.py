@@ -20,6 +20,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.error
@@ -29,6 +30,9 @@ import uuid
 from pathlib import Path
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "deploy"))
+from verifier import stop_process  # noqa: E402  tests/deploy/verifier.py (shared test helpers)
 
 try:
     from selenium import webdriver
@@ -83,6 +87,10 @@ def free_port() -> int:
 
 def unique_topic() -> str:
     return f"https://example.com/browser-test/{uuid.uuid4()}"
+
+
+def unique_id() -> str:
+    return f"urn:uuid:{uuid.uuid4()}"
 
 
 def require_browser_deps() -> None:
@@ -168,12 +176,13 @@ class Hub:
         proc, self.proc = self.proc, None
         if proc is None or proc.poll() is not None:
             return
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop_process(proc, grace=10)
+
+    def publish_ok(self, topics, data, **kw) -> str:
+        """`publish` that the hub must accept (200); returns the body."""
+        status, body = self.publish(topics, data, **kw)
+        assert status == 200, f"publish answered {status}: {body!r}"
+        return body
 
     def publish(self, topics, data, *, id=None, type=None, private=False, token=PUBLISHER_TOKEN):
         """POST an update; returns (status, body)."""
@@ -371,10 +380,9 @@ def test_eventsource_receives_update_published_over_http(page, hub):
     topic = unique_topic()
     page.subscribe(topic)
 
-    event_id = f"urn:uuid:{uuid.uuid4()}"
+    event_id = unique_id()
     data = 'first line\n  second line, indented\n<b>not bold</b> & "quoted" — ünïcødé\n{"json": [1, 2, 3]}'
-    status, body = hub.publish(topic, data, id=event_id)
-    assert status == 200, f"publish answered {status}: {body!r}"
+    body = hub.publish_ok(topic, data, id=event_id)
     assert body.strip() == event_id
 
     event = page.wait_for_event(event_id)
@@ -389,7 +397,7 @@ def test_page_publish_form_round_trip(page, hub):
     topic = unique_topic()
     page.subscribe(topic)
 
-    event_id = f"urn:uuid:{uuid.uuid4()}"
+    event_id = unique_id()
     data = "typed in the form\nsecond line"
     page.fill("pub-topic", topic)
     page.fill("pub-data", data)
@@ -428,9 +436,8 @@ def test_named_event_type_is_delivered_to_listener(page, hub):
     topic = unique_topic()
     page.subscribe(topic, event_type="greeting")
 
-    event_id = f"urn:uuid:{uuid.uuid4()}"
-    status, body = hub.publish(topic, "hello, named listener", id=event_id, type="greeting")
-    assert status == 200, f"publish answered {status}: {body!r}"
+    event_id = unique_id()
+    hub.publish_ok(topic, "hello, named listener", id=event_id, type="greeting")
 
     event = page.wait_for_event(event_id)
     assert event["type"] == "greeting"
@@ -442,13 +449,11 @@ def test_private_update_not_shown_to_anonymous_subscriber(page, hub):
     topic = unique_topic()
     page.subscribe(topic)
 
-    private_id = f"urn:uuid:{uuid.uuid4()}"
-    status, body = hub.publish(topic, "secret", id=private_id, private=True)
-    assert status == 200, f"private publish answered {status}: {body!r}"
+    private_id = unique_id()
+    hub.publish_ok(topic, "secret", id=private_id, private=True)
 
-    public_id = f"urn:uuid:{uuid.uuid4()}"
-    status, body = hub.publish(topic, "for everyone", id=public_id)
-    assert status == 200, f"public publish answered {status}: {body!r}"
+    public_id = unique_id()
+    hub.publish_ok(topic, "for everyone", id=public_id)
 
     # Updates to one topic are delivered in order: once the public one has
     # arrived, the private one (published before it) would have too.
@@ -465,9 +470,8 @@ def test_several_topic_selectors_in_one_subscription(page, hub):
 
     ids = []
     for topic in (first, second):
-        event_id = f"urn:uuid:{uuid.uuid4()}"
-        status, body = hub.publish(topic, f"to {topic}", id=event_id)
-        assert status == 200, f"publish answered {status}: {body!r}"
+        event_id = unique_id()
+        hub.publish_ok(topic, f"to {topic}", id=event_id)
         ids.append(event_id)
     for event_id, topic in zip(ids, (first, second)):
         assert page.wait_for_event(event_id)["data"] == f"to {topic}"
@@ -475,10 +479,9 @@ def test_several_topic_selectors_in_one_subscription(page, hub):
 
 def test_last_event_id_resumes_from_history(page, hub):
     topic = unique_topic()
-    ids = [f"urn:uuid:{uuid.uuid4()}" for _ in range(3)]
+    ids = [unique_id() for _ in range(3)]
     for n, event_id in enumerate(ids):
-        status, body = hub.publish(topic, f"update {n}", id=event_id)
-        assert status == 200, f"publish answered {status}: {body!r}"
+        hub.publish_ok(topic, f"update {n}", id=event_id)
 
     # Subscribing after the fact, resuming after the first update, replays the other two.
     page.subscribe(topic, last_event_id=ids[0])

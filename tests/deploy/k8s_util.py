@@ -19,6 +19,8 @@ from pathlib import Path
 
 import yaml
 
+import verifier  # tests/deploy/verifier.py, next to this file
+
 ROOT = Path(__file__).resolve().parents[2]
 K8S_DIR = ROOT / "k8s"
 
@@ -317,13 +319,7 @@ def hs256_token(key_: str, claims: dict) -> str:
 
 def http_get(host: str, port: int, path: str, timeout: float = 2.0, headers: dict | None = None):
     """(status, body) of a plain GET, the way the kubelet's httpGet probe asks (no proxy)."""
-    conn = http.client.HTTPConnection(host, port, timeout=timeout)
-    try:
-        conn.request("GET", path, headers=headers or {})
-        r = conn.getresponse()
-        return r.status, r.read()
-    finally:
-        conn.close()
+    return verifier.http_get(verifier.Node(f"{host}:{port}", host, port), path, timeout, headers)
 
 
 def probe_ok(host: str, port: int, path: str, timeout: float) -> tuple[bool, str]:

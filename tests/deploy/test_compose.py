@@ -391,7 +391,7 @@ def _hold(cluster: Project, how: str) -> dict:
     v = Verifier(cluster.nodes(), rate=50, publish_to=[n1], subscribe_on=[n3], subscribers_per_node=2,
                  sticky_subscribers=True)
     v.start()
-    try:
+    with v.aborted_on_error():
         time.sleep(3)
         t_event = time.monotonic()
         proc = cluster.popen(*away)
@@ -406,9 +406,6 @@ def _hold(cluster: Project, how: str) -> dict:
         t_ready = time.monotonic()
         time.sleep(3)
         summary = v.stop()
-    except BaseException:
-        v.abort()
-        raise
     base = percentiles(v.latencies(v.t_start, t_event - 0.5))
     around = percentiles(v.latencies(t_event - 0.5, t_after))
     rejoin = percentiles(v.latencies(t_back, t_ready + 2))
@@ -443,7 +440,7 @@ def test_rolling_restart_under_load_loses_nothing(cluster: Project):
     per_node = {}
     with step("rolling restart under 50 publishes/s"):
         v.start()
-        try:
+        with v.aborted_on_error():
             time.sleep(8)
             t_r0 = time.monotonic()
             for service, node in zip(FIXED, nodes):
@@ -460,9 +457,6 @@ def test_rolling_restart_under_load_loses_nothing(cluster: Project):
             t_r1 = time.monotonic()
             time.sleep(4)
             summary = v.stop()
-        except BaseException:
-            v.abort()
-            raise
     before = percentiles(v.latencies(v.t_start, t_r0))
     during = percentiles(v.latencies(t_r0, t_r1, "live"))
     during_replayed = percentiles(v.latencies(t_r0, t_r1, "replayed"))

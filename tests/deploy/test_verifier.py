@@ -5,9 +5,16 @@ deployment test pass; these make sure it does see them.
 """
 
 import json
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
-from verifier import Ack, Connection, Node, Publisher, Received, Rotation, Subscriber, Verifier, mint_token
+import pytest
+from verifier import (
+    Ack, Connection, Node, Publisher, Received, Rotation, Subscriber, Verifier, mint_token, stop_process,
+)
 
 N1, N2 = Node("n1", "127.0.0.1", 1), Node("n2", "127.0.0.1", 2)
 
@@ -73,3 +80,36 @@ def test_dev_token_is_the_readme_one():
     # HS256 over fixed header and claims, no expiry: stable, so the README prints it.
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     assert f"TOKEN={mint_token()}" in readme
+
+
+def test_reconnects_go_to_another_node_unless_fixed():
+    r = Rotation([N1, N2])  # not polled: every node counts as ready
+    assert Subscriber("s", r, "t", N1)._next_node(N1) == N2
+    assert Subscriber("s", r, "t", N1, fixed=True)._next_node(N1) == N1
+
+
+def test_stop_process_terminates_and_kills_what_ignores_it():
+    polite = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    stop_process(polite, grace=10)
+    assert polite.returncode == -signal.SIGTERM
+    stubborn = subprocess.Popen([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, "
+                                 "signal.SIG_IGN); print('ready', flush=True); time.sleep(60)"],
+                                stdout=subprocess.PIPE)
+    assert stubborn.stdout.readline() == b"ready\n"
+    t = time.monotonic()
+    stop_process(stubborn, grace=0.3)
+    stubborn.stdout.close()
+    assert stubborn.returncode == -signal.SIGKILL
+    assert time.monotonic() - t < 5
+
+
+def test_aborted_on_error_stops_the_clients_and_reraises():
+    v = Verifier([N1])
+    stopped = []
+    v.abort = lambda: stopped.append(True)
+    with v.aborted_on_error():
+        pass
+    assert stopped == []
+    with pytest.raises(KeyboardInterrupt), v.aborted_on_error():
+        raise KeyboardInterrupt
+    assert stopped == [True]

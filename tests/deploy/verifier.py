@@ -30,10 +30,12 @@ import http.client
 import json
 import random
 import socket
+import subprocess
 import threading
 import time
 import urllib.parse
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 HUB_PATH = "/.well-known/mercure"
@@ -388,7 +390,12 @@ class Subscriber(threading.Thread):
             self._stream(node)
             if self._halt.wait(min(self.retry, self.retry_cap)):
                 break
-            node = self.first if self.fixed else self.rotation.pick(exclude={node})
+            node = self._next_node(node)
+
+    def _next_node(self, node: Node) -> Node:
+        """Where to reconnect after a stream on `node` ended (its own node when fixed,
+        else another of the rotation); subclasses choose differently."""
+        return self.first if self.fixed else self.rotation.pick(exclude={node})
 
     def _stream(self, node: Node) -> None:
         resume = self.last_id if self.last_id is not None else ("earliest" if self.connections else None)
@@ -520,6 +527,16 @@ class Verifier:
 
     def acks(self) -> list[Ack]:
         return [a for p in self.pubs for a in p.ack_list()]
+
+    @contextmanager
+    def aborted_on_error(self):
+        """For the body of a run, between `start` and `stop`: if it fails, `abort`
+        before the error goes on, so no client thread outlives the test."""
+        try:
+            yield self
+        except BaseException:
+            self.abort()
+            raise
 
     def abort(self) -> None:
         """Stop every thread without checking anything (test teardown)."""
@@ -683,3 +700,19 @@ def free_port(taken: set[int]) -> int:
         taken.add(port)
         return port
     raise RuntimeError("no free port")
+
+
+def reap(proc: subprocess.Popen, grace: float, kill_wait: float = 10.0) -> None:
+    """Waits up to `grace` s for `proc` (already told to stop) to exit, then kills it:
+    a stop that cannot hang the caller on a process that ignores SIGTERM."""
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=kill_wait)
+
+
+def stop_process(proc: subprocess.Popen, grace: float = 10.0, kill_wait: float = 10.0) -> None:
+    """SIGTERM (a graceful shutdown), then `reap`."""
+    proc.terminate()
+    reap(proc, grace, kill_wait)
