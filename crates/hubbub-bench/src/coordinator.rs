@@ -6,13 +6,14 @@ use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::aggregate::{self, Agg, SharedAgg, Totals};
+use crate::aggregate::{self, Agg, HubTotals, SharedAgg, Totals};
 use crate::args::BenchArgs;
 use crate::error::BenchError;
-use crate::monitor::{self, ProgressSources};
+use crate::monitor::{self, ProgressSources, Samples};
 use crate::payload;
 use crate::plan::Plan;
 use crate::plot;
@@ -55,231 +56,303 @@ fn per_pid(pids: &[u32]) -> Vec<Option<ProcSample>> {
     pids.iter().map(|p| procfs::sample(Some(*p))).collect()
 }
 
+/// Resident bytes of a sample, 0 where the process could not be read.
+fn rss(s: &Option<ProcSample>) -> u64 {
+    s.map_or(0, |s| s.rss_bytes)
+}
+
+/// CPU seconds between two samples of the same process(es), 0 unless both were read.
+fn cpu_between(a: Option<ProcSample>, b: Option<ProcSample>) -> f64 {
+    match (a, b) {
+        (Some(a), Some(b)) => b.cpu_seconds - a.cpu_seconds,
+        _ => 0.0,
+    }
+}
+
+/// This process's CPU seconds so far (0 off Linux).
+fn self_cpu() -> f64 {
+    procfs::sample(None).map_or(0.0, |s| s.cpu_seconds)
+}
+
+/// The measured window between its two edges. Every rate in the report is a count
+/// over this window's actual length, not the `--duration` asked for.
+struct Window {
+    start: Edge,
+    end: Edge,
+}
+
+impl Window {
+    fn seconds(&self) -> f64 {
+        self.end.at.duration_since(self.start.at).as_secs_f64()
+    }
+
+    /// `n` per second of the window (0 for an empty window rather than infinity).
+    fn per_s(&self, n: f64) -> f64 {
+        let s = self.seconds();
+        if s > 0.0 { n / s } else { 0.0 }
+    }
+
+    /// Accepted publishes in the window x subscribers on their topic.
+    fn expected(&self, subs_per_topic: &[u64]) -> u64 {
+        subs_per_topic
+            .iter()
+            .zip(self.end.per_topic.iter().zip(&self.start.per_topic))
+            .map(|(subs, (e, s))| subs * (e - s))
+            .sum()
+    }
+}
+
+/// What the connect phase found, kept for the report.
+struct Connected {
+    requested: u64,
+    /// Open streams once the server settled.
+    connected: u64,
+    /// Time until every first attempt had finished (or the budget ran out).
+    seconds: f64,
+    /// The servers once settled: the "connected" RSS, summed and per pid.
+    server: Option<ProcSample>,
+    per_pid: Vec<Option<ProcSample>>,
+}
+
+/// The state the phases of one parent run share. `run` walks it through the phases
+/// in order, so the timeline reads top to bottom there; each phase is a method of
+/// its own so it can be read (and changed) without the others.
+struct Run<'a> {
+    args: &'a BenchArgs,
+    plan: Arc<Plan>,
+    t0: Instant,
+    started_unix_ms: u64,
+    /// This process's CPU before the run: the parent's share is the difference.
+    self_cpu0: f64,
+    pids: Vec<u32>,
+    /// The servers before any subscriber connected: the RSS baseline.
+    server_before: Option<ProcSample>,
+    samples: Samples,
+    sampler: JoinHandle<()>,
+    progress: Option<JoinHandle<()>>,
+    /// Read by the progress line; workers learn it through `Command::Phase`.
+    phase: Arc<AtomicU8>,
+    pub_stats: Arc<PubStats>,
+    workers: Workers,
+    agg: SharedAgg,
+    /// Anything that makes the numbers suspect, for the report.
+    problems: Vec<String>,
+}
+
+/// Runs the bench as the parent: connect, publish, collect, report.
 pub async fn run(args: &BenchArgs) -> Result<Report, BenchError> {
     let run_id = ((payload::now_nanos() as u32) ^ std::process::id().rotate_left(16)).max(1);
     let plan = Arc::new(Plan::resolve(args, run_id).await?);
-    let t0 = Instant::now();
-    let started_unix_ms = payload::now_nanos() / 1_000_000;
-    let self_cpu0 = procfs::sample(None).map_or(0.0, |s| s.cpu_seconds);
-    let pids = args.server_pids.clone();
-    let server_before = procfs::sample_sum(&pids);
-    let (samples, sampler) = monitor::spawn_sampler(pids.clone(), plan.sample_interval, t0);
+    let mut run = Run::start(args, plan)?;
+    let connected = run.connect().await;
+    let window = run.publish().await;
+    let totals = run.collect_finals().await?;
+    let report = run.report(&connected, &window, &totals);
+    finish(args, report)
+}
 
-    let phase = Arc::new(AtomicU8::new(Phase::Connecting as u8));
-    let pub_stats = Arc::new(PubStats::new(plan.publishers, plan.topics));
-    let (msg_tx, msg_rx) = mpsc::unbounded_channel();
-    let workers = Workers::start(&plan, msg_tx)?;
-    let agg = aggregate::collect(workers.len(), msg_rx);
-    let progress = (!args.quiet).then(|| {
-        monitor::spawn_progress(ProgressSources {
-            agg: agg.clone(),
-            publishers: pub_stats.clone(),
-            phase: phase.clone(),
-            requested: u64::from(plan.subscribers),
-            server_pids: pids.clone(),
+impl<'a> Run<'a> {
+    /// Takes the baseline samples, then starts the sampler, the workers (whose
+    /// subscribers start connecting at once) and the progress line.
+    fn start(args: &'a BenchArgs, plan: Arc<Plan>) -> Result<Self, BenchError> {
+        let t0 = Instant::now();
+        let started_unix_ms = payload::now_nanos() / 1_000_000;
+        let self_cpu0 = self_cpu();
+        let pids = args.server_pids.clone();
+        let server_before = procfs::sample_sum(&pids);
+        let (samples, sampler) = monitor::spawn_sampler(pids.clone(), plan.sample_interval, t0);
+        let (msg_tx, msg_rx) = mpsc::unbounded_channel();
+        let workers = Workers::start(&plan, msg_tx)?;
+        let mut run = Self {
+            args,
             t0,
+            started_unix_ms,
+            self_cpu0,
+            server_before,
+            samples,
+            sampler,
+            progress: None,
+            phase: Arc::new(AtomicU8::new(Phase::Connecting as u8)),
+            pub_stats: Arc::new(PubStats::new(plan.publishers, plan.topics)),
+            agg: aggregate::collect(workers.len(), msg_rx),
+            workers,
+            pids,
+            plan,
+            problems: Vec::new(),
+        };
+        run.progress = (!args.quiet).then(|| run.spawn_progress());
+        Ok(run)
+    }
+
+    fn spawn_progress(&self) -> JoinHandle<()> {
+        monitor::spawn_progress(ProgressSources {
+            agg: self.agg.clone(),
+            publishers: self.pub_stats.clone(),
+            phase: self.phase.clone(),
+            requested: u64::from(self.plan.subscribers),
+            server_pids: self.pids.clone(),
+            t0: self.t0,
         })
-    });
-    let set_phase = |p: Phase| {
-        phase.store(p as u8, Relaxed);
-        if !args.quiet {
+    }
+
+    /// Moves the run (progress line, workers) to phase `p`.
+    fn set_phase(&self, p: Phase) {
+        self.phase.store(p as u8, Relaxed);
+        if !self.args.quiet {
             // At once, not with the next progress line: scripts key on it (a fault
             // injected when publishing starts or stops, say).
             eprintln!(
                 "[{:>6.1}s] phase {}",
-                t0.elapsed().as_secs_f64(),
+                self.t0.elapsed().as_secs_f64(),
                 format!("{p:?}").to_lowercase()
             );
         }
-        workers.broadcast(&Command::Phase { phase: p });
-    };
-    let mut problems = Vec::new();
+        self.workers.broadcast(&Command::Phase { phase: p });
+    }
 
-    // Connect everyone, then let the server settle before the "connected" RSS sample.
-    let requested = u64::from(plan.subscribers);
-    let budget = Duration::from_secs_f64(requested as f64 / plan.connect_rate)
-        + CONNECT_SLACK
-        + Duration::from_secs(2) * plan.processes;
-    if !wait_for(&agg, budget, |a| {
-        a.initial_done() >= requested || a.all_gone()
-    })
-    .await
-    {
-        problems.push(format!("connect phase timed out after {budget:?}"));
+    /// Waits until every subscriber's first attempt has finished (within what the
+    /// connect rate needs, plus slack), then lets the server settle before the
+    /// "connected" RSS sample, so that sample is not taken mid-accept.
+    async fn connect(&mut self) -> Connected {
+        let requested = u64::from(self.plan.subscribers);
+        let budget = Duration::from_secs_f64(requested as f64 / self.plan.connect_rate)
+            + CONNECT_SLACK
+            + Duration::from_secs(2) * self.plan.processes;
+        let done = |a: &Agg| a.initial_done() >= requested || a.all_gone();
+        if !wait_for(&self.agg, budget, done).await {
+            self.problems
+                .push(format!("connect phase timed out after {budget:?}"));
+        }
+        let seconds = self.t0.elapsed().as_secs_f64();
+        tokio::time::sleep(self.plan.settle).await;
+        Connected {
+            requested,
+            connected: aggregate::lock(&self.agg).connected(),
+            seconds,
+            server: procfs::sample_sum(&self.pids),
+            per_pid: per_pid(&self.pids),
+        }
     }
-    let connect_seconds = t0.elapsed().as_secs_f64();
-    tokio::time::sleep(plan.settle).await;
-    let connected = aggregate::lock(&agg).connected();
-    let server_connected = procfs::sample_sum(&pids);
-    let server_connected_per_pid = per_pid(&pids);
 
-    // Publish: warmup, the measured window, then drain.
-    set_phase(Phase::Warmup);
-    let stop = CancellationToken::new();
-    let pubs = if plan.rate > 0.0 {
-        publisher::spawn(&plan, &pub_stats, &stop)
-    } else {
-        Vec::new()
-    };
-    if plan.rate > 0.0 {
-        tokio::time::sleep(plan.warmup).await;
+    /// Publishes through warmup and the measured window, then drains; returns the
+    /// window's edges. Workers count only inside it, so warmup effects (cold caches,
+    /// first allocations) and stragglers after it stay out of the numbers.
+    async fn publish(&self) -> Window {
+        self.set_phase(Phase::Warmup);
+        let stop = CancellationToken::new();
+        let publishing = self.plan.rate > 0.0;
+        let pubs = if publishing {
+            publisher::spawn(&self.plan, &self.pub_stats, &stop)
+        } else {
+            Vec::new()
+        };
+        if publishing {
+            tokio::time::sleep(self.plan.warmup).await;
+        }
+        self.set_phase(Phase::Measure);
+        let start = Edge::take(&self.pub_stats, &self.pids);
+        tokio::time::sleep(self.plan.duration).await;
+        self.set_phase(Phase::Drain);
+        let end = Edge::take(&self.pub_stats, &self.pids);
+        stop.cancel();
+        for p in pubs {
+            let _ = tokio::time::timeout(Duration::from_secs(15), p).await;
+        }
+        tokio::time::sleep(self.plan.drain).await;
+        Window { start, end }
     }
-    set_phase(Phase::Measure);
-    let start = Edge::take(&pub_stats, &pids);
-    tokio::time::sleep(plan.duration).await;
-    set_phase(Phase::Drain);
-    let end = Edge::take(&pub_stats, &pids);
-    stop.cancel();
-    for p in pubs {
-        let _ = tokio::time::timeout(Duration::from_secs(15), p).await;
-    }
-    tokio::time::sleep(plan.drain).await;
 
-    workers.broadcast(&Command::Finish {
-        published: pub_stats.published(),
-    });
-    if !wait_for(&agg, FINAL_TIMEOUT, Agg::all_final).await {
-        problems.push("workers did not all report within the finish timeout".into());
-    }
-    let missing = aggregate::lock(&agg).missing_finals();
-    if !missing.is_empty() {
-        problems.push(format!(
-            "worker(s) {missing:?} ended without a final report"
-        ));
-        if missing.len() == workers.len() {
-            workers.shutdown().await;
+    /// Tells the workers what was published (so they can count losses), waits for
+    /// their final counts, ends them and the observers, and sums the counts. A worker
+    /// without a final report is a problem of the run; none at all is an error, as
+    /// there is nothing left to report.
+    async fn collect_finals(&mut self) -> Result<Totals, BenchError> {
+        self.workers.broadcast(&Command::Finish {
+            published: self.pub_stats.published(),
+        });
+        if !wait_for(&self.agg, FINAL_TIMEOUT, Agg::all_final).await {
+            self.problems
+                .push("workers did not all report within the finish timeout".into());
+        }
+        let missing = aggregate::lock(&self.agg).missing_finals();
+        if !missing.is_empty() {
+            self.problems.push(format!(
+                "worker(s) {missing:?} ended without a final report"
+            ));
+        }
+        let workers = std::mem::take(&mut self.workers);
+        let none_reported = !missing.is_empty() && missing.len() == workers.len();
+        workers.shutdown().await;
+        if none_reported {
             return Err(BenchError::Worker {
                 index: missing[0] as u32,
                 reason: "no worker reported".into(),
             });
         }
-    }
-    workers.shutdown().await;
-    if let Some(p) = progress {
-        p.abort();
-    }
-    sampler.abort();
-
-    let mut totals = Totals::default();
-    aggregate::lock(&agg).finals().for_each(|f| totals.add(f));
-    let window_s = end.at.duration_since(start.at).as_secs_f64();
-    let per_s = |n: f64| if window_s > 0.0 { n / window_s } else { 0.0 };
-    // Accepted publishes in the window x subscribers on their topic.
-    let expected_of = |subs_per_topic: &[u64]| -> u64 {
-        subs_per_topic
-            .iter()
-            .zip(end.per_topic.iter().zip(&start.per_topic))
-            .map(|(subs, (e, s))| subs * (e - s))
-            .sum()
-    };
-    let expected = expected_of(&plan.subscribers_per_topic());
-    let per_hub = plan
-        .subscribers_per_hub_topic()
-        .iter()
-        .enumerate()
-        .map(|(i, subs)| {
-            let t = totals.per_hub.get(i);
-            let count = |f: fn(&aggregate::HubTotals) -> u64| t.map_or(0, f);
-            let url = plan.sub_urls.get(i).cloned().unwrap_or_default();
-            HubStats {
-                publish: plan.pub_urls.contains(&url),
-                url,
-                subscribers: subs.iter().sum(),
-                connected_at_end: count(|t| t.connected_at_end),
-                in_window: count(|t| t.deliveries_measured),
-                per_second: per_s(count(|t| t.deliveries_measured) as f64),
-                expected_per_second: per_s(expected_of(subs) as f64),
-                total: count(|t| t.deliveries_total),
-                lost: count(|t| t.lost),
-                duplicated: count(|t| t.duplicated),
-                reordered: count(|t| t.reordered),
-                latency: t.map(|t| t.hist.summary()).unwrap_or_default(),
-            }
-        })
-        .collect();
-    let ok_in_window = end.ok - start.ok;
-
-    let server = (!pids.is_empty()).then(|| {
-        let server_end = procfs::sample_sum(&pids);
-        let rss = |s: &Option<ProcSample>| s.map_or(0, |s| s.rss_bytes);
-        let samples = samples.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let cpu_window_s = match (start.server, end.server) {
-            (Some(a), Some(b)) => b.cpu_seconds - a.cpu_seconds,
-            _ => 0.0,
-        };
-        let peak = samples
-            .iter()
-            .map(|s| s.rss_bytes)
-            .chain([rss(&server_end), rss(&server_connected)])
-            .max();
-        ServerStats {
-            pids: pids.clone(),
-            rss_before_bytes: rss(&server_before),
-            rss_connected_bytes: rss(&server_connected),
-            rss_end_bytes: rss(&server_end),
-            rss_peak_bytes: peak.unwrap_or(0),
-            rss_per_subscriber_bytes: (connected > 0
-                && server_before.is_some()
-                && server_connected.is_some())
-            .then(|| {
-                (rss(&server_connected) as f64 - rss(&server_before) as f64) / connected as f64
-            }),
-            cpu_window_s,
-            cpu_window_percent: per_s(cpu_window_s) * 100.0,
-            cpu_total_s: server_end.map_or(0.0, |s| s.cpu_seconds),
-            samples,
-            per_pid: pids
-                .iter()
-                .enumerate()
-                .map(|(i, &pid)| {
-                    let at = |v: &[Option<ProcSample>]| v.get(i).copied().flatten();
-                    let cpu_window_s = match (at(&start.per_pid), at(&end.per_pid)) {
-                        (Some(a), Some(b)) => b.cpu_seconds - a.cpu_seconds,
-                        _ => 0.0,
-                    };
-                    PidStats {
-                        pid,
-                        rss_connected_bytes: rss(&at(&server_connected_per_pid)),
-                        rss_end_bytes: rss(&procfs::sample(Some(pid))),
-                        cpu_window_s,
-                        cpu_window_percent: per_s(cpu_window_s) * 100.0,
-                    }
-                })
-                .collect(),
+        if let Some(p) = self.progress.take() {
+            p.abort();
         }
-    });
+        self.sampler.abort();
+        let mut totals = Totals::default();
+        aggregate::lock(&self.agg)
+            .finals()
+            .for_each(|f| totals.add(f));
+        Ok(totals)
+    }
 
-    let report = Report {
-        role: Role::Parent,
-        plan: plan.summary(),
-        started_unix_ms,
-        window_s,
-        connect: ConnectStats {
-            requested,
-            connected,
-            connected_at_end: totals.connected_at_end,
-            never_connected: totals.never_connected,
-            errors: totals.connect_errors.clone(),
-            seconds: connect_seconds,
-        },
-        publish: PublishStats {
-            offered_rate: plan.rate,
+    /// The parent's report: the phases' findings with rates over the window.
+    fn report(&self, connected: &Connected, window: &Window, totals: &Totals) -> Report {
+        let per_hub = self.hub_stats(window, totals);
+        let server = self.server_stats(connected, window);
+        Report {
+            role: Role::Parent,
+            plan: self.plan.summary(),
+            started_unix_ms: self.started_unix_ms,
+            window_s: window.seconds(),
+            connect: ConnectStats {
+                requested: connected.requested,
+                connected: connected.connected,
+                connected_at_end: totals.connected_at_end,
+                never_connected: totals.never_connected,
+                errors: totals.connect_errors.clone(),
+                seconds: connected.seconds,
+            },
+            publish: self.publish_stats(window),
+            delivery: self.delivery_stats(window, totals),
+            latency: totals.hist.summary(),
+            latency_histogram: Some(totals.hist.buckets()),
+            per_hub,
+            server,
+            client: ClientStats {
+                processes: self.plan.processes,
+                cpu_parent_s: self_cpu() - self.self_cpu0,
+                cpu_workers_s: totals.cpu_seconds,
+            },
+            problems: self.problems.clone(),
+        }
+    }
+
+    fn publish_stats(&self, window: &Window) -> PublishStats {
+        let s = &self.pub_stats;
+        let ok_in_window = window.end.ok - window.start.ok;
+        PublishStats {
+            offered_rate: self.plan.rate,
             ok_in_window,
-            achieved_rate: per_s(ok_in_window as f64),
-            attempted_total: pub_stats.attempts.load(Relaxed),
-            ok_total: pub_stats.ok.load(Relaxed),
-            errors: pub_stats.errors(),
-            missed_schedule: pub_stats.missed.load(Relaxed),
-            rtt: pub_stats
-                .rtt
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .summary(),
-        },
-        delivery: DeliveryStats {
+            achieved_rate: window.per_s(ok_in_window as f64),
+            attempted_total: s.attempts.load(Relaxed),
+            ok_total: s.ok.load(Relaxed),
+            errors: s.errors(),
+            missed_schedule: s.missed.load(Relaxed),
+            rtt: s.rtt.lock().unwrap_or_else(|e| e.into_inner()).summary(),
+        }
+    }
+
+    fn delivery_stats(&self, window: &Window, totals: &Totals) -> DeliveryStats {
+        let expected = window.expected(&self.plan.subscribers_per_topic());
+        DeliveryStats {
             in_window: totals.deliveries_measured,
-            per_second: per_s(totals.deliveries_measured as f64),
-            expected_per_second: per_s(expected as f64),
+            per_second: window.per_s(totals.deliveries_measured as f64),
+            expected_per_second: window.per_s(expected as f64),
             total: totals.deliveries_total,
             lost: totals.lost,
             duplicated: totals.duplicated,
@@ -287,19 +360,90 @@ pub async fn run(args: &BenchArgs) -> Result<Report, BenchError> {
             foreign: totals.foreign,
             disconnects: totals.disconnects.clone(),
             churned: totals.churned,
-        },
-        latency: totals.hist.summary(),
-        latency_histogram: Some(totals.hist.buckets()),
-        per_hub,
-        server,
-        client: ClientStats {
-            processes: plan.processes,
-            cpu_parent_s: procfs::sample(None).map_or(0.0, |s| s.cpu_seconds) - self_cpu0,
-            cpu_workers_s: totals.cpu_seconds,
-        },
-        problems,
-    };
-    finish(args, report)
+        }
+    }
+
+    /// The delivery counts again, split by the hub the subscribers were on, so a
+    /// cluster's relayed deliveries can be told from local ones.
+    fn hub_stats(&self, window: &Window, totals: &Totals) -> Vec<HubStats> {
+        let plan = &self.plan;
+        let hub = |(i, subs): (usize, &Vec<u64>)| {
+            let t = totals.per_hub.get(i);
+            let count = |f: fn(&HubTotals) -> u64| t.map_or(0, f);
+            let url = plan.sub_urls.get(i).cloned().unwrap_or_default();
+            HubStats {
+                publish: plan.pub_urls.contains(&url),
+                url,
+                subscribers: subs.iter().sum(),
+                connected_at_end: count(|t| t.connected_at_end),
+                in_window: count(|t| t.deliveries_measured),
+                per_second: window.per_s(count(|t| t.deliveries_measured) as f64),
+                expected_per_second: window.per_s(window.expected(subs) as f64),
+                total: count(|t| t.deliveries_total),
+                lost: count(|t| t.lost),
+                duplicated: count(|t| t.duplicated),
+                reordered: count(|t| t.reordered),
+                latency: t.map(|t| t.hist.summary()).unwrap_or_default(),
+            }
+        };
+        let per_hub_topic = plan.subscribers_per_hub_topic();
+        per_hub_topic.iter().enumerate().map(hub).collect()
+    }
+
+    /// RSS and CPU of the `--server-pid`s (`None` without any): at the baseline,
+    /// once connected, at the end and at peak; CPU over the window.
+    fn server_stats(&self, connected: &Connected, window: &Window) -> Option<ServerStats> {
+        if self.pids.is_empty() {
+            return None;
+        }
+        let end = procfs::sample_sum(&self.pids);
+        let samples = self
+            .samples
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let peak = samples
+            .iter()
+            .map(|s| s.rss_bytes)
+            .chain([rss(&end), rss(&connected.server)])
+            .max();
+        let cpu_window_s = cpu_between(window.start.server, window.end.server);
+        let before = self.server_before;
+        Some(ServerStats {
+            pids: self.pids.clone(),
+            rss_before_bytes: rss(&before),
+            rss_connected_bytes: rss(&connected.server),
+            rss_end_bytes: rss(&end),
+            rss_peak_bytes: peak.unwrap_or(0),
+            rss_per_subscriber_bytes: (connected.connected > 0
+                && before.is_some()
+                && connected.server.is_some())
+            .then(|| {
+                (rss(&connected.server) as f64 - rss(&before) as f64) / connected.connected as f64
+            }),
+            cpu_window_s,
+            cpu_window_percent: window.per_s(cpu_window_s) * 100.0,
+            cpu_total_s: end.map_or(0.0, |s| s.cpu_seconds),
+            samples,
+            per_pid: self.pid_stats(connected, window),
+        })
+    }
+
+    /// `server_stats`' RSS and CPU for each `--server-pid` on its own.
+    fn pid_stats(&self, connected: &Connected, window: &Window) -> Vec<PidStats> {
+        let pid_stat = |(i, &pid): (usize, &u32)| {
+            let at = |v: &[Option<ProcSample>]| v.get(i).copied().flatten();
+            let cpu_window_s = cpu_between(at(&window.start.per_pid), at(&window.end.per_pid));
+            PidStats {
+                pid,
+                rss_connected_bytes: rss(&at(&connected.per_pid)),
+                rss_end_bytes: rss(&procfs::sample(Some(pid))),
+                cpu_window_s,
+                cpu_window_percent: window.per_s(cpu_window_s) * 100.0,
+            }
+        };
+        self.pids.iter().enumerate().map(pid_stat).collect()
+    }
 }
 
 /// Prints the summary, writes the JSON and the plots, applies `--fail-on-loss`.

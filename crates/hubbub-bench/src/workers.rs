@@ -37,8 +37,9 @@ enum Link {
     },
 }
 
-/// The parent's handle on all workers.
-#[derive(Debug)]
+/// The parent's handle on all workers. The default has none: what is left once
+/// `shutdown` has taken them.
+#[derive(Debug, Default)]
 pub struct Workers {
     links: Vec<Link>,
 }
