@@ -250,10 +250,13 @@ impl BenchArgs {
     }
 }
 
+/// The flags parsed the way `hubbub bench` parses them, for the tests of every module
+/// of this crate (which all need a `BenchArgs` to start from).
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) mod testing {
     use clap::Parser;
+
+    use super::BenchArgs;
 
     #[derive(Debug, Parser)]
     struct Cli {
@@ -261,11 +264,20 @@ mod tests {
         args: BenchArgs,
     }
 
-    fn parse(argv: &[&str]) -> BenchArgs {
-        Cli::try_parse_from(std::iter::once("bench").chain(argv.iter().copied()))
-            .unwrap()
-            .args
+    /// `argv` without the program name.
+    pub fn try_parse(argv: &[&str]) -> Result<BenchArgs, clap::Error> {
+        Cli::try_parse_from(std::iter::once("bench").chain(argv.iter().copied())).map(|c| c.args)
     }
+
+    pub fn parse(argv: &[&str]) -> BenchArgs {
+        try_parse(argv).unwrap()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::{parse, try_parse};
+    use super::*;
 
     #[test]
     fn defaults_scale_processes_and_source_ips() {
@@ -351,7 +363,7 @@ mod tests {
         assert!(a.plot_from.is_none());
         let a = parse(&["--plot-from", "r.json", "--plot-dir", "d"]);
         assert_eq!(a.plot_from.as_deref(), Some(std::path::Path::new("r.json")));
-        let e = Cli::try_parse_from(["bench", "--plot-from", "r.json"]).unwrap_err();
+        let e = try_parse(&["--plot-from", "r.json"]).unwrap_err();
         assert!(e.to_string().contains("--plot-dir"), "{e}");
     }
 

@@ -326,31 +326,23 @@ mod tests {
         assert!(HttpUrl::parse("http://h:x/").is_err());
     }
 
+    /// A complete head's status, framing and keep-alive.
+    fn head(raw: &[u8]) -> (u16, Framing, bool) {
+        let h = parse_head(raw).unwrap().unwrap();
+        (h.status, h.framing, h.keep_alive)
+    }
+
     #[test]
     fn parses_heads() {
-        let h = parse_head(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n:\n")
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            (h.status, h.framing, h.keep_alive),
-            (200, Framing::Chunked, true)
-        );
-        assert_eq!(h.len, 80);
-        let h = parse_head(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: close\r\n\r\n")
-            .unwrap()
-            .unwrap();
-        assert_eq!((h.framing, h.keep_alive), (Framing::Length(5), false));
-        let h = parse_head(b"HTTP/1.1 429 Too Many\r\nRetry-After: 1\r\n\r\n")
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            (h.status, h.framing, h.keep_alive),
-            (429, Framing::UntilClose, false)
-        );
-        let h = parse_head(b"HTTP/1.0 204 No Content\r\n\r\n")
-            .unwrap()
-            .unwrap();
-        assert_eq!((h.framing, h.keep_alive), (Framing::Length(0), false));
+        let sse = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n:\n";
+        assert_eq!(head(sse), (200, Framing::Chunked, true));
+        assert_eq!(parse_head(sse).unwrap().unwrap().len, 80);
+        let closing = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: close\r\n\r\n";
+        assert_eq!(head(closing), (200, Framing::Length(5), false));
+        let refused = b"HTTP/1.1 429 Too Many\r\nRetry-After: 1\r\n\r\n";
+        assert_eq!(head(refused), (429, Framing::UntilClose, false));
+        let empty = b"HTTP/1.0 204 No Content\r\n\r\n";
+        assert_eq!(head(empty), (204, Framing::Length(0), false));
         assert_eq!(parse_head(b"HTTP/1.1 200 OK\r\nX: y\r\n"), Ok(None));
         assert_eq!(parse_head(b"garbage\r\n\r\n"), Err(HeadError::Malformed));
     }

@@ -376,19 +376,10 @@ fn ephemeral_range() -> (u16, u16) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
-
-    #[derive(Debug, Parser)]
-    struct Cli {
-        #[command(flatten)]
-        args: BenchArgs,
-    }
+    use crate::args::testing::parse as args;
 
     async fn plan(argv: &[&str]) -> Plan {
-        let args = Cli::try_parse_from(std::iter::once("bench").chain(argv.iter().copied()))
-            .unwrap()
-            .args;
-        Plan::resolve(&args, 7).await.unwrap()
+        Plan::resolve(&args(argv), 7).await.unwrap()
     }
 
     #[tokio::test]
@@ -458,12 +449,6 @@ mod tests {
             publish.starts_with("POST /pub/bench-2 HTTP/1.1") && !publish.contains("Authorization")
         );
         assert_eq!(n.subscribers_per_topic().iter().sum::<u64>(), 1000);
-    }
-
-    fn args(argv: &[&str]) -> BenchArgs {
-        Cli::try_parse_from(std::iter::once("bench").chain(argv.iter().copied()))
-            .unwrap()
-            .args
     }
 
     #[tokio::test]

@@ -548,10 +548,9 @@ where
     legend_or_frame(&mut chart, text, SeriesLabelPosition::UpperLeft, x, y)
 }
 
-/// The plotting area's outline, standing in for the axes when there is no text (the
-/// axes live in the label areas, which need a font).
-/// The legend when there is a font to write it with; else just a frame, so a
-/// plot without text still shows where its axes end.
+/// The legend when there is a font to write it with; else the plotting area's
+/// outline, standing in for the axes (they live in the label areas, which need a
+/// font), so a plot without text still shows where its axes end.
 fn legend_or_frame<'a, DB: DrawingBackend + 'a, X, Y>(
     chart: &mut ChartContext<'a, DB, Cartesian2d<X, Y>>,
     text: bool,
@@ -564,33 +563,20 @@ where
     X: plotters::coord::ranged1d::Ranged,
     Y: plotters::coord::ranged1d::Ranged,
 {
-    if !text {
-        return frame(chart, x, y);
+    if text {
+        chart
+            .configure_series_labels()
+            .position(position)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .label_font(font_of(14))
+            .draw()?;
+    } else {
+        chart.draw_series(std::iter::once(Rectangle::new(
+            [(x.start, y.start), (x.end, y.end)],
+            BLACK.stroke_width(1),
+        )))?;
     }
-    chart
-        .configure_series_labels()
-        .position(position)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font(font_of(14))
-        .draw()?;
-    Ok(())
-}
-
-fn frame<DB: DrawingBackend, X, Y>(
-    chart: &mut ChartContext<'_, DB, Cartesian2d<X, Y>>,
-    x: Range<X::ValueType>,
-    y: Range<Y::ValueType>,
-) -> Drawn
-where
-    DB::ErrorType: 'static,
-    X: plotters::coord::ranged1d::Ranged,
-    Y: plotters::coord::ranged1d::Ranged,
-{
-    chart.draw_series(std::iter::once(Rectangle::new(
-        [(x.start, y.start), (x.end, y.end)],
-        BLACK.stroke_width(1),
-    )))?;
     Ok(())
 }
 

@@ -45,14 +45,7 @@ pub struct RawConn {
 
 impl RawConn {
     pub async fn connect(addr: SocketAddr) -> Self {
-        let stream = tokio::time::timeout(WAIT, TcpStream::connect(addr))
-            .await
-            .expect("connect in time")
-            .expect("the hub accepts TCP connections");
-        Self {
-            stream,
-            buf: Vec::new(),
-        }
+        Self::connected(TcpStream::connect(addr)).await
     }
 
     /// Connects with a tiny receive buffer: with a peer that never reads, the
@@ -62,7 +55,13 @@ impl RawConn {
         socket
             .set_recv_buffer_size(4096)
             .expect("the receive buffer can be set");
-        let stream = tokio::time::timeout(WAIT, socket.connect(addr))
+        Self::connected(socket.connect(addr)).await
+    }
+
+    /// The connection once `connecting` (however it was set up) is through; a hub
+    /// that does not accept within `WAIT` fails the test here, saying which it was.
+    async fn connected(connecting: impl Future<Output = std::io::Result<TcpStream>>) -> Self {
+        let stream = tokio::time::timeout(WAIT, connecting)
             .await
             .expect("connect in time")
             .expect("the hub accepts TCP connections");
