@@ -1,12 +1,11 @@
 //! The parent's view of its workers, folded from their event streams.
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
 
 use crate::hist::LatencyHist;
-use crate::wire::{Event, Tick, WorkerFinal};
+use crate::wire::{Event, StreamCounts, Tick, WorkerCounts, WorkerFinal};
 use crate::workers::WorkerMsg;
 
 #[derive(Debug, Default)]
@@ -116,20 +115,9 @@ impl Agg {
 /// Sums the workers' final reports.
 #[derive(Debug, Default)]
 pub struct Totals {
-    pub slots: u64,
-    pub connected_at_end: u64,
-    pub never_connected: u64,
-    pub connect_errors: BTreeMap<String, u64>,
-    pub deliveries_total: u64,
-    pub deliveries_measured: u64,
-    pub lost: u64,
-    pub duplicated: u64,
-    pub reordered: u64,
-    pub foreign: u64,
-    pub disconnects: BTreeMap<String, u64>,
-    pub churned: u64,
+    pub counts: WorkerCounts,
+    /// Latency of deliveries in the measured window.
     pub hist: LatencyHist,
-    pub cpu_seconds: f64,
     /// The same, split by hub.
     pub per_hub: Vec<HubTotals>,
 }
@@ -137,47 +125,20 @@ pub struct Totals {
 /// `Totals` of the subscribers of one hub.
 #[derive(Debug, Default)]
 pub struct HubTotals {
-    pub connected_at_end: u64,
-    pub deliveries_total: u64,
-    pub deliveries_measured: u64,
-    pub lost: u64,
-    pub duplicated: u64,
-    pub reordered: u64,
+    pub streams: StreamCounts,
     pub hist: LatencyHist,
 }
 
 impl Totals {
     pub fn add(&mut self, f: &WorkerFinal) {
-        let merge = |into: &mut BTreeMap<String, u64>, from: &BTreeMap<String, u64>| {
-            for (k, v) in from {
-                *into.entry(k.clone()).or_default() += v;
-            }
-        };
-        self.slots += f.slots;
-        self.connected_at_end += f.connected_at_end;
-        self.never_connected += f.never_connected;
-        merge(&mut self.connect_errors, &f.connect_errors);
-        self.deliveries_total += f.deliveries_total;
-        self.deliveries_measured += f.deliveries_measured;
-        self.lost += f.lost;
-        self.duplicated += f.duplicated;
-        self.reordered += f.reordered;
-        self.foreign += f.foreign;
-        merge(&mut self.disconnects, &f.disconnects);
-        self.churned += f.churned;
+        self.counts.add(&f.counts);
         self.hist.merge_dump(&f.hist_measured);
-        self.cpu_seconds += f.cpu_seconds;
         if self.per_hub.len() < f.per_hub.len() {
             self.per_hub
                 .resize_with(f.per_hub.len(), HubTotals::default);
         }
         for (into, from) in self.per_hub.iter_mut().zip(&f.per_hub) {
-            into.connected_at_end += from.connected_at_end;
-            into.deliveries_total += from.deliveries_total;
-            into.deliveries_measured += from.deliveries_measured;
-            into.lost += from.lost;
-            into.duplicated += from.duplicated;
-            into.reordered += from.reordered;
+            into.streams.add(&from.streams);
             into.hist.merge_dump(&from.hist_measured);
         }
     }
@@ -215,7 +176,13 @@ mod tests {
         agg.apply(
             0,
             WorkerMsg::Event(Event::Final(Box::new(WorkerFinal {
-                lost: 2,
+                counts: WorkerCounts {
+                    streams: StreamCounts {
+                        lost: 2,
+                        ..StreamCounts::default()
+                    },
+                    ..WorkerCounts::default()
+                },
                 ..WorkerFinal::default()
             }))),
         );
@@ -224,13 +191,15 @@ mod tests {
         assert_eq!(agg.missing_finals(), vec![1]);
         let mut t = Totals::default();
         agg.finals().for_each(|f| t.add(f));
-        assert_eq!(t.lost, 2);
+        assert_eq!(t.counts.streams.lost, 2);
         // Per-hub counts add up hub by hub, whatever the workers' order.
         let hub = |lost, n| HubFinal {
-            lost,
-            deliveries_measured: n,
+            streams: StreamCounts {
+                lost,
+                deliveries_measured: n,
+                ..StreamCounts::default()
+            },
             hist_measured: vec![(100, n)],
-            ..HubFinal::default()
         };
         let mut t = Totals::default();
         t.add(&WorkerFinal {
@@ -243,9 +212,15 @@ mod tests {
         });
         assert_eq!(t.per_hub.len(), 2);
         assert_eq!(
-            (t.per_hub[0].lost, t.per_hub[0].deliveries_measured),
+            (
+                t.per_hub[0].streams.lost,
+                t.per_hub[0].streams.deliveries_measured
+            ),
             (3, 8)
         );
-        assert_eq!((t.per_hub[1].hist.len(), t.per_hub[1].lost), (10, 0));
+        assert_eq!(
+            (t.per_hub[1].hist.len(), t.per_hub[1].streams.lost),
+            (10, 0)
+        );
     }
 }

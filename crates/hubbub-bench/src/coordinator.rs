@@ -10,7 +10,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::aggregate::{self, Agg, HubTotals, SharedAgg, Totals};
+use crate::aggregate::{self, Agg, SharedAgg, Totals};
 use crate::args::BenchArgs;
 use crate::error::BenchError;
 use crate::monitor::{self, ProgressSources, Samples};
@@ -20,10 +20,10 @@ use crate::plot;
 use crate::procfs::{self, ProcSample};
 use crate::publisher::{self, PubStats};
 use crate::report::{
-    ClientStats, ConnectStats, DeliveryStats, HubStats, PidStats, PublishStats, Report, Role,
-    ServerStats,
+    ClientStats, ConnectStats, Deliveries, DeliveryStats, HubStats, PidStats, PublishStats, Report,
+    Role, ServerStats,
 };
-use crate::wire::{Command, Phase, WorkerFinal};
+use crate::wire::{Command, Phase, StreamCounts, WorkerFinal};
 use crate::workers::Workers;
 
 /// Slack on top of the time the connect rate needs, for slow accepts and retransmitted SYNs.
@@ -52,6 +52,7 @@ impl Edge {
     }
 }
 
+/// A sample of each of `pids`, in order (`None` for one that could not be read).
 fn per_pid(pids: &[u32]) -> Vec<Option<ProcSample>> {
     pids.iter().map(|p| procfs::sample(Some(*p))).collect()
 }
@@ -99,6 +100,30 @@ impl Window {
             .zip(self.end.per_topic.iter().zip(&self.start.per_topic))
             .map(|(subs, (e, s))| subs * (e - s))
             .sum()
+    }
+
+    /// What `streams` received, with rates over the window, against what the
+    /// subscribers (`subs_per_topic`) should have received in it. One way for all
+    /// subscribers and for each hub's, so the per-hub lines add up to the total.
+    fn deliveries(&self, streams: &StreamCounts, subs_per_topic: &[u64]) -> Deliveries {
+        Deliveries {
+            per_second: self.per_s(streams.deliveries_measured as f64),
+            expected_per_second: self.per_s(self.expected(subs_per_topic) as f64),
+            ..counted(streams)
+        }
+    }
+}
+
+/// The report's delivery counts of `streams`, without rates (a worker's share has
+/// no window to rate them over).
+fn counted(streams: &StreamCounts) -> Deliveries {
+    Deliveries {
+        in_window: streams.deliveries_measured,
+        total: streams.deliveries_total,
+        lost: streams.lost,
+        duplicated: streams.duplicated,
+        reordered: streams.reordered,
+        ..Deliveries::default()
     }
 }
 
@@ -312,9 +337,9 @@ impl<'a> Run<'a> {
             connect: ConnectStats {
                 requested: connected.requested,
                 connected: connected.connected,
-                connected_at_end: totals.connected_at_end,
-                never_connected: totals.never_connected,
-                errors: totals.connect_errors.clone(),
+                connected_at_end: totals.counts.streams.connected_at_end,
+                never_connected: totals.counts.never_connected,
+                errors: totals.counts.connect_errors.clone(),
                 seconds: connected.seconds,
             },
             publish: self.publish_stats(window),
@@ -326,7 +351,7 @@ impl<'a> Run<'a> {
             client: ClientStats {
                 processes: self.plan.processes,
                 cpu_parent_s: self_cpu() - self.self_cpu0,
-                cpu_workers_s: totals.cpu_seconds,
+                cpu_workers_s: totals.counts.cpu_seconds,
             },
             problems: self.problems.clone(),
         }
@@ -348,18 +373,12 @@ impl<'a> Run<'a> {
     }
 
     fn delivery_stats(&self, window: &Window, totals: &Totals) -> DeliveryStats {
-        let expected = window.expected(&self.plan.subscribers_per_topic());
+        let c = &totals.counts;
         DeliveryStats {
-            in_window: totals.deliveries_measured,
-            per_second: window.per_s(totals.deliveries_measured as f64),
-            expected_per_second: window.per_s(expected as f64),
-            total: totals.deliveries_total,
-            lost: totals.lost,
-            duplicated: totals.duplicated,
-            reordered: totals.reordered,
-            foreign: totals.foreign,
-            disconnects: totals.disconnects.clone(),
-            churned: totals.churned,
+            counts: window.deliveries(&c.streams, &self.plan.subscribers_per_topic()),
+            foreign: c.foreign,
+            disconnects: c.disconnects.clone(),
+            churned: c.churned,
         }
     }
 
@@ -369,20 +388,15 @@ impl<'a> Run<'a> {
         let plan = &self.plan;
         let hub = |(i, subs): (usize, &Vec<u64>)| {
             let t = totals.per_hub.get(i);
-            let count = |f: fn(&HubTotals) -> u64| t.map_or(0, f);
+            // A hub no worker had subscribers on counts zeros.
+            let streams = t.map(|t| t.streams).unwrap_or_default();
             let url = plan.sub_urls.get(i).cloned().unwrap_or_default();
             HubStats {
                 publish: plan.pub_urls.contains(&url),
                 url,
                 subscribers: subs.iter().sum(),
-                connected_at_end: count(|t| t.connected_at_end),
-                in_window: count(|t| t.deliveries_measured),
-                per_second: window.per_s(count(|t| t.deliveries_measured) as f64),
-                expected_per_second: window.per_s(window.expected(subs) as f64),
-                total: count(|t| t.deliveries_total),
-                lost: count(|t| t.lost),
-                duplicated: count(|t| t.duplicated),
-                reordered: count(|t| t.reordered),
+                connected_at_end: streams.connected_at_end,
+                counts: window.deliveries(&streams, subs),
                 latency: t.map(|t| t.hist.summary()).unwrap_or_default(),
             }
         };
@@ -490,29 +504,25 @@ pub fn worker_report(plan: &Plan, fin: Option<WorkerFinal>) -> Report {
     if let Some(f) = &fin {
         totals.add(f);
     }
+    let c = totals.counts;
     Report {
         role: Role::Worker,
         plan: plan.summary(),
         started_unix_ms: 0,
         window_s: 0.0,
         connect: ConnectStats {
-            requested: totals.slots,
-            connected_at_end: totals.connected_at_end,
-            never_connected: totals.never_connected,
-            errors: totals.connect_errors,
+            requested: c.slots,
+            connected_at_end: c.streams.connected_at_end,
+            never_connected: c.never_connected,
+            errors: c.connect_errors,
             ..ConnectStats::default()
         },
         publish: PublishStats::default(),
         delivery: DeliveryStats {
-            in_window: totals.deliveries_measured,
-            total: totals.deliveries_total,
-            lost: totals.lost,
-            duplicated: totals.duplicated,
-            reordered: totals.reordered,
-            foreign: totals.foreign,
-            disconnects: totals.disconnects,
-            churned: totals.churned,
-            ..DeliveryStats::default()
+            counts: counted(&c.streams),
+            foreign: c.foreign,
+            disconnects: c.disconnects,
+            churned: c.churned,
         },
         latency: totals.hist.summary(),
         latency_histogram: None,
@@ -521,7 +531,7 @@ pub fn worker_report(plan: &Plan, fin: Option<WorkerFinal>) -> Report {
         client: ClientStats {
             processes: 1,
             cpu_parent_s: 0.0,
-            cpu_workers_s: totals.cpu_seconds,
+            cpu_workers_s: c.cpu_seconds,
         },
         problems: if missing {
             vec!["worker ended without final counts".into()]

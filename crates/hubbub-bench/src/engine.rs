@@ -13,7 +13,7 @@ use tokio_util::task::TaskTracker;
 use crate::plan::Plan;
 use crate::procfs;
 use crate::subscriber::{self, Published, SlotHandle, SubStats};
-use crate::wire::{Command, Event, HubFinal, Phase, Tick, WorkerFinal};
+use crate::wire::{Command, Event, HubFinal, Phase, Tick, WorkerCounts, WorkerFinal};
 
 /// How long finishing slots get to count their losses and close.
 const FINISH_TIMEOUT: Duration = Duration::from_secs(20);
@@ -99,7 +99,7 @@ pub async fn run(
     if let Some(c) = churn.take() {
         c.abort();
     }
-    let connected_at_end = stats.connected.load(Relaxed);
+    let connected_at_end = stats.streams.connected.load(Relaxed);
     let connected_at_end_per_hub: Vec<u64> = stats
         .per_hub
         .iter()
@@ -120,38 +120,31 @@ pub async fn run(
         .iter()
         .zip(hists_per_hub.into_iter().zip(connected_at_end_per_hub))
         .map(|(c, (hist_measured, connected_at_end))| HubFinal {
-            connected_at_end,
-            deliveries_total: c.deliveries.load(Relaxed),
-            deliveries_measured: c.deliveries_measured.load(Relaxed),
-            lost: c.lost.load(Relaxed),
-            duplicated: c.duplicated.load(Relaxed),
-            reordered: c.reordered.load(Relaxed),
+            streams: c.snapshot(connected_at_end),
             hist_measured,
         })
         .collect();
     let locked = |m: &std::sync::Mutex<std::collections::BTreeMap<String, u64>>| {
         m.lock().unwrap_or_else(|e| e.into_inner()).clone()
     };
-    let fin = WorkerFinal {
+    let counts = WorkerCounts {
         slots: handles.len() as u64,
-        connected_at_end,
+        streams: stats.streams.snapshot(connected_at_end),
         never_connected: stats.never_connected.load(Relaxed)
             + (handles.len() as u64).saturating_sub(stats.initial_done.load(Relaxed)),
         connect_errors: locked(&stats.connect_errors),
-        deliveries_total: stats.deliveries.load(Relaxed),
-        deliveries_measured: stats.deliveries_measured.load(Relaxed),
-        lost: stats.lost.load(Relaxed),
-        duplicated: stats.duplicated.load(Relaxed),
-        reordered: stats.reordered.load(Relaxed),
         foreign: stats.foreign.load(Relaxed),
         disconnects: locked(&stats.disconnects),
         churned: stats.churned.load(Relaxed),
-        hist_measured,
         cpu_seconds: if own_process {
             procfs::sample(None).map_or(0.0, |s| s.cpu_seconds)
         } else {
             0.0
         },
+    };
+    let fin = WorkerFinal {
+        counts,
+        hist_measured,
         per_hub,
     };
     let _ = ev_tx.send(Event::Tick(tick(&stats, &mut last_deliveries)));
@@ -159,7 +152,7 @@ pub async fn run(
 }
 
 fn tick(stats: &SubStats, last_deliveries: &mut u64) -> Tick {
-    let total = stats.deliveries.load(Relaxed);
+    let total = stats.streams.deliveries.load(Relaxed);
     let deliveries = total - *last_deliveries;
     *last_deliveries = total;
     let hist = {
@@ -169,7 +162,7 @@ fn tick(stats: &SubStats, last_deliveries: &mut u64) -> Tick {
         dump
     };
     Tick {
-        connected: stats.connected.load(Relaxed),
+        connected: stats.streams.connected.load(Relaxed),
         initial_done: stats.initial_done.load(Relaxed),
         connect_errors: stats.connect_errors_total.load(Relaxed),
         deliveries,

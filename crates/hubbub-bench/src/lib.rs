@@ -31,8 +31,8 @@ pub use args::{BenchArgs, DEV_JWT_KEY, Secret, Target};
 pub use error::BenchError;
 pub use hist::{LatencyBucket, LatencySummary};
 pub use report::{
-    ClientStats, ConnectStats, DeliveryStats, HubStats, PidSample, PidStats, PlanSummary,
-    PublishStats, Report, Role, ServerSample, ServerStats,
+    ClientStats, ConnectStats, Deliveries, DeliveryStats, HubStats, PidSample, PidStats,
+    PlanSummary, PublishStats, Report, Role, ServerSample, ServerStats,
 };
 
 /// Runs the benchmark described by `args`.

@@ -101,6 +101,19 @@ pub struct PublishStats {
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct DeliveryStats {
+    #[serde(flatten)]
+    pub counts: Deliveries,
+    pub foreign: u64,
+    /// Streams the server ended or broke, by cause.
+    pub disconnects: BTreeMap<String, u64>,
+    pub churned: u64,
+}
+
+/// What a set of subscribers received: all of them (`DeliveryStats`) or those of one
+/// hub (`HubStats`), counted and rated the same way. Flattened into both, so the
+/// JSON keeps its keys where they were.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Deliveries {
     /// Deliveries received in the measured window.
     pub in_window: u64,
     pub per_second: f64,
@@ -111,10 +124,6 @@ pub struct DeliveryStats {
     pub lost: u64,
     pub duplicated: u64,
     pub reordered: u64,
-    pub foreign: u64,
-    /// Streams the server ended or broke, by cause.
-    pub disconnects: BTreeMap<String, u64>,
-    pub churned: u64,
 }
 
 /// What the subscribers of one hub saw.
@@ -125,13 +134,8 @@ pub struct HubStats {
     pub publish: bool,
     pub subscribers: u64,
     pub connected_at_end: u64,
-    pub in_window: u64,
-    pub per_second: f64,
-    pub expected_per_second: f64,
-    pub total: u64,
-    pub lost: u64,
-    pub duplicated: u64,
-    pub reordered: u64,
+    #[serde(flatten)]
+    pub counts: Deliveries,
     pub latency: LatencySummary,
 }
 
@@ -198,10 +202,10 @@ impl Report {
     pub fn failures(&self) -> Vec<String> {
         let mut why = Vec::new();
         let d = &self.delivery;
-        if d.lost > 0 {
-            why.push(format!("{} deliveries lost", d.lost));
+        if d.counts.lost > 0 {
+            why.push(format!("{} deliveries lost", d.counts.lost));
         }
-        if self.plan.rate > 0.0 && self.plan.subscribers > 0 && d.total == 0 {
+        if self.plan.rate > 0.0 && self.plan.subscribers > 0 && d.counts.total == 0 {
             why.push("no delivery at all".into());
         }
         if self.connect.never_connected > 0 {
@@ -296,10 +300,11 @@ impl fmt::Display for Report {
             )?;
         }
         let d = &self.delivery;
+        let c = &d.counts;
         writeln!(
             f,
             "  deliveries   {} in window = {:.0}/s (expected {:.0}/s); {} in total",
-            d.in_window, d.per_second, d.expected_per_second, d.total
+            c.in_window, c.per_second, c.expected_per_second, c.total
         )?;
         let l = &self.latency;
         writeln!(
@@ -315,16 +320,16 @@ impl fmt::Display for Report {
         writeln!(
             f,
             "  integrity    lost {}, duplicated {}, reordered {}, foreign {}, churned {}, dropped by server: {}",
-            d.lost,
-            d.duplicated,
-            d.reordered,
+            c.lost,
+            c.duplicated,
+            c.reordered,
             d.foreign,
             d.churned,
             map(&d.disconnects)
         )?;
         if self.per_hub.len() > 1 {
             for (i, h) in self.per_hub.iter().enumerate() {
-                let l = &h.latency;
+                let (l, c) = (&h.latency, &h.counts);
                 writeln!(
                     f,
                     "  hub {i}        {}{}: {} subscribers ({} at end); deliveries {} in window = {:.0}/s (expected {:.0}/s); latency p50 {}  p90 {}  p99 {}  p99.9 {}  max {}; lost {}, duplicated {}, reordered {}",
@@ -332,17 +337,17 @@ impl fmt::Display for Report {
                     if h.publish { " (publish)" } else { "" },
                     h.subscribers,
                     h.connected_at_end,
-                    h.in_window,
-                    h.per_second,
-                    h.expected_per_second,
+                    c.in_window,
+                    c.per_second,
+                    c.expected_per_second,
                     fmt_us(l.p50_us),
                     fmt_us(l.p90_us),
                     fmt_us(l.p99_us),
                     fmt_us(l.p999_us),
                     fmt_us(l.max_us),
-                    h.lost,
-                    h.duplicated,
-                    h.reordered
+                    c.lost,
+                    c.duplicated,
+                    c.reordered
                 )?;
             }
         }
@@ -387,5 +392,41 @@ impl fmt::Display for Report {
             writeln!(f, "  PROBLEM      {problem}")?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The keys scripts and plots read stay where they were: flat, in this order.
+    #[test]
+    fn delivery_json_keeps_its_flat_keys() {
+        let counts = Deliveries {
+            lost: 3,
+            ..Deliveries::default()
+        };
+        let d = DeliveryStats {
+            counts: counts.clone(),
+            churned: 2,
+            ..DeliveryStats::default()
+        };
+        let json = serde_json::to_string(&d).unwrap();
+        assert_eq!(
+            json,
+            r#"{"in_window":0,"per_second":0.0,"expected_per_second":0.0,"total":0,"lost":3,"duplicated":0,"reordered":0,"foreign":0,"disconnects":{},"churned":2}"#
+        );
+        let back: DeliveryStats = serde_json::from_str(&json).unwrap();
+        assert_eq!((back.counts.lost, back.churned), (3, 2));
+        let h = HubStats {
+            url: "u".into(),
+            counts,
+            ..HubStats::default()
+        };
+        let json = serde_json::to_string(&h).unwrap();
+        let keys = r#"{"url":"u","publish":false,"subscribers":0,"connected_at_end":0,"in_window":0,"per_second":0.0,"expected_per_second":0.0,"total":0,"lost":3,"duplicated":0,"reordered":0,"latency":{"#;
+        assert!(json.starts_with(keys), "{json}");
+        let back: HubStats = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.counts.lost, 3);
     }
 }

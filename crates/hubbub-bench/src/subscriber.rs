@@ -26,7 +26,7 @@ use crate::http::{self, io_error_key};
 use crate::payload;
 use crate::plan::Plan;
 use crate::track::{Seen, Tracker};
-use crate::wire::Phase;
+use crate::wire::{Phase, StreamCounts};
 
 /// `published[p][t]`, sent by the parent when the run finishes.
 pub type Published = Arc<Vec<Vec<u64>>>;
@@ -44,33 +44,46 @@ thread_local! {
 #[derive(Debug, Default)]
 pub struct SubStats {
     phase: AtomicU8,
-    pub connected: AtomicU64,
     pub initial_done: AtomicU64,
     pub never_connected: AtomicU64,
     pub connect_errors_total: AtomicU64,
-    pub deliveries: AtomicU64,
-    pub deliveries_measured: AtomicU64,
-    pub lost: AtomicU64,
-    pub duplicated: AtomicU64,
-    pub reordered: AtomicU64,
+    /// Of all slots; `per_hub` splits them by hub (`count` adds to both).
+    pub streams: StreamCounters,
     pub foreign: AtomicU64,
     pub churned: AtomicU64,
     pub connect_errors: Mutex<BTreeMap<String, u64>>,
     pub disconnects: Mutex<BTreeMap<String, u64>>,
     pub hists: Mutex<Hists>,
-    /// The same counts split by hub (`Plan::hub_of`).
-    pub per_hub: Vec<HubCounters>,
+    /// `streams` split by hub (`Plan::hub_of`).
+    pub per_hub: Vec<StreamCounters>,
 }
 
-/// What `SubStats` counts, for the subscribers of one hub.
+/// The live counters behind `StreamCounts`, for all of a worker's subscriber streams
+/// or for those on one hub.
 #[derive(Debug, Default)]
-pub struct HubCounters {
+pub struct StreamCounters {
+    /// Open right now.
     pub connected: AtomicU64,
     pub deliveries: AtomicU64,
     pub deliveries_measured: AtomicU64,
     pub lost: AtomicU64,
     pub duplicated: AtomicU64,
     pub reordered: AtomicU64,
+}
+
+impl StreamCounters {
+    /// The final counts. `connected_at_end` is passed in: it is read before the
+    /// streams are closed for the finish, the rest after.
+    pub fn snapshot(&self, connected_at_end: u64) -> StreamCounts {
+        StreamCounts {
+            connected_at_end,
+            deliveries_total: self.deliveries.load(Relaxed),
+            deliveries_measured: self.deliveries_measured.load(Relaxed),
+            lost: self.lost.load(Relaxed),
+            duplicated: self.duplicated.load(Relaxed),
+            reordered: self.reordered.load(Relaxed),
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -87,7 +100,7 @@ impl SubStats {
     /// Counters for a run over `hubs` hubs.
     pub fn new(hubs: u32) -> Self {
         Self {
-            per_hub: (0..hubs).map(|_| HubCounters::default()).collect(),
+            per_hub: (0..hubs).map(|_| StreamCounters::default()).collect(),
             hists: Mutex::new(Hists {
                 measured_per_hub: (0..hubs).map(|_| LatencyHist::default()).collect(),
                 ..Hists::default()
@@ -96,9 +109,16 @@ impl SubStats {
         }
     }
 
-    fn hub(&self, hub: u32) -> &HubCounters {
+    fn hub(&self, hub: u32) -> &StreamCounters {
         // Sized by `new` from the plan every slot comes from.
         &self.per_hub[hub as usize]
+    }
+
+    /// Adds `n` to one counter (`which`) of all streams and of those on `hub`, so
+    /// the per-hub split always sums to the whole.
+    fn count(&self, hub: u32, which: impl Fn(&StreamCounters) -> &AtomicU64, n: u64) {
+        which(&self.streams).fetch_add(n, Relaxed);
+        which(self.hub(hub)).fetch_add(n, Relaxed);
     }
 
     pub fn phase(&self) -> Phase {
@@ -189,8 +209,7 @@ pub async fn run_slot(
         let from_start = stats.phase() == Phase::Connecting;
         let tracker =
             tracker.get_or_insert_with(|| Tracker::new(plan.publishers as usize, from_start));
-        stats.connected.fetch_add(1, Relaxed);
-        stats.hub(hub).connected.fetch_add(1, Relaxed);
+        stats.count(hub, |c| &c.connected, 1);
         let sse = SseParser::with_max_line(MAX_LINE).resuming(std::mem::take(&mut last_id));
         let churnable = !sse.last_id().is_empty();
         handle.churnable.store(churnable, Relaxed);
@@ -207,7 +226,7 @@ pub async fn run_slot(
         let end = conn.pump(&mut stream, &leftover, &mut finish).await;
         last_id = conn.sse.into_last_id();
         handle.churnable.store(false, Relaxed);
-        stats.connected.fetch_sub(1, Relaxed);
+        stats.streams.connected.fetch_sub(1, Relaxed);
         stats.hub(hub).connected.fetch_sub(1, Relaxed);
         drop(stream);
         match end {
@@ -238,8 +257,7 @@ pub async fn run_slot(
         }
         None => tracker.lost(None),
     };
-    stats.lost.fetch_add(lost, Relaxed);
-    stats.hub(hub).lost.fetch_add(lost, Relaxed);
+    stats.count(hub, |c| &c.lost, lost);
 }
 
 /// Waits before reconnecting, or until the run finishes.
@@ -418,22 +436,13 @@ fn on_event(data: &[u8], tracker: &mut Tracker, hub: u32, plan: &Plan, stats: &S
             h.measured_per_hub[hub as usize].record(latency_us);
         }
     }
-    let per_hub = stats.hub(hub);
-    stats.deliveries.fetch_add(1, Relaxed);
-    per_hub.deliveries.fetch_add(1, Relaxed);
+    stats.count(hub, |c| &c.deliveries, 1);
     if measuring {
-        stats.deliveries_measured.fetch_add(1, Relaxed);
-        per_hub.deliveries_measured.fetch_add(1, Relaxed);
+        stats.count(hub, |c| &c.deliveries_measured, 1);
     }
     match seen {
         Seen::New => {}
-        Seen::Duplicate => {
-            stats.duplicated.fetch_add(1, Relaxed);
-            per_hub.duplicated.fetch_add(1, Relaxed);
-        }
-        Seen::Reordered => {
-            stats.reordered.fetch_add(1, Relaxed);
-            per_hub.reordered.fetch_add(1, Relaxed);
-        }
+        Seen::Duplicate => stats.count(hub, |c| &c.duplicated, 1),
+        Seen::Reordered => stats.count(hub, |c| &c.reordered, 1),
     }
 }

@@ -183,13 +183,13 @@ async fn clean_run_counts_every_delivery() {
     ];
     let report = hubbub_bench::run(args(port, &extra)).await.unwrap();
     assert_eq!(report.connect.connected, 60);
-    assert_eq!(report.delivery.lost, 0);
-    assert_eq!(report.delivery.duplicated, 0);
+    assert_eq!(report.delivery.counts.lost, 0);
+    assert_eq!(report.delivery.counts.duplicated, 0);
     assert!(report.publish.ok_total >= 60, "{}", report.publish.ok_total);
     // Every accepted publish reaches the 20 subscribers of its topic.
-    assert_eq!(report.delivery.total, report.publish.ok_total * 20);
-    assert!(report.delivery.in_window > 0);
-    assert!(report.latency.count == report.delivery.in_window);
+    assert_eq!(report.delivery.counts.total, report.publish.ok_total * 20);
+    assert!(report.delivery.counts.in_window > 0);
+    assert!(report.latency.count == report.delivery.counts.in_window);
     assert!(report.latency.p99_us > 0);
 }
 
@@ -228,20 +228,30 @@ async fn subscribers_spread_over_hubs_are_reported_per_hub() {
         assert_eq!(&h.url, want_url);
         assert_eq!((h.subscribers, h.connected_at_end), (15, 15));
         // Topics alternate within each hub and publishes alternate over topics.
-        assert!(h.total.abs_diff(ok * 15 / 2) <= 15, "{} vs {ok}", h.total);
-        assert_eq!((h.lost, h.duplicated, h.reordered), (0, 0, 0));
-        assert_eq!(h.latency.count, h.in_window);
-        assert!(h.in_window > 0 && h.expected_per_second > 0.0);
+        assert!(
+            h.counts.total.abs_diff(ok * 15 / 2) <= 15,
+            "{} vs {ok}",
+            h.counts.total
+        );
+        assert_eq!(
+            (h.counts.lost, h.counts.duplicated, h.counts.reordered),
+            (0, 0, 0)
+        );
+        assert_eq!(h.latency.count, h.counts.in_window);
+        assert!(h.counts.in_window > 0 && h.counts.expected_per_second > 0.0);
     }
     assert_eq!(
         (report.per_hub[0].publish, report.per_hub[1].publish),
         (false, true)
     );
     let sum = |f: fn(&hubbub_bench::HubStats) -> u64| report.per_hub.iter().map(f).sum::<u64>();
-    assert_eq!(sum(|h| h.total), report.delivery.total);
-    assert_eq!(sum(|h| h.in_window), report.delivery.in_window);
+    assert_eq!(sum(|h| h.counts.total), report.delivery.counts.total);
+    assert_eq!(
+        sum(|h| h.counts.in_window),
+        report.delivery.counts.in_window
+    );
     // 8 + 8 subscribers on topic 0, 7 + 7 on topic 1.
-    assert!(report.delivery.total.abs_diff(ok * 15) <= 1);
+    assert!(report.delivery.counts.total.abs_diff(ok * 15) <= 1);
     let text = report.to_string();
     assert!(
         text.contains(&format!("hub 1        {url_b} (publish): 15 subscribers")),
@@ -263,8 +273,15 @@ async fn dropped_messages_fail_the_run() {
     };
     // Every 7th publish reached nobody: each of the 10 subscribers misses it.
     let published = report.publish.ok_total;
-    assert_eq!(report.delivery.lost, published / 7 * 10, "{reasons:?}");
-    assert_eq!(report.delivery.total, (published - published / 7) * 10);
+    assert_eq!(
+        report.delivery.counts.lost,
+        published / 7 * 10,
+        "{reasons:?}"
+    );
+    assert_eq!(
+        report.delivery.counts.total,
+        (published - published / 7) * 10
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -273,12 +290,15 @@ async fn idle_run_and_resumed_churn_lose_nothing() {
     let report = hubbub_bench::run(args(port, &["--subscribers", "30", "--rate", "0"]))
         .await
         .unwrap();
-    assert_eq!((report.connect.connected, report.delivery.total), (30, 0));
+    assert_eq!(
+        (report.connect.connected, report.delivery.counts.total),
+        (30, 0)
+    );
     // Churned streams come back with Last-Event-ID and the hub replays the gap.
     let extra = ["--subscribers", "30", "--rate", "50", "--churn", "20"];
     let report = hubbub_bench::run(args(port, &extra)).await.unwrap();
     assert!(report.delivery.churned > 10, "{}", report.delivery.churned);
-    assert_eq!(report.delivery.lost, 0);
+    assert_eq!(report.delivery.counts.lost, 0);
     assert_eq!(report.connect.connected_at_end, 30);
 }
 
@@ -297,10 +317,10 @@ async fn churn_without_resume_shows_the_gaps() {
     let BenchError::Failed { report, .. } = err else {
         panic!("{err}")
     };
-    assert!(report.delivery.lost > 0);
+    assert!(report.delivery.counts.lost > 0);
     // Nothing was dropped, only never delivered to a reconnecting subscriber.
     assert_eq!(
-        report.delivery.total + report.delivery.lost,
+        report.delivery.counts.total + report.delivery.counts.lost,
         report.publish.ok_total * 30
     );
 }
