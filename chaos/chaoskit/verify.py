@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 from .util import log  # (puts tests/deploy on sys.path)
 from verifier import (  # noqa: E402  tests/deploy/verifier.py
-    HUB_PATH, Node, Publisher, Rotation, Subscriber, dedup, http_get, mint_token, percentiles,
+    HUB_PATH, Node, Publisher, Rotation, Subscriber, dedup, http_get, mint_token, percentiles, wait_subscribed,
 )
 
 COUNTERS = ("released", "late", "lost", "duplicates", "repaired", "pulls_sent", "waiting")
@@ -311,11 +311,7 @@ class ChaosVerifier:
             node = self.nodes[i % len(self.nodes)]
             self._add(Subscriber(f"mover-{i}", self.rotation, self.topic, node, retry_default=0.3, retry_cap=2.0),
                       "mover", None)
-        deadline = time.monotonic() + connect_timeout
-        for s in self.subs:
-            if not s.connected.wait(max(0.0, deadline - time.monotonic())):
-                self.abort()
-                raise TimeoutError(f"{s.name} could not subscribe within {connect_timeout}s: {s.connections}")
+        wait_subscribed(self.subs, connect_timeout, on_timeout=self.abort)
         self.pubs = [PaddedPublisher(self.rotation, self.topic, self.rate / self.publishers, self.token,
                                      name=f"pub{i}") for i in range(self.publishers)]
         self.t_start = time.monotonic()

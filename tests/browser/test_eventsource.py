@@ -296,6 +296,12 @@ class Page:
         self.el("subscribe").click()
         self.wait_for("#status to read 'open'", lambda: self.status() == "open")
 
+    def subscribe_new(self, **kw) -> str:
+        """Subscribes to a topic of its own (nothing else publishes there); returns it."""
+        topic = unique_topic()
+        self.subscribe(topic, **kw)
+        return topic
+
     def screenshot(self) -> None:
         TARGET_DIR.mkdir(exist_ok=True)
         self.driver.save_screenshot(str(TARGET_DIR / "browser-test.png"))
@@ -377,8 +383,7 @@ def test_page_served_with_expected_elements(page):
 
 
 def test_eventsource_receives_update_published_over_http(page, hub):
-    topic = unique_topic()
-    page.subscribe(topic)
+    topic = page.subscribe_new()
 
     event_id = unique_id()
     data = 'first line\n  second line, indented\n<b>not bold</b> & "quoted" — ünïcødé\n{"json": [1, 2, 3]}'
@@ -394,8 +399,7 @@ def test_eventsource_receives_update_published_over_http(page, hub):
 
 
 def test_page_publish_form_round_trip(page, hub):
-    topic = unique_topic()
-    page.subscribe(topic)
+    topic = page.subscribe_new()
 
     event_id = unique_id()
     data = "typed in the form\nsecond line"
@@ -433,8 +437,7 @@ def test_page_publish_form_without_token_is_rejected(page, hub):
 
 
 def test_named_event_type_is_delivered_to_listener(page, hub):
-    topic = unique_topic()
-    page.subscribe(topic, event_type="greeting")
+    topic = page.subscribe_new(event_type="greeting")
 
     event_id = unique_id()
     hub.publish_ok(topic, "hello, named listener", id=event_id, type="greeting")
@@ -446,8 +449,7 @@ def test_named_event_type_is_delivered_to_listener(page, hub):
 
 
 def test_private_update_not_shown_to_anonymous_subscriber(page, hub):
-    topic = unique_topic()
-    page.subscribe(topic)
+    topic = page.subscribe_new()
 
     private_id = unique_id()
     hub.publish_ok(topic, "secret", id=private_id, private=True)

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from verifier import (
     Ack, Connection, Node, Publisher, Received, Rotation, Subscriber, Verifier, mint_token, stop_process,
+    wait_subscribed,
 )
 
 N1, N2 = Node("n1", "127.0.0.1", 1), Node("n2", "127.0.0.1", 2)
@@ -113,3 +114,14 @@ def test_aborted_on_error_stops_the_clients_and_reraises():
     with pytest.raises(KeyboardInterrupt), v.aborted_on_error():
         raise KeyboardInterrupt
     assert stopped == [True]
+
+
+def test_wait_subscribed_names_the_subscriber_that_never_connected():
+    a, b = (Subscriber(name, Rotation([N1]), "t", N1) for name in ("a", "b"))
+    a.connected.set()
+    timed_out = []
+    wait_subscribed([a], 0.1, on_timeout=lambda: timed_out.append(True))
+    assert timed_out == []
+    with pytest.raises(TimeoutError, match="^b could not subscribe"):
+        wait_subscribed([a, b], 0.1, on_timeout=lambda: timed_out.append(True))
+    assert timed_out == [True]

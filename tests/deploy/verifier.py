@@ -514,11 +514,7 @@ class Verifier:
                                retry_cap=self.retry_cap, fixed=self.sticky_subscribers)
                 self.subscribers.append(s)
                 s.start()
-        deadline = time.monotonic() + connect_timeout
-        for s in self.subscribers:
-            if not s.connected.wait(max(0.0, deadline - time.monotonic())):
-                self.abort()
-                raise TimeoutError(f"{s.name} could not subscribe within {connect_timeout}s: {s.connections}")
+        wait_subscribed(self.subscribers, connect_timeout, on_timeout=self.abort)
         self.pubs = [Publisher(self.rotation, self.topic, self.rate / self.publishers, self.token,
                                nodes=self.publish_to, name=f"pub{i}") for i in range(self.publishers)]
         self.t_start = time.monotonic()
@@ -700,6 +696,16 @@ def free_port(taken: set[int]) -> int:
         taken.add(port)
         return port
     raise RuntimeError("no free port")
+
+
+def wait_subscribed(subscribers: list[Subscriber], timeout: float, on_timeout=lambda: None) -> None:
+    """Until every subscriber's first stream is open (publishing before that would
+    count as lost what they never asked for); else `on_timeout()`, then TimeoutError."""
+    deadline = time.monotonic() + timeout
+    for s in subscribers:
+        if not s.connected.wait(max(0.0, deadline - time.monotonic())):
+            on_timeout()
+            raise TimeoutError(f"{s.name} could not subscribe within {timeout}s: {s.connections}")
 
 
 def reap(proc: subprocess.Popen, grace: float, kill_wait: float = 10.0) -> None:
