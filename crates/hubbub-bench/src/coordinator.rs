@@ -139,6 +139,18 @@ struct Connected {
     per_pid: Vec<Option<ProcSample>>,
 }
 
+impl Connected {
+    /// What each open stream costs the server: the RSS it grew by from `before`,
+    /// per connected subscriber (`None` without both samples or any subscriber).
+    fn rss_per_subscriber(&self, before: Option<ProcSample>) -> Option<f64> {
+        let (Some(before), Some(now)) = (before, self.server) else {
+            return None;
+        };
+        (self.connected > 0)
+            .then(|| (now.rss_bytes as f64 - before.rss_bytes as f64) / self.connected as f64)
+    }
+}
+
 /// The state the phases of one parent run share. `run` walks it through the phases
 /// in order, so the timeline reads top to bottom there; each phase is a method of
 /// its own so it can be read (and changed) without the others.
@@ -287,11 +299,25 @@ impl<'a> Run<'a> {
         Window { start, end }
     }
 
-    /// Tells the workers what was published (so they can count losses), waits for
-    /// their final counts, ends them and the observers, and sums the counts. A worker
-    /// without a final report is a problem of the run; none at all is an error, as
-    /// there is nothing left to report.
+    /// Ends the workers (`end_workers`), then the observers, and sums the workers'
+    /// final counts.
     async fn collect_finals(&mut self) -> Result<Totals, BenchError> {
+        self.end_workers().await?;
+        if let Some(p) = self.progress.take() {
+            p.abort();
+        }
+        self.sampler.abort();
+        let mut totals = Totals::default();
+        aggregate::lock(&self.agg)
+            .finals()
+            .for_each(|f| totals.add(f));
+        Ok(totals)
+    }
+
+    /// Tells the workers what was published (so they can count losses), waits for
+    /// their final counts and shuts them down. A worker without a final report is a
+    /// problem of the run; none at all is an error, as there is nothing to report.
+    async fn end_workers(&mut self) -> Result<(), BenchError> {
         self.workers.broadcast(&Command::Finish {
             published: self.pub_stats.published(),
         });
@@ -314,15 +340,7 @@ impl<'a> Run<'a> {
                 reason: "no worker reported".into(),
             });
         }
-        if let Some(p) = self.progress.take() {
-            p.abort();
-        }
-        self.sampler.abort();
-        let mut totals = Totals::default();
-        aggregate::lock(&self.agg)
-            .finals()
-            .for_each(|f| totals.add(f));
-        Ok(totals)
+        Ok(())
     }
 
     /// The parent's report: the phases' findings with rates over the window.
@@ -416,25 +434,20 @@ impl<'a> Run<'a> {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
+        // The sampler may have missed the highest point: the edges count too.
         let peak = samples
             .iter()
             .map(|s| s.rss_bytes)
             .chain([rss(&end), rss(&connected.server)])
             .max();
         let cpu_window_s = cpu_between(window.start.server, window.end.server);
-        let before = self.server_before;
         Some(ServerStats {
             pids: self.pids.clone(),
-            rss_before_bytes: rss(&before),
+            rss_before_bytes: rss(&self.server_before),
             rss_connected_bytes: rss(&connected.server),
             rss_end_bytes: rss(&end),
             rss_peak_bytes: peak.unwrap_or(0),
-            rss_per_subscriber_bytes: (connected.connected > 0
-                && before.is_some()
-                && connected.server.is_some())
-            .then(|| {
-                (rss(&connected.server) as f64 - rss(&before) as f64) / connected.connected as f64
-            }),
+            rss_per_subscriber_bytes: connected.rss_per_subscriber(self.server_before),
             cpu_window_s,
             cpu_window_percent: window.per_s(cpu_window_s) * 100.0,
             cpu_total_s: end.map_or(0.0, |s| s.cpu_seconds),
@@ -538,5 +551,66 @@ pub fn worker_report(plan: &Plan, fin: Option<WorkerFinal>) -> Report {
         } else {
             Vec::new()
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn edge(at: Instant, per_topic: Vec<u64>) -> Edge {
+        Edge {
+            at,
+            ok: per_topic.iter().sum(),
+            per_topic,
+            server: None,
+            per_pid: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn window_rates_and_expected_deliveries() {
+        let t = Instant::now();
+        let w = Window {
+            start: edge(t, vec![10, 20]),
+            end: edge(t + Duration::from_secs(2), vec![14, 30]),
+        };
+        // 4 publishes on topic 0 x 3 subscribers + 10 on topic 1 x 1.
+        assert_eq!(w.expected(&[3, 1]), 22);
+        let streams = StreamCounts {
+            deliveries_measured: 20,
+            deliveries_total: 25,
+            lost: 2,
+            ..StreamCounts::default()
+        };
+        let d = w.deliveries(&streams, &[3, 1]);
+        assert_eq!((d.in_window, d.total, d.lost), (20, 25, 2));
+        assert_eq!((d.per_second, d.expected_per_second), (10.0, 11.0));
+        let empty = Window {
+            start: edge(t, vec![0]),
+            end: edge(t, vec![5]),
+        };
+        assert_eq!(empty.per_s(5.0), 0.0);
+    }
+
+    #[test]
+    fn rss_per_subscriber_needs_both_samples_and_a_subscriber() {
+        let sample = |mib: u64| {
+            Some(ProcSample {
+                rss_bytes: mib << 20,
+                cpu_seconds: 0.0,
+            })
+        };
+        let mut c = Connected {
+            requested: 4,
+            connected: 4,
+            seconds: 1.0,
+            server: sample(12),
+            per_pid: Vec::new(),
+        };
+        assert_eq!(c.rss_per_subscriber(sample(10)), Some(f64::from(1 << 19)));
+        assert_eq!(c.rss_per_subscriber(None), None);
+        c.connected = 0;
+        assert_eq!(c.rss_per_subscriber(sample(10)), None);
     }
 }
