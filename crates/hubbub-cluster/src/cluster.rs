@@ -14,11 +14,12 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::engine::{Control, Engine, EngineParts, Flags, Timing};
+use crate::engine::{Control, Engine, EngineParts, Flags};
 use crate::local::LocalOrigin;
 use crate::membership::{
     GossipSettings, KEY_HTTP, KEY_READY, KEY_RELAY, KEY_WANTS_ACKS, Membership,
 };
+use crate::node::{Delivery, Timing};
 use crate::relay::{self, RelayCtx, RelayStats};
 use crate::sequencer::{Sequencer, SequencerLimits};
 use crate::stamp::{Origin, Stamped};
@@ -150,16 +151,6 @@ pub struct Cluster {
 
 /// Updates in delivery order; the caller hands each to its local hub.
 pub type Ordered = mpsc::Receiver<Delivery>;
-
-/// What leaves the engine, in order.
-#[derive(Debug, Clone)]
-pub enum Delivery {
-    /// The next update in the delivery order.
-    Update(Arc<Stamped>),
-    /// Every update stamped at or below this clock value that this node will
-    /// deliver in order has been handed over before this marker.
-    Through(u64),
-}
 
 /// What this node gossips about itself from the start.
 fn gossip_keys(config: &ClusterConfig) -> Vec<(String, String)> {

@@ -10,16 +10,18 @@ mod cluster;
 mod engine;
 mod local;
 mod membership;
+mod node;
 mod relay;
 mod secure;
 pub mod sequencer;
+#[cfg(test)]
+mod sim;
 pub mod stamp;
 mod view;
 pub mod wire;
 
-pub use cluster::{
-    Cluster, ClusterConfig, ClusterError, Delivery, Ordered, SubmitError, fresh_generation,
-};
+pub use cluster::{Cluster, ClusterConfig, ClusterError, Ordered, SubmitError, fresh_generation};
+pub use node::Delivery;
 pub use relay::MAX_UNAUTHENTICATED;
 pub use secure::Preamble;
 pub use sequencer::{Sequencer, SequencerLimits, SequencerStats};
