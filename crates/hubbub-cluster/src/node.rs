@@ -199,7 +199,6 @@ impl Node {
                     self.actions.push(Action::Acked(hwm));
                 }
             }
-            Msg::Challenge { .. } | Msg::Hello { .. } | Msg::Welcome { .. } => {}
         }
     }
 
