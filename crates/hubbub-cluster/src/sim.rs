@@ -573,6 +573,7 @@ impl Sim {
         });
         n.log.push(update.clone());
         n.node.on_own(update);
+        self.log(|| format!("n{i} publishes seq {seq}"));
         self.turn(i);
     }
 
@@ -911,8 +912,9 @@ pub fn run_seed(seed: u64, knobs: Knobs, trace: bool) -> Result<(), String> {
             println!("{}: {seq:?} {node:?}", n.origin);
         }
     }
+    let filter = if knobs.calm { "calm" } else { "faults" };
     result.map_err(|e| {
-        format!("SIM_SEED={seed} failed: {e}\n  replay: SIM_SEED={seed} cargo nextest run -p hubbub-cluster sim --no-capture")
+        format!("SIM_SEED={seed} failed: {e}\n  replay: SIM_SEED={seed} cargo nextest run -p hubbub-cluster sim::tests::{filter} --no-capture")
     })
 }
 
