@@ -254,6 +254,8 @@ pub struct Sim {
     /// Per mille of frames on which a link drops, in the faulty phase.
     loss: u64,
     trace: Option<Vec<String>>,
+    /// Every `Msg::Ack` delivered: (who acknowledged, whose updates, up to).
+    acks: Vec<(Origin, Origin, u64)>,
 }
 
 impl Sim {
@@ -278,6 +280,7 @@ impl Sim {
             latency,
             loss,
             trace: tracing.then(Vec::new),
+            acks: Vec::new(),
         };
         sim.schedule(knobs);
         sim
@@ -765,6 +768,9 @@ impl Sim {
             return;
         }
         let sender = self.nodes[from].origin.clone();
+        if let Msg::Ack { origin, hwm } = &msg {
+            self.acks.push((sender.clone(), origin.clone(), *hwm));
+        }
         let n = &mut self.nodes[to];
         let at = n.since_start(self.now);
         n.node.on_msg(sender, msg, at);
@@ -811,6 +817,7 @@ impl Sim {
                 ));
             }
         }
+        self.check_acks(&live, &vector)?;
         for n in &live {
             let mine = vector.get(&n.origin).copied().unwrap_or(0);
             if mine != n.log.len() as u64 {
@@ -818,6 +825,22 @@ impl Sim {
                     "{} published {} updates, the cluster holds {mine}",
                     n.origin,
                     n.log.len()
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Sim {
+    /// An acknowledged update is held by the peer that acknowledged it: while
+    /// that peer is alive, the cluster keeps it even if its origin crashed.
+    fn check_acks(&self, live: &[&SimNode], vector: &BTreeMap<Origin, u64>) -> Result<(), String> {
+        for (acker, origin, hwm) in &self.acks {
+            let held = vector.get(origin).copied().unwrap_or(0);
+            if live.iter().any(|n| n.origin == *acker) && held < *hwm {
+                return Err(format!(
+                    "{acker} acknowledged {origin} up to {hwm}, the cluster holds {held}"
                 ));
             }
         }
