@@ -224,31 +224,6 @@ fn main() {
         },
     };
     for (name, msg) in [
-        (
-            "challenge",
-            Msg::Challenge {
-                node: "hubbub-2".into(),
-                generation: 7,
-                nonce: [7; 16],
-            },
-        ),
-        (
-            "hello",
-            Msg::Hello {
-                cluster: "hubbub".into(),
-                node: "hubbub-1".into(),
-                generation: 1_730_000_000_123,
-                nonce: [1; 16],
-                mac: vec![0xab; 32],
-            },
-        ),
-        (
-            "welcome",
-            Msg::Welcome {
-                have: 5,
-                mac: vec![0xcd; 32],
-            },
-        ),
         ("update", Msg::Update(Arc::new(stamped))),
         (
             "update-readme",

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use chitchat::transport::{Transport, UdpTransport};
+use chitchat::transport::UdpTransport;
 use hubbub_proto::Update;
 use thiserror::Error;
 use tokio::net::TcpListener;
@@ -14,11 +14,12 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::engine::{Control, Engine, EngineParts, Flags, Timing};
+use crate::engine::{Control, Engine, EngineParts, Flags};
 use crate::local::LocalOrigin;
 use crate::membership::{
     GossipSettings, KEY_HTTP, KEY_READY, KEY_RELAY, KEY_WANTS_ACKS, Membership,
 };
+use crate::node::{Delivery, Timing};
 use crate::relay::{self, RelayCtx, RelayStats};
 use crate::sequencer::{Sequencer, SequencerLimits};
 use crate::stamp::{Origin, Stamped};
@@ -32,6 +33,9 @@ pub struct ClusterConfig {
     pub cluster_id: String,
     pub gossip_listen: SocketAddr,
     pub gossip_advertise: SocketAddr,
+    /// Where [`Cluster::start`] binds the relay listener; its IP (unless
+    /// unspecified) is also the source address of outbound links, which is
+    /// all it is used for with [`Cluster::start_on`].
     pub relay_listen: SocketAddr,
     /// `host:port` peers dial; resolved on every connection attempt.
     pub relay_advertise: String,
@@ -151,16 +155,6 @@ pub struct Cluster {
 /// Updates in delivery order; the caller hands each to its local hub.
 pub type Ordered = mpsc::Receiver<Delivery>;
 
-/// What leaves the engine, in order.
-#[derive(Debug, Clone)]
-pub enum Delivery {
-    /// The next update in the delivery order.
-    Update(Arc<Stamped>),
-    /// Every update stamped at or below this clock value that this node will
-    /// deliver in order has been handed over before this marker.
-    Through(u64),
-}
-
 /// What this node gossips about itself from the start.
 fn gossip_keys(config: &ClusterConfig) -> Vec<(String, String)> {
     let mut keys = vec![
@@ -209,40 +203,47 @@ fn timing(config: &ClusterConfig) -> Timing {
 }
 
 impl Cluster {
-    /// Binds the relay listener, joins gossip over UDP and starts the engine.
+    /// Binds the relay listener on `relay_listen`, joins gossip over UDP and
+    /// starts the engine.
     pub async fn start(config: ClusterConfig) -> Result<(Self, Ordered), ClusterError> {
-        Self::start_with_transport(config, &UdpTransport).await
-    }
-
-    /// As [`start`](Self::start), with another gossip transport (tests use
-    /// chitchat's in-memory `ChannelTransport`).
-    pub async fn start_with_transport(
-        config: ClusterConfig,
-        transport: &dyn Transport,
-    ) -> Result<(Self, Ordered), ClusterError> {
         if config.secret.is_empty() {
             return Err(ClusterError::NoSecret);
         }
-        let me = Origin::new(config.node_id.clone(), config.generation);
         let listener = TcpListener::bind(config.relay_listen)
             .await
             .map_err(|source| ClusterError::RelayListen {
                 addr: config.relay_listen,
                 source,
             })?;
+        Self::start_on(config, listener).await
+    }
+
+    /// As [`start`](Self::start), on a relay listener the caller bound (so a
+    /// test can bind port 0 and advertise what it got, instead of guessing a
+    /// free port; `relay_listen` then only picks the source address of
+    /// outbound links).
+    pub async fn start_on(
+        config: ClusterConfig,
+        relay: TcpListener,
+    ) -> Result<(Self, Ordered), ClusterError> {
+        if config.secret.is_empty() {
+            return Err(ClusterError::NoSecret);
+        }
+        let me = Origin::new(config.node_id.clone(), config.generation);
         let membership = Membership::start(
             &me,
             &gossip_settings(&config),
             gossip_keys(&config),
-            transport,
+            &UdpTransport,
         )
         .await
         .map_err(|reason| ClusterError::Gossip {
             addr: config.gossip_listen,
             reason,
         })?;
-        let (cluster, ordered) = Self::spawn(&config, me, listener, membership);
-        tracing::info!(node = %cluster.me, relay = %config.relay_listen, gossip = %config.gossip_listen, "cluster node started");
+        let addr = relay.local_addr().ok();
+        let (cluster, ordered) = Self::spawn(&config, me, relay, membership);
+        tracing::info!(node = %cluster.me, relay = ?addr, gossip = %config.gossip_listen, "cluster node started");
         Ok((cluster, ordered))
     }
 

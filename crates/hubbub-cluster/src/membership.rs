@@ -30,7 +30,8 @@ pub fn hwm_key(origin: &Origin) -> String {
     format!("{HWM_PREFIX}{}:{}", origin.generation, origin.node)
 }
 
-fn parse_hwm_key(key: &str) -> Option<Origin> {
+/// The origin of an `hwm_key`, or `None` for any other key.
+pub fn parse_hwm_key(key: &str) -> Option<Origin> {
     let rest = key.strip_prefix(HWM_PREFIX)?;
     let (generation, node) = rest.split_once(':')?;
     Some(Origin::new(node, generation.parse().ok()?))

@@ -12,29 +12,9 @@ use crate::stamp::{Origin, Stamp, Stamped};
 
 /// Largest frame accepted on a relay link.
 pub const MAX_FRAME: usize = 16 << 20;
-pub const PROTOCOL: &[u8] = b"hubbub-relay-v1";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Msg {
-    /// Listener -> dialer: who I am, and a nonce to prove the secret against.
-    Challenge {
-        node: String,
-        generation: u64,
-        nonce: [u8; 16],
-    },
-    /// Dialer -> listener: who I am, proof, and a nonce for the listener to prove.
-    Hello {
-        cluster: String,
-        node: String,
-        generation: u64,
-        nonce: [u8; 16],
-        mac: Vec<u8>,
-    },
-    /// Listener -> dialer: accepted; resume your origin's stream after `have`.
-    Welcome {
-        have: u64,
-        mac: Vec<u8>,
-    },
     Update(Arc<Stamped>),
     /// "None of my own updates at or below this stamp is still to come."
     Watermark(u64),
@@ -72,35 +52,6 @@ impl Msg {
     pub fn encode(&self) -> Bytes {
         let mut b = BytesMut::with_capacity(64);
         match self {
-            Msg::Challenge {
-                node,
-                generation,
-                nonce,
-            } => {
-                b.put_u8(1);
-                put_str(&mut b, node);
-                b.put_u64(*generation);
-                b.put_slice(nonce);
-            }
-            Msg::Hello {
-                cluster,
-                node,
-                generation,
-                nonce,
-                mac,
-            } => {
-                b.put_u8(2);
-                put_str(&mut b, cluster);
-                put_str(&mut b, node);
-                b.put_u64(*generation);
-                b.put_slice(nonce);
-                put_bytes(&mut b, mac);
-            }
-            Msg::Welcome { have, mac } => {
-                b.put_u8(3);
-                b.put_u64(*have);
-                put_bytes(&mut b, mac);
-            }
             Msg::Update(s) => {
                 b.put_u8(4);
                 put_stamped(&mut b, s);
@@ -137,22 +88,6 @@ impl Msg {
     pub fn decode(mut b: &[u8]) -> Result<Self, WireError> {
         let b = &mut b;
         Ok(match get_u8(b)? {
-            1 => Msg::Challenge {
-                node: get_str(b)?,
-                generation: get_u64(b)?,
-                nonce: get_nonce(b)?,
-            },
-            2 => Msg::Hello {
-                cluster: get_str(b)?,
-                node: get_str(b)?,
-                generation: get_u64(b)?,
-                nonce: get_nonce(b)?,
-                mac: get_bytes(b)?,
-            },
-            3 => Msg::Welcome {
-                have: get_u64(b)?,
-                mac: get_bytes(b)?,
-            },
             4 => Msg::Update(Arc::new(get_stamped(b)?)),
             5 => Msg::Watermark(get_u64(b)?),
             6 => Msg::Pull {
@@ -169,6 +104,7 @@ impl Msg {
                 origin: get_origin(b)?,
                 hwm: get_u64(b)?,
             },
+            // 1-3 were the handshake before the Noise channel (`secure.rs`): retired.
             t => return Err(WireError::UnknownType(t)),
         })
     }
@@ -271,13 +207,6 @@ fn get_u64(b: &mut &[u8]) -> Result<u64, WireError> {
     Ok(b.get_u64())
 }
 
-fn get_nonce(b: &mut &[u8]) -> Result<[u8; 16], WireError> {
-    need(b, 16)?;
-    let mut n = [0; 16];
-    b.copy_to_slice(&mut n);
-    Ok(n)
-}
-
 fn get_bytes(b: &mut &[u8]) -> Result<Vec<u8>, WireError> {
     let n = get_u32(b)? as usize;
     need(b, n)?;
@@ -319,22 +248,6 @@ mod tests {
     #[test]
     fn every_message_round_trips() {
         let msgs = [
-            Msg::Challenge {
-                node: "a".into(),
-                generation: 1,
-                nonce: [7; 16],
-            },
-            Msg::Hello {
-                cluster: "c".into(),
-                node: "b".into(),
-                generation: 2,
-                nonce: [1; 16],
-                mac: vec![1, 2],
-            },
-            Msg::Welcome {
-                have: 5,
-                mac: vec![3],
-            },
             Msg::Update(Arc::new(stamped())),
             Msg::Watermark(99),
             Msg::Pull {
@@ -364,5 +277,6 @@ mod tests {
             assert!(Msg::decode(&full[..cut]).is_err());
         }
         assert_eq!(Msg::decode(&[200]), Err(WireError::UnknownType(200)));
+        assert_eq!(Msg::decode(&[1]), Err(WireError::UnknownType(1)), "retired");
     }
 }

@@ -46,11 +46,23 @@ impl Server {
     /// A single node, or a cluster member when the settings have seeds: joins
     /// gossip, opens relay links and feeds the ordered cluster log to the hub.
     pub async fn start(settings: Settings) -> Result<Self, hubbub_cluster::ClusterError> {
+        Self::start_with_relay(settings, None).await
+    }
+
+    /// As [`start`](Self::start), on a relay listener the caller bound (tests
+    /// bind their own rather than have the cluster bind `relay_listen`).
+    pub async fn start_with_relay(
+        settings: Settings,
+        relay: Option<TcpListener>,
+    ) -> Result<Self, hubbub_cluster::ClusterError> {
         let Some(cluster_config) = settings.cluster.clone() else {
             return Ok(Self::new(settings));
         };
         let (hub, metrics) = start_hub(&settings);
-        let (cluster, ordered) = hubbub_cluster::Cluster::start(cluster_config).await?;
+        let (cluster, ordered) = match relay {
+            Some(relay) => hubbub_cluster::Cluster::start_on(cluster_config, relay).await?,
+            None => hubbub_cluster::Cluster::start(cluster_config).await?,
+        };
         let (delivered_tx, delivered) = tokio::sync::watch::channel(0);
         tokio::spawn(clustering::deliver(hub.clone(), ordered, delivered_tx));
         tokio::spawn(clustering::report_subscribers(hub.clone(), cluster.clone()));
