@@ -54,18 +54,21 @@ async fn watch_signals(
 
 /// Keeps the old settings when the new ones do not validate.
 fn reload(server: &Server, args: &ServeArgs) {
-    let config = args.config().map(|mut c| {
+    let settings = args.config().and_then(|mut c| {
         advertise::fill_in(&mut c);
-        c
+        Ok(c.settings()?)
     });
-    match config.and_then(|c| c.settings()) {
+    match settings {
         Ok(settings) => {
             server.reload(settings);
             tracing::info!("configuration reloaded");
         }
         Err(e) => {
             server.reload_failed();
-            tracing::error!(error = %e, "reload failed; keeping the previous configuration");
+            tracing::error!(
+                error = format!("{e:#}"),
+                "reload failed; keeping the previous configuration"
+            );
         }
     }
 }
