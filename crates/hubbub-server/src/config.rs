@@ -2,7 +2,7 @@
 //! variables share its names) and the validated, per-subsystem [`Settings`] the
 //! server runs on. Parsing and validation happen here and only here.
 //!
-//! Each option is declared once, in the [`options!`] list below: its doc comment
+//! Each option is declared once, in the `options!` list below: its doc comment
 //! (also the `--help` text), type, default, TOML handling and, behind the `cli`
 //! feature that only the binary enables, its flag and variable. The server never
 //! reads flags or the environment itself: the binary parses them with the clap

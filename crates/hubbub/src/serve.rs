@@ -26,8 +26,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let server = Server::start(settings).await?;
     let shutdown = CancellationToken::new();
-    tokio::spawn(watch_signals(server.clone(), args, shutdown.clone()));
+    // Ours to stop: once the server has run its shutdown order, nothing is left to signal.
+    let signals = tokio::spawn(watch_signals(server.clone(), args, shutdown.clone()));
     server.run(listener, shutdown).await?;
+    signals.abort();
     tracing::info!("stopped");
     Ok(())
 }
