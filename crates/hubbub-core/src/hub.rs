@@ -88,6 +88,9 @@ pub(crate) struct Inner {
     pub(crate) shards: Box<[Arc<Shard>]>,
     pub(crate) limits: Arc<ArcSwap<Limits>>,
     pub(crate) metrics: Arc<dyn HubMetrics>,
+    /// The shards' channels again, outside the `log` lock, only to await room
+    /// in them ([`Hub::publish_capacity`]); publishing goes through `log`.
+    room: Box<[mpsc::Sender<Arc<Published>>]>,
     subscribers: AtomicUsize,
     next_sub_id: AtomicU64,
     epoch: Instant,
@@ -130,7 +133,9 @@ impl Hub {
             };
             tracker.spawn(dispatcher.run());
         }
+        let room = senders.clone().into_boxed_slice();
         let inner = Arc::new(Inner {
+            room,
             log: Mutex::new(Log {
                 history: History::new(config.limits.history),
                 next_seq: 1,
@@ -183,6 +188,25 @@ impl Hub {
         inner.metrics.published();
         inner.metrics.history(entries, bytes);
         Ok(published)
+    }
+
+    /// Waits until every dispatcher shard has room for one more update, or the
+    /// hub shuts down: what a caller that must not drop an update (the cluster
+    /// log) awaits after [`PublishError::Overloaded`] instead of polling. The
+    /// room is not reserved, so the next publish may find the hub full again
+    /// (another publisher came first); then wait again.
+    pub async fn publish_capacity(&self) {
+        let inner = &self.inner;
+        let room = async {
+            for tx in inner.room.iter() {
+                // Err: the dispatcher is gone, so the hub is shutting down.
+                let _ = tx.reserve().await;
+            }
+        };
+        tokio::select! {
+            _ = inner.cancel.cancelled() => {}
+            _ = room => {}
+        }
     }
 
     /// Registers a subscriber and snapshots its replay atomically with respect to

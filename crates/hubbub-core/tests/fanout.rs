@@ -458,3 +458,31 @@ fn a_heavy_replay_does_not_hold_up_publishers() {
         "a publish waited {slowest:?} during a replay of {replay_took:?}"
     );
 }
+
+/// A full dispatch backlog is a signal to await, not to poll: the publish that
+/// found it full succeeds once `publish_capacity` returns.
+#[tokio::test]
+async fn a_full_backlog_frees_room_that_can_be_awaited() {
+    let hub = Hub::start(
+        HubConfig {
+            limits: Limits::default(),
+            shards: 1,
+            dispatch_backlog: 1,
+        },
+        Arc::new(NoMetrics),
+    );
+    // One runtime thread: the dispatcher cannot take the first update before we yield.
+    hub.publish(update("a", &["t"])).unwrap();
+    assert_eq!(
+        hub.publish(update("b", &["t"])).unwrap_err(),
+        hubbub_core::PublishError::Overloaded
+    );
+    tokio::time::timeout(Duration::from_secs(5), hub.publish_capacity())
+        .await
+        .expect("the dispatcher makes room");
+    hub.publish(update("b", &["t"])).expect("room for b");
+    hub.shutdown().await;
+    tokio::time::timeout(Duration::from_secs(5), hub.publish_capacity())
+        .await
+        .expect("a stopped hub does not keep callers waiting");
+}

@@ -7,10 +7,10 @@ use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 
+use crate::connection::HUB_PATH;
 use crate::state::SharedState;
 use crate::{publish, subscribe};
 
-pub const HUB_PATH: &str = "/.well-known/mercure";
 const INDEX_HTML: &str = include_str!("../assets/index.html");
 
 pub fn router(state: SharedState) -> Router {

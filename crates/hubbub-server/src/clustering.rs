@@ -8,13 +8,21 @@ use std::time::Duration;
 use hubbub_cluster::{Cluster, Delivery, Ordered};
 use hubbub_core::{Hub, PublishError};
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
-/// Feeds ordered updates into the hub. A full dispatch backlog is waited out,
-/// never dropped: the order and completeness of the cluster log matter more
-/// than the latency of one update. `delivered` follows the cluster's
-/// `Through` markers once everything before them is in the hub.
-pub async fn deliver(hub: Hub, mut ordered: Ordered, delivered: watch::Sender<u64>) {
-    while let Some(item) = ordered.recv().await {
+/// Feeds ordered updates into the hub until the cluster closes the log, the
+/// hub shuts down or `stop` fires. A full dispatch backlog is waited out
+/// (`Hub::publish_capacity`), never dropped: the order and completeness of the
+/// cluster log matter more than the latency of one update. `delivered`
+/// follows the cluster's `Through` markers once everything before them is in
+/// the hub.
+pub async fn deliver(
+    hub: Hub,
+    mut ordered: Ordered,
+    delivered: watch::Sender<u64>,
+    stop: CancellationToken,
+) {
+    while let Some(Some(item)) = stop.run_until_cancelled(ordered.recv()).await {
         let stamped = match item {
             Delivery::Update(stamped) => stamped,
             Delivery::Through(clock) => {
@@ -25,7 +33,7 @@ pub async fn deliver(hub: Hub, mut ordered: Ordered, delivered: watch::Sender<u6
         loop {
             match hub.publish(stamped.update.clone()) {
                 Ok(_) => break,
-                Err(PublishError::Overloaded) => tokio::time::sleep(Duration::from_millis(1)).await,
+                Err(PublishError::Overloaded) => hub.publish_capacity().await,
                 Err(PublishError::ShuttingDown) => return,
             }
         }
@@ -45,11 +53,10 @@ pub async fn wait_delivered(
     )
 }
 
-/// Keeps the gossiped subscriber count fresh.
-pub async fn report_subscribers(hub: Hub, cluster: Cluster) {
+/// Keeps the gossiped subscriber count fresh until `stop` fires.
+pub async fn report_subscribers(hub: Hub, cluster: Cluster, stop: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_millis(500));
-    while !hub.is_shutting_down() {
-        tick.tick().await;
+    while stop.run_until_cancelled(tick.tick()).await.is_some() {
         cluster.set_subscribers(hub.subscriber_count() as u64);
     }
 }

@@ -1,11 +1,17 @@
 //! Configuration: the flat, user-facing [`Config`] (TOML keys, flags and `HUBBUB_*`
 //! variables share its names) and the validated, per-subsystem [`Settings`] the
 //! server runs on. Parsing and validation happen here and only here.
+//!
+//! Each option is declared once, in the `options!` list below: its doc comment
+//! (also the `--help` text), type, default, TOML handling and, behind the `cli`
+//! feature that only the binary enables, its flag and variable. The server never
+//! reads flags or the environment itself: the binary parses them with the clap
+//! attributes declared here and lays them over the file.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use hubbub_cluster::ClusterConfig;
@@ -15,94 +21,192 @@ use crate::auth::{Auth, KeyError};
 /// The key every Mercure example uses. Only `--dev` falls back to it.
 pub const DEV_JWT_KEY: &str = "!ChangeThisMercureHubJWTSecretKey!";
 
-/// Everything a user can set. Every field is optional in the file; defaults are
-/// production-safe (no anonymous access, no default key) unless `dev` is set.
-#[derive(Clone, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct Config {
-    pub listen: SocketAddr,
-    /// Development mode: the well-known dev key for both roles, anonymous subscribers.
-    pub dev: bool,
-    pub anonymous: bool,
-    /// Key and algorithm for both roles unless a role-specific one is set.
-    pub jwt_key: Option<String>,
-    pub jwt_alg: String,
-    pub publisher_jwt_key: Option<String>,
-    pub publisher_jwt_alg: Option<String>,
-    pub subscriber_jwt_key: Option<String>,
-    pub subscriber_jwt_alg: Option<String>,
-    pub cookie_name: String,
-    pub cors_origins: Vec<String>,
-    pub publish_origins: Vec<String>,
-    #[serde(deserialize_with = "duration")]
-    pub heartbeat: Duration,
-    /// Maximum stream lifetime, randomized to 80-100 % per connection; 0 = unlimited.
-    #[serde(deserialize_with = "duration")]
-    pub write_timeout: Duration,
-    /// A single socket write blocked longer than this cuts the connection.
-    #[serde(deserialize_with = "duration")]
-    pub write_deadline: Duration,
-    /// A request's body must arrive within this of its head (else 408), so a
-    /// body trickled in cannot hold a connection forever; 0 = no limit.
-    #[serde(deserialize_with = "duration")]
-    pub request_timeout: Duration,
-    pub max_body_bytes: usize,
-    pub max_topics: usize,
-    /// Longest topic (publish) or selector (subscribe), in bytes.
-    pub max_topic_bytes: usize,
-    /// Most states a subscriber's URI template may compile to: matching one
-    /// costs up to this many steps per byte of a topic.
-    pub max_template_states: usize,
-    /// 0 = no limit.
-    pub max_subscribers: usize,
-    /// Open connections; 0 = derived from the open-files limit.
-    pub max_connections: usize,
-    pub queue_capacity: usize,
-    pub history_size: usize,
-    pub history_bytes: usize,
-    /// 0 = no age limit.
-    #[serde(deserialize_with = "duration")]
-    pub history_max_age: Duration,
-    /// Publishes per second per token (or per IP without one); 0 = no limit.
-    pub publish_rate: f64,
-    pub publish_burst: u32,
-    /// Publishes per second for the whole hub; 0 = no limit.
-    pub global_publish_rate: f64,
-    #[serde(deserialize_with = "duration")]
-    pub shutdown_grace: Duration,
-    /// On shutdown, streams end spread over at most this long (clients
-    /// reconnect elsewhere without a storm).
-    #[serde(deserialize_with = "duration")]
-    pub drain_window: Duration,
-    /// Cluster: no seeds means a single node.
-    pub seeds: Vec<String>,
-    /// Defaults to the host name.
-    pub node_id: Option<String>,
-    pub cluster_id: String,
-    pub gossip_listen: SocketAddr,
-    /// `ip:port` or `host:port` (resolved once at start-up).
-    pub gossip_advertise: Option<String>,
-    pub relay_listen: SocketAddr,
-    pub relay_advertise: Option<String>,
-    /// Authenticates relay links; required for a cluster unless `dev`.
-    pub cluster_secret: Option<String>,
-    #[serde(deserialize_with = "duration")]
-    pub gossip_interval: Duration,
+/// Declares [`Config`] and its `Default` from one list, so an option is written
+/// once: `name: Type = default` with its doc comment and attributes. The TOML
+/// key is the field name; the clap `#[arg]` attributes sit behind `cli`.
+macro_rules! options {
+    (
+        $(#[$outer:meta])*
+        pub struct Config {
+            $( $(#[$meta:meta])* $field:ident : $ty:ty = $default:expr ),* $(,)?
+        }
+    ) => {
+        $(#[$outer])*
+        #[derive(Clone, Serialize, Deserialize, PartialEq)]
+        #[cfg_attr(feature = "cli", derive(clap::Args))]
+        #[serde(default, deny_unknown_fields)]
+        pub struct Config {
+            $( $(#[$meta])* pub $field: $ty, )*
+        }
+
+        impl Default for Config {
+            fn default() -> Self {
+                Self { $( $field: $default, )* }
+            }
+        }
+    };
+}
+
+options! {
+    /// Everything a user can set. Every field is optional in the file; defaults are
+    /// production-safe (no anonymous access, no default key) unless `dev` is set.
+    /// Precedence (the binary's): flags > `HUBBUB_*` variables > file > defaults.
+    pub struct Config {
+    /// HTTP address.
+    #[cfg_attr(feature = "cli", arg(long, env = "HUBBUB_LISTEN"))]
+    listen: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 8080)),
+    /// Development mode: the well-known Mercure dev key for both roles, anonymous
+    /// subscribers. Never in production.
+    #[cfg_attr(feature = "cli", arg(long, env = "HUBBUB_DEV"))]
+    dev: bool = false,
+    /// Allow subscribers without a token (public updates only).
+    #[cfg_attr(feature = "cli", arg(long, env = "HUBBUB_ANONYMOUS"))]
+    anonymous: bool = false,
+    /// JWT key for both roles unless a role-specific one is set (HS* secret or
+    /// PEM public key).
+    #[cfg_attr(feature = "cli", arg(long, env = "HUBBUB_JWT_KEY", hide_env_values = true))]
+    jwt_key: Option<String> = None,
+    /// JWT algorithm for both roles unless a role-specific one is set.
+    #[cfg_attr(feature = "cli", arg(long, env = "HUBBUB_JWT_ALG"))]
+    jwt_alg: String = "HS256".into(),
+    /// Key for publishers' tokens only (defaults to `jwt_key`).
+    #[cfg_attr(feature = "cli", arg(long, env = "HUBBUB_PUBLISHER_JWT_KEY", hide_env_values = true))]
+    publisher_jwt_key: Option<String> = None,
+    /// Algorithm for publishers' tokens only (defaults to `jwt_alg`); a token's `alg` must match.
+    #[cfg_attr(feature = "cli", arg(long, env = "HUBBUB_PUBLISHER_JWT_ALG"))]
+    publisher_jwt_alg: Option<String> = None,
+    /// Key for subscribers' tokens only (defaults to `jwt_key`).
+    #[cfg_attr(feature = "cli", arg(long, env = "HUBBUB_SUBSCRIBER_JWT_KEY", hide_env_values = true))]
+    subscriber_jwt_key: Option<String> = None,
+    /// Algorithm for subscribers' tokens only (defaults to `jwt_alg`); a token's `alg` must match.
+    #[cfg_attr(feature = "cli", arg(long, env = "HUBBUB_SUBSCRIBER_JWT_ALG"))]
+    subscriber_jwt_alg: Option<String> = None,
+    /// The cookie a token may come in.
+    #[cfg_attr(feature = "cli", arg(long, env = "HUBBUB_COOKIE_NAME"))]
+    cookie_name: String = "mercureAuthorization".into(),
+    /// Origins allowed by CORS (comma-separated; `*` is refused since credentials
+    /// are allowed).
+    #[cfg_attr(feature = "cli", arg(long, env = "HUBBUB_CORS_ORIGINS", value_delimiter = ','))]
+    cors_origins: Vec<String> = Vec::new(),
+    /// Origins allowed to publish with a cookie token (comma-separated; CSRF guard).
+    #[cfg_attr(feature = "cli", arg(long, env = "HUBBUB_PUBLISH_ORIGINS", value_delimiter = ','))]
+    publish_origins: Vec<String> = Vec::new(),
+    /// Heartbeat after this long without output (e.g. 40s; 0 = off).
+    #[serde(with = "duration")]
+    #[cfg_attr(feature = "cli", arg(long, env = "HUBBUB_HEARTBEAT", value_parser = parse_duration))]
+    heartbeat: Duration = Duration::from_secs(40),
+    /// Maximum stream lifetime, randomized to 80-100 % per connection (0 = unlimited).
+    #[serde(with = "duration")]
+    #[cfg_attr(feature = "cli", arg(long, env = "HUBBUB_WRITE_TIMEOUT", value_parser = parse_duration))]
+    write_timeout: Duration = Duration::from_secs(600),
+    /// A socket write blocked this long cuts the connection (0 = never).
+    #[serde(with = "duration")]
+    #[cfg_attr(feature = "cli", arg(long, env = "HUBBUB_WRITE_DEADLINE", value_parser = parse_duration))]
+    write_deadline: Duration = Duration::from_secs(10),
+    /// A request body must arrive within this of its head, else 408, so a body
+    /// trickled in cannot hold a connection forever (0 = no limit).
+    #[serde(with = "duration")]
+    #[cfg_attr(feature = "cli", arg(long, env = "HUBBUB_REQUEST_TIMEOUT", value_parser = parse_duration))]
+    request_timeout: Duration = Duration::from_secs(30),
+    /// Publish body limit in bytes (413 beyond).
+    #[cfg_attr(feature = "cli", arg(long, env = "HUBBUB_MAX_BODY_BYTES"))]
+    max_body_bytes: usize = 1 << 20,
+    /// Topics per publish, selectors per subscribe (400 beyond).
+    #[cfg_attr(feature = "cli", arg(long, env = "HUBBUB_MAX_TOPICS"))]
+    max_topics: usize = hubbub_proto::update::MAX_TOPICS,
+    /// Longest topic (publish) or selector (subscribe) in bytes (400 beyond).
+    #[cfg_attr(feature = "cli", arg(long, env = "HUBBUB_MAX_TOPIC_BYTES"))]
+    max_topic_bytes: usize = 2048,
+    /// Most states a subscriber's URI template may compile to (400 beyond):
+    /// matching one costs up to this many steps per byte of a topic.
+    #[cfg_attr(feature = "cli", arg(long, env = "HUBBUB_MAX_TEMPLATE_STATES"))]
+    max_template_states: usize = 200,
+    /// Concurrent subscribers (0 = no limit).
+    #[cfg_attr(feature = "cli", arg(long, env = "HUBBUB_MAX_SUBSCRIBERS"))]
+    max_subscribers: usize = 0,
+    /// Open connections (0 = derived from the open-files limit).
+    #[cfg_attr(feature = "cli", arg(long, env = "HUBBUB_MAX_CONNECTIONS"))]
+    max_connections: usize = 0,
+    /// Live frames waiting per subscriber before it is disconnected as slow.
+    #[cfg_attr(feature = "cli", arg(long, env = "HUBBUB_QUEUE_CAPACITY"))]
+    queue_capacity: usize = 1000,
+    /// Updates kept for resume.
+    #[cfg_attr(feature = "cli", arg(long, env = "HUBBUB_HISTORY_SIZE"))]
+    history_size: usize = 10_000,
+    /// Bytes of updates kept for resume.
+    #[cfg_attr(feature = "cli", arg(long, env = "HUBBUB_HISTORY_BYTES"))]
+    history_bytes: usize = 64 << 20,
+    /// Oldest update kept for resume (0 = no age limit).
+    #[serde(with = "duration")]
+    #[cfg_attr(feature = "cli", arg(long, env = "HUBBUB_HISTORY_MAX_AGE", value_parser = parse_duration))]
+    history_max_age: Duration = Duration::from_secs(3600),
+    /// Publishes per second per token, or per IP without one (0 = off).
+    #[cfg_attr(feature = "cli", arg(long, env = "HUBBUB_PUBLISH_RATE"))]
+    publish_rate: f64 = 0.0,
+    /// Publishes a token (or the hub) may make at once above its rate.
+    #[cfg_attr(feature = "cli", arg(long, env = "HUBBUB_PUBLISH_BURST"))]
+    publish_burst: u32 = 50,
+    /// Publishes per second for the whole hub (0 = off).
+    #[cfg_attr(feature = "cli", arg(long, env = "HUBBUB_GLOBAL_PUBLISH_RATE"))]
+    global_publish_rate: f64 = 0.0,
+    /// After streams are drained, how long connections may take to finish.
+    #[serde(with = "duration")]
+    #[cfg_attr(feature = "cli", arg(long, env = "HUBBUB_SHUTDOWN_GRACE", value_parser = parse_duration))]
+    shutdown_grace: Duration = Duration::from_secs(10),
+    /// On shutdown, streams end spread over at most this long, each told to
+    /// reconnect (elsewhere) with an SSE `retry`, so clients do not storm.
+    #[serde(with = "duration")]
+    #[cfg_attr(feature = "cli", arg(long, env = "HUBBUB_DRAIN_WINDOW", value_parser = parse_duration))]
+    drain_window: Duration = Duration::from_secs(5),
+    /// Cluster members to join (comma-separated host:port of their gossip address;
+    /// DNS names are re-resolved). Without seeds the node runs alone.
+    #[cfg_attr(feature = "cli", arg(long, env = "HUBBUB_SEEDS", value_delimiter = ','))]
+    seeds: Vec<String> = Vec::new(),
+    /// Unique per node; required in a cluster (the binary defaults it to the host name).
+    #[cfg_attr(feature = "cli", arg(long, env = "HUBBUB_NODE_ID"))]
+    node_id: Option<String> = None,
+    /// Nodes of other clusters are ignored.
+    #[cfg_attr(feature = "cli", arg(long, env = "HUBBUB_CLUSTER_ID"))]
+    cluster_id: String = "hubbub".into(),
+    /// UDP address for gossip.
+    #[cfg_attr(feature = "cli", arg(long, env = "HUBBUB_GOSSIP_LISTEN"))]
+    gossip_listen: SocketAddr = SocketAddr::from(([0, 0, 0, 0], 7946)),
+    /// `ip:port` or `host:port` peers gossip to (resolved once at start-up).
+    #[cfg_attr(feature = "cli", arg(long, env = "HUBBUB_GOSSIP_ADVERTISE"))]
+    gossip_advertise: Option<String> = None,
+    /// TCP address for relay links between nodes.
+    #[cfg_attr(feature = "cli", arg(long, env = "HUBBUB_RELAY_LISTEN"))]
+    relay_listen: SocketAddr = SocketAddr::from(([0, 0, 0, 0], 7947)),
+    /// `host:port` peers dial for relay links.
+    #[cfg_attr(feature = "cli", arg(long, env = "HUBBUB_RELAY_ADVERTISE"))]
+    relay_advertise: Option<String> = None,
+    /// Shared secret authenticating relay links (required in a cluster unless `dev`).
+    #[cfg_attr(feature = "cli", arg(long, env = "HUBBUB_CLUSTER_SECRET", hide_env_values = true))]
+    cluster_secret: Option<String> = None,
+    /// Gossip round; failure detection takes about ten.
+    #[serde(with = "duration")]
+    #[cfg_attr(feature = "cli", arg(long, env = "HUBBUB_GOSSIP_INTERVAL", value_parser = parse_duration))]
+    gossip_interval: Duration = Duration::from_millis(100),
     /// A peer silent this long no longer holds delivery back.
-    #[serde(deserialize_with = "duration")]
-    pub order_wait: Duration,
+    #[serde(with = "duration")]
+    #[cfg_attr(feature = "cli", arg(long, env = "HUBBUB_ORDER_WAIT", value_parser = parse_duration))]
+    order_wait: Duration = Duration::from_secs(1),
     /// Updates each node keeps per origin to repair peers (anti-entropy).
-    pub cluster_log_size: usize,
-    /// When a publish is answered: `local` (logged on this node) or
+    #[cfg_attr(feature = "cli", arg(long, env = "HUBBUB_CLUSTER_LOG_SIZE"))]
+    cluster_log_size: usize = 10_000,
+    /// When a clustered publish is answered: `local` (logged on this node) or
     /// `replicated` (some peer confirmed it holds it too).
-    pub publish_ack: PublishAck,
-    /// In `replicated` mode, how long a publish waits for a peer's confirmation.
-    #[serde(deserialize_with = "duration")]
-    pub publish_ack_timeout: Duration,
+    #[cfg_attr(feature = "cli", arg(long, env = "HUBBUB_PUBLISH_ACK"))]
+    publish_ack: PublishAck = PublishAck::Local,
+    /// How long a `replicated` publish waits for a peer's confirmation (503 after).
+    #[serde(with = "duration")]
+    #[cfg_attr(feature = "cli", arg(long, env = "HUBBUB_PUBLISH_ACK_TIMEOUT", value_parser = parse_duration))]
+    publish_ack_timeout: Duration = Duration::from_secs(2),
+    }
 }
 
 /// When a clustered publish is acknowledged (see `Config::publish_ack`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PublishAck {
     /// Once this node has logged it: fastest; a kill -9 right after the
@@ -129,57 +233,6 @@ impl std::str::FromStr for PublishAck {
 
 /// Only for `--dev` clusters on one machine; said loudly at start-up.
 pub const DEV_CLUSTER_SECRET: &str = "hubbub-dev-cluster-secret";
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            dev: false,
-            anonymous: false,
-            jwt_key: None,
-            jwt_alg: "HS256".into(),
-            publisher_jwt_key: None,
-            publisher_jwt_alg: None,
-            subscriber_jwt_key: None,
-            subscriber_jwt_alg: None,
-            cookie_name: "mercureAuthorization".into(),
-            cors_origins: Vec::new(),
-            publish_origins: Vec::new(),
-            heartbeat: Duration::from_secs(40),
-            write_timeout: Duration::from_secs(600),
-            write_deadline: Duration::from_secs(10),
-            request_timeout: Duration::from_secs(30),
-            max_body_bytes: 1 << 20,
-            max_topics: hubbub_proto::update::MAX_TOPICS,
-            max_topic_bytes: 2048,
-            max_template_states: 200,
-            max_subscribers: 0,
-            max_connections: 0,
-            queue_capacity: 1000,
-            history_size: 10_000,
-            history_bytes: 64 << 20,
-            history_max_age: Duration::from_secs(3600),
-            publish_rate: 0.0,
-            publish_burst: 50,
-            global_publish_rate: 0.0,
-            shutdown_grace: Duration::from_secs(10),
-            drain_window: Duration::from_secs(5),
-            seeds: Vec::new(),
-            node_id: None,
-            cluster_id: "hubbub".into(),
-            gossip_listen: SocketAddr::from(([0, 0, 0, 0], 7946)),
-            gossip_advertise: None,
-            relay_listen: SocketAddr::from(([0, 0, 0, 0], 7947)),
-            relay_advertise: None,
-            cluster_secret: None,
-            gossip_interval: Duration::from_millis(100),
-            order_wait: Duration::from_secs(1),
-            cluster_log_size: 10_000,
-            publish_ack: PublishAck::Local,
-            publish_ack_timeout: Duration::from_secs(2),
-        }
-    }
-}
 
 impl std::fmt::Debug for Config {
     /// Secrets never reach logs.
@@ -316,7 +369,10 @@ impl Config {
                 advertised(None, self.relay_listen, "relay_listen", "relay_advertise")?.to_string()
             }
         };
-        let node_id = self.node_id.clone().unwrap_or_else(host_name);
+        let node_id = self.node_id.clone().ok_or(ConfigError::Invalid {
+            key: "node_id",
+            reason: "required in a cluster".into(),
+        })?;
         let mut c = ClusterConfig::new(node_id, self.gossip_listen, self.relay_listen, secret);
         c.cluster_id = self.cluster_id.clone();
         c.gossip_advertise = gossip_advertise;
@@ -411,16 +467,6 @@ fn resolve(addr: &str, key: &'static str) -> Result<SocketAddr, ConfigError> {
         .ok_or_else(|| invalid(format!("{addr:?} resolves to no address")))
 }
 
-/// The node id when none is set: the host name (a pod name in Kubernetes).
-fn host_name() -> String {
-    std::env::var("HOSTNAME")
-        .ok()
-        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "hubbub".into())
-}
-
 /// What the running server reads (through an `ArcSwap`, so SIGHUP can swap it).
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -476,16 +522,37 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(secs).map_err(|e| format!("invalid duration {s:?}: {e}"))
 }
 
-fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Raw {
-        Secs(u64),
-        Text(String),
+/// Durations in the file: bare seconds (`40`) or text [`parse_duration`] reads;
+/// written back as text it reads exactly (the binary merges through serde).
+mod duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Secs(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Secs(s) => Ok(Duration::from_secs(s)),
+            Raw::Text(t) => super::parse_duration(&t).map_err(serde::de::Error::custom),
+        }
     }
-    match Raw::deserialize(d)? {
-        Raw::Secs(s) => Ok(Duration::from_secs(s)),
-        Raw::Text(t) => parse_duration(&t).map_err(serde::de::Error::custom),
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&to_text(*d))
+    }
+
+    /// Whole milliseconds as `Nms`, anything finer as seconds with nine decimals.
+    pub(super) fn to_text(d: Duration) -> String {
+        if d.subsec_nanos().is_multiple_of(1_000_000) {
+            format!("{}ms", d.as_millis())
+        } else {
+            format!("{}.{:09}", d.as_secs(), d.subsec_nanos())
+        }
     }
 }
 
@@ -500,6 +567,13 @@ mod tests {
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert!(parse_duration("2 weeks").is_err());
         assert!(parse_duration("-1s").is_err());
+        for d in [
+            Duration::from_millis(1500),
+            Duration::new(3, 7),
+            Duration::ZERO,
+        ] {
+            assert_eq!(parse_duration(&duration::to_text(d)), Ok(d), "{d:?}");
+        }
     }
 
     #[test]
@@ -550,11 +624,21 @@ mod tests {
             secret.settings(),
             Err(ConfigError::Unadvertisable { .. })
         ));
-        let ok = Config {
+        let unnamed = Config {
             gossip_listen: "127.0.0.1:7000".parse().unwrap(),
             relay_listen: "127.0.0.1:7001".parse().unwrap(),
-            node_id: Some("n1".into()),
             ..secret
+        };
+        assert!(
+            matches!(
+                unnamed.settings(),
+                Err(ConfigError::Invalid { key: "node_id", .. })
+            ),
+            "the server reads no host name: the binary names the node"
+        );
+        let ok = Config {
+            node_id: Some("n1".into()),
+            ..unnamed
         };
         let cluster = ok.settings().unwrap().cluster.unwrap();
         assert_eq!(

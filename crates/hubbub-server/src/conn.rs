@@ -26,9 +26,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
-use crate::app::HUB_PATH;
+use crate::connection::{ConnGuard, HUB_PATH, Peer};
 use crate::io::{Rewind, WriteDeadline};
-use crate::serve::{ConnGuard, Peer};
 use crate::subscribe::LiveStream;
 
 /// A request head must arrive within this; defends against idle or slow openers.

@@ -6,9 +6,11 @@ pub mod auth;
 mod clustering;
 pub mod config;
 mod conn;
+mod connection;
 mod error;
 pub mod fuzzing;
 mod io;
+mod lifecycle;
 pub mod metrics;
 mod publish;
 pub mod ratelimit;
@@ -22,8 +24,10 @@ use hubbub_core::{Hub, HubConfig};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use app::HUB_PATH;
 pub use config::{Config, ConfigError, DEV_JWT_KEY, Settings};
+pub use connection::HUB_PATH;
+use lifecycle::Lifecycle;
+pub use lifecycle::ShutdownStep;
 use metrics::Metrics;
 use state::{AppState, SharedState};
 
@@ -31,6 +35,7 @@ use state::{AppState, SharedState};
 #[derive(Debug, Clone)]
 pub struct Server {
     state: SharedState,
+    lifecycle: Arc<Lifecycle>,
 }
 
 impl Server {
@@ -40,6 +45,7 @@ impl Server {
         let (hub, metrics) = start_hub(&settings);
         Self {
             state: Arc::new(AppState::new(hub, settings, metrics, None)),
+            lifecycle: Arc::default(),
         }
     }
 
@@ -64,12 +70,16 @@ impl Server {
             None => hubbub_cluster::Cluster::start(cluster_config).await?,
         };
         let (delivered_tx, delivered) = tokio::sync::watch::channel(0);
-        tokio::spawn(clustering::deliver(hub.clone(), ordered, delivered_tx));
-        tokio::spawn(clustering::report_subscribers(hub.clone(), cluster.clone()));
+        let lifecycle = Arc::new(Lifecycle::default());
+        let h = hub.clone();
+        lifecycle.spawn(|stop| clustering::deliver(h, ordered, delivered_tx, stop));
+        let (h, c) = (hub.clone(), cluster.clone());
+        lifecycle.spawn(|stop| clustering::report_subscribers(h, c, stop));
         let mut state = AppState::new(hub, settings, metrics, Some(cluster));
         state.delivered = Some(delivered);
         Ok(Self {
             state: Arc::new(state),
+            lifecycle,
         })
     }
 
@@ -78,13 +88,25 @@ impl Server {
         self.state.cluster.as_ref()
     }
 
-    /// Serves on `listener` until `shutdown` is cancelled, then drains (see `serve`).
+    /// Serves on `listener` until `shutdown` is cancelled, then stops in the
+    /// order of [`ShutdownStep`] (cluster node included) and returns.
     pub async fn run(
         &self,
         listener: TcpListener,
         shutdown: CancellationToken,
     ) -> std::io::Result<()> {
-        serve::run(listener, self.state.clone(), shutdown).await
+        serve::run(listener, self.state.clone(), &self.lifecycle, shutdown).await
+    }
+
+    /// The shutdown steps done so far, updated as each finishes (for logs,
+    /// process supervisors and tests).
+    pub fn shutdown_steps(&self) -> tokio::sync::watch::Receiver<Vec<ShutdownStep>> {
+        self.lifecycle.steps()
+    }
+
+    /// What `/readyz` says: serving, not shutting down and, in a cluster, caught up.
+    pub fn is_ready(&self) -> bool {
+        self.state.is_ready()
     }
 
     /// Swaps in new settings without dropping a connection: keys, CORS, limits,

@@ -15,9 +15,9 @@ use hubbub_proto::{Selector, Update};
 
 use crate::auth::{Role, TokenSource, claim_selectors};
 use crate::config::LimitSettings;
+use crate::connection::Peer;
 use crate::error::ApiError;
 use crate::metrics::Rejection;
-use crate::serve::Peer;
 use crate::state::SharedState;
 
 pub async fn publish(

@@ -4,9 +4,8 @@
 //! and a bounded graceful shutdown.
 
 use std::io;
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::time::{Duration, SystemTime};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -16,12 +15,10 @@ use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::connection::{ConnGuard, Peer, Slot};
+use crate::lifecycle::{self, Lifecycle};
 use crate::metrics::Rejection;
 use crate::state::SharedState;
-
-/// The client's address, as a request extension (rate limits, logs).
-#[derive(Debug, Clone, Copy)]
-pub struct Peer(pub SocketAddr);
 
 /// Refusals (over the connection cap) in progress at most; past this a refused
 /// connection is closed at once, so a flood cannot turn refusals themselves
@@ -34,16 +31,29 @@ const REFUSAL_WAIT: Duration = Duration::from_secs(1);
 const REFUSAL_READ: usize = 8 * 1024;
 const REFUSAL_DRAIN: usize = 64 * 1024;
 
-/// Serves until `shutdown` fires, then stops accepting, lets the hub end every
-/// stream cleanly and waits up to the grace period for connections to finish.
+/// Serves until `shutdown` fires, then runs the shutdown order
+/// ([`lifecycle::shut_down`]): the connections' tasks are tracked here.
 pub async fn run(
     listener: TcpListener,
     state: SharedState,
+    lifecycle: &Lifecycle,
     shutdown: CancellationToken,
+) -> io::Result<()> {
+    let connections = TaskTracker::new();
+    accept(&listener, &state, &shutdown, &connections).await?;
+    lifecycle::shut_down(&state, lifecycle, listener, &connections).await;
+    Ok(())
+}
+
+/// Accepts until `shutdown` fires; each connection (or refusal) is a task of `tracker`.
+async fn accept(
+    listener: &TcpListener,
+    state: &SharedState,
+    shutdown: &CancellationToken,
+    tracker: &TaskTracker,
 ) -> io::Result<()> {
     let router = crate::app::router(state.clone());
     let open = Arc::new(AtomicUsize::new(0));
-    let tracker = TaskTracker::new();
     let refusals = Arc::new(Semaphore::new(MAX_REFUSALS));
     let max = effective_max_connections(state.settings.load().limits.max_connections);
     tracing::info!(addr = %listener.local_addr()?, max_connections = max, "listening");
@@ -71,11 +81,7 @@ pub async fn run(
         };
         let _ = stream.set_nodelay(true);
         let deadline = state.settings.load().limits.write_deadline;
-        state.metrics.connections.inc();
-        let guard = ConnGuard {
-            _slot: slot,
-            _gauge: GaugeGuard(state.metrics.connections.clone()),
-        };
+        let guard = ConnGuard::new(slot, state.metrics.connections.clone());
         let conn = crate::conn::serve(
             stream,
             Peer(peer),
@@ -87,82 +93,7 @@ pub async fn run(
         );
         tracker.spawn(conn);
     }
-    drop(listener);
-    drain(&state, &tracker).await;
     Ok(())
-}
-
-/// How long leaving the cluster (flushing relay links) may take.
-const LEAVE_LIMIT: Duration = Duration::from_secs(3);
-/// The SSE `retry` sent to drained streams (jittered up to twice this).
-const DRAIN_RETRY: Duration = Duration::from_secs(1);
-
-/// The shutdown order, once accepting has stopped: turn not-ready; leave the
-/// cluster (no more publishes here, relay backlog flushed, peers stop waiting
-/// for us); end streams spread over `drain_window` with a `retry` so clients
-/// reconnect elsewhere without a storm (they keep receiving until then);
-/// stop the hub; give connections `shutdown_grace` to finish; stop the
-/// cluster node.
-async fn drain(state: &SharedState, tracker: &TaskTracker) {
-    state.draining.store(true, Ordering::Relaxed);
-    let settings = state.settings.load_full();
-    if let Some(cluster) = &state.cluster {
-        let started = std::time::Instant::now();
-        let flushed = cluster
-            .leave(LEAVE_LIMIT.min(settings.shutdown_grace))
-            .await;
-        tracing::info!(flushed, took = ?started.elapsed(), "left the cluster");
-    }
-    let window = settings.drain_window;
-    tracing::info!(?window, "draining: ending streams");
-    let ended = state.hub.drain(window, DRAIN_RETRY).await;
-    tracing::info!(streams = ended, "draining: every stream told to end");
-    state.hub.shutdown().await;
-    tracker.close();
-    let grace = settings.shutdown_grace;
-    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
-        tracing::warn!(
-            ?grace,
-            "grace period over; remaining connections are dropped"
-        );
-    }
-    if let Some(cluster) = &state.cluster {
-        cluster.shutdown().await;
-    }
-}
-
-/// Held for as long as a connection is open: its slot under the cap, and the gauge.
-pub struct ConnGuard {
-    _slot: Slot,
-    _gauge: GaugeGuard,
-}
-
-/// Decrements the open-connections gauge when the connection is gone.
-struct GaugeGuard(prometheus::IntGauge);
-
-impl Drop for GaugeGuard {
-    fn drop(&mut self) {
-        self.0.dec();
-    }
-}
-
-/// One open connection, counted until dropped.
-struct Slot(Arc<AtomicUsize>);
-
-impl Slot {
-    fn take(open: &Arc<AtomicUsize>, max: usize) -> Option<Self> {
-        open.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-            (n < max).then_some(n + 1)
-        })
-        .ok()?;
-        Some(Self(open.clone()))
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
 }
 
 /// Answers a connection over the cap with 503 + `Retry-After`. Closing a

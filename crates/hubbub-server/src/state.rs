@@ -2,7 +2,6 @@
 //! metrics, rate limiters and the compiled-selector cache.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -11,6 +10,7 @@ use hubbub_cluster::{Cluster, SubmitError};
 use hubbub_core::{Hub, PublishError};
 use hubbub_proto::Update;
 use hubbub_proto::{Selector, SelectorError};
+use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
 use crate::error::ApiError;
@@ -31,9 +31,9 @@ pub struct AppState {
     pub cluster: Option<Cluster>,
     /// In a cluster: the clock value up to which the ordered log is in the hub.
     pub delivered: Option<tokio::sync::watch::Receiver<u64>>,
-    /// Set when shutdown begins: readiness fails at once so load balancers
-    /// send new clients elsewhere while streams drain.
-    pub draining: AtomicBool,
+    /// Cancelled when shutdown begins: readiness fails at once so load
+    /// balancers send new clients elsewhere while streams drain.
+    pub draining: CancellationToken,
     selectors: Mutex<HashMap<String, Selector>>,
 }
 
@@ -49,7 +49,7 @@ impl AppState {
             global_limiter: RateLimiter::default(),
             cluster,
             delivered: None,
-            draining: AtomicBool::new(false),
+            draining: CancellationToken::new(),
             selectors: Mutex::default(),
         }
     }
@@ -93,7 +93,7 @@ impl AppState {
 
     /// Ready to serve: not draining or shutting down and, in a cluster, caught up.
     pub fn is_ready(&self) -> bool {
-        !self.draining.load(Ordering::Relaxed)
+        !self.draining.is_cancelled()
             && !self.hub.is_shutting_down()
             && self.cluster.as_ref().is_none_or(Cluster::is_ready)
     }

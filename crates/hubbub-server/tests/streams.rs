@@ -250,6 +250,58 @@ async fn shutdown_ends_open_streams_and_refuses_new_connections() {
     );
 }
 
+/// The shutdown order over a real server. On this single-threaded runtime the
+/// watcher below runs at the server's first wait after `StopAccepting`, which
+/// is inside the drain (60 streams are spread over 30 ms): so it sees the
+/// node not ready and the listener closed while streams are still owed their
+/// end; every stream then ends drained (a `retry`, a clean end), and the steps
+/// were done in the written order, the cluster last.
+#[tokio::test]
+async fn shutdown_stops_accepting_before_streams_end_and_the_cluster_last() {
+    use hubbub_server::ShutdownStep::*;
+    let mut hub = TestHub::start(config()).await;
+    let mut streams = Vec::new();
+    for _ in 0..60 {
+        streams.push(hub.subscribe(&[TOPIC]).await);
+    }
+    let (server, addr) = (hub.server().clone(), hub.addr);
+    let mut steps = server.shutdown_steps();
+    let watcher = tokio::spawn(async move {
+        let steps = steps.wait_for(|s| s.contains(&StopAccepting)).await;
+        let draining = !steps
+            .expect("the server records its steps")
+            .contains(&DrainStreams);
+        let ready = server.is_ready();
+        let refused = tokio::net::TcpStream::connect(addr).await.is_err();
+        (draining, ready, refused)
+    });
+    hub.shutdown().await.expect("the server stops cleanly");
+    let (draining, ready, refused) = watcher.await.expect("the watcher ran");
+    assert!(
+        draining,
+        "streams were still draining when accepting stopped"
+    );
+    assert!(!ready, "/readyz says 503 from the first step");
+    assert!(refused, "the listener was closed in the first step");
+    for stream in &mut streams {
+        assert!(stream.expect_end(WAIT).await.clean, "a clean end");
+        assert!(
+            stream.reconnection_time().is_some(),
+            "drained: told to retry"
+        );
+    }
+    let done = hub.server().shutdown_steps().borrow().clone();
+    let order = [
+        StopAccepting,
+        LeaveCluster,
+        DrainStreams,
+        StopHub,
+        CloseConnections,
+        StopCluster,
+    ];
+    assert_eq!(done, order);
+}
+
 /// Opens a subscription on a connection that will never be read.
 async fn stalled_subscriber(hub: &TestHub) -> RawConn {
     let mut conn = RawConn::connect_with_small_buffer(hub.addr).await;

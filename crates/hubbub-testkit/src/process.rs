@@ -54,9 +54,15 @@ impl HubProcess {
     /// Starts `bin serve ARGS` (see [`command`]) and waits (at most [`WAIT`])
     /// for its `listening` line; panics, with its stderr, if it exits first.
     pub async fn serve(bin: &str, args: &[&str]) -> Self {
+        Self::serve_with_env(bin, args, &[]).await
+    }
+
+    /// [`serve`](Self::serve) with these environment variables set.
+    pub async fn serve_with_env(bin: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut all = vec!["serve"];
         all.extend_from_slice(args);
         let mut child = command(bin, &all)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

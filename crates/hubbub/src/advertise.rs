@@ -4,18 +4,21 @@
 //! its peers can dial, and it differs per container: asking for it in the
 //! configuration would make every node's config different (and `--scale`
 //! impossible). The kernel already knows it: it is the source address it
-//! picks for traffic toward the seeds.
+//! picks for traffic toward the seeds. Likewise the node id defaults to the
+//! host name (a pod or container name): the server reads no environment.
 
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs, UdpSocket};
 
 use hubbub_server::config::Config;
 
-/// Sets `gossip_advertise` / `relay_advertise` when they are unset, the node
-/// is clustered and listens on an unspecified address.
+/// In a cluster: sets `node_id` to the host name when unset, and
+/// `gossip_advertise` / `relay_advertise` when they are unset and the node
+/// listens on an unspecified address.
 pub fn fill_in(config: &mut Config) {
     if config.seeds.is_empty() {
         return;
     }
+    config.node_id.get_or_insert_with(host_name);
     let wanted = |advertise: &Option<String>, listen: SocketAddr| {
         advertise.is_none() && listen.ip().is_unspecified()
     };
@@ -62,6 +65,16 @@ fn source_toward(peer: SocketAddr) -> Option<IpAddr> {
     (!ip.is_unspecified()).then_some(ip)
 }
 
+/// The host name (a pod name in Kubernetes): `$HOSTNAME`, else `/etc/hostname`.
+fn host_name() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "hubbub".into())
+}
+
 fn host_address() -> Option<IpAddr> {
     let host = std::fs::read_to_string("/etc/hostname").ok()?;
     (host.trim(), 0)
@@ -91,6 +104,11 @@ mod tests {
             ..Config::default()
         };
         fill_in(&mut c);
+        assert_eq!(
+            c.node_id,
+            Some(host_name()),
+            "clustered: named after the host"
+        );
         assert_eq!(c.gossip_advertise.as_deref(), Some("127.0.0.1:7000"));
         assert_eq!(c.relay_advertise.as_deref(), Some("relay.example:1"));
 
@@ -100,5 +118,6 @@ mod tests {
         };
         fill_in(&mut single);
         assert_eq!(single.gossip_advertise, None, "no seeds: not clustered");
+        assert_eq!(single.node_id, None);
     }
 }

@@ -1,12 +1,15 @@
 //! Command-line surface. Every `serve` option is a flag, a `HUBBUB_*` variable and
-//! a key of the TOML config file (same name, dashes for underscores); flags and
-//! variables override the file.
+//! a key of the TOML config file (same name, dashes for underscores), declared
+//! once on hubbub-server's `Config`; flags beat variables, which beat the file,
+//! which beats the defaults. Only `--config` and `--log-format` are the binary's own.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, FromArgMatches, Parser, Subcommand, ValueEnum};
 use hubbub_server::config::{Config, parse_duration};
+use serde_json::Value;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -60,195 +63,89 @@ pub struct ServeArgs {
     /// TOML config file; re-read on SIGHUP.
     #[arg(long, env = "HUBBUB_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Development mode: the well-known Mercure dev key, anonymous subscribers. Never in production.
-    #[arg(long, env = "HUBBUB_DEV")]
-    pub dev: bool,
-    #[arg(long, env = "HUBBUB_LISTEN")]
-    pub listen: Option<SocketAddr>,
+    /// Logs on stderr as `text` or `json` (level via RUST_LOG).
     #[arg(long, env = "HUBBUB_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
-    /// Allow subscribers without a token (public updates only).
-    #[arg(long, env = "HUBBUB_ANONYMOUS")]
-    pub anonymous: bool,
-    /// JWT key for both roles (HS* secret or PEM public key).
-    #[arg(long, env = "HUBBUB_JWT_KEY", hide_env_values = true)]
-    pub jwt_key: Option<String>,
-    #[arg(long, env = "HUBBUB_JWT_ALG")]
-    pub jwt_alg: Option<String>,
-    #[arg(long, env = "HUBBUB_PUBLISHER_JWT_KEY", hide_env_values = true)]
-    pub publisher_jwt_key: Option<String>,
-    #[arg(long, env = "HUBBUB_PUBLISHER_JWT_ALG")]
-    pub publisher_jwt_alg: Option<String>,
-    #[arg(long, env = "HUBBUB_SUBSCRIBER_JWT_KEY", hide_env_values = true)]
-    pub subscriber_jwt_key: Option<String>,
-    #[arg(long, env = "HUBBUB_SUBSCRIBER_JWT_ALG")]
-    pub subscriber_jwt_alg: Option<String>,
-    #[arg(long, env = "HUBBUB_COOKIE_NAME")]
-    pub cookie_name: Option<String>,
-    /// Origins allowed by CORS (comma-separated; `*` is refused since credentials are allowed).
-    #[arg(long, env = "HUBBUB_CORS_ORIGINS", value_delimiter = ',')]
-    pub cors_origins: Option<Vec<String>>,
-    /// Origins allowed to publish with a cookie (comma-separated).
-    #[arg(long, env = "HUBBUB_PUBLISH_ORIGINS", value_delimiter = ',')]
-    pub publish_origins: Option<Vec<String>>,
-    /// Heartbeat after this long without output (e.g. 40s; 0 = off).
-    #[arg(long, env = "HUBBUB_HEARTBEAT", value_parser = duration)]
-    pub heartbeat: Option<std::time::Duration>,
-    /// Maximum stream lifetime, randomized to 80-100 % (0 = unlimited).
-    #[arg(long, env = "HUBBUB_WRITE_TIMEOUT", value_parser = duration)]
-    pub write_timeout: Option<std::time::Duration>,
-    /// A socket write blocked this long cuts the connection (0 = never).
-    #[arg(long, env = "HUBBUB_WRITE_DEADLINE", value_parser = duration)]
-    pub write_deadline: Option<std::time::Duration>,
-    /// A request body must arrive within this of its head, else 408 (0 = no limit).
-    #[arg(long, env = "HUBBUB_REQUEST_TIMEOUT", value_parser = duration)]
-    pub request_timeout: Option<std::time::Duration>,
-    #[arg(long, env = "HUBBUB_MAX_BODY_BYTES")]
-    pub max_body_bytes: Option<usize>,
-    #[arg(long, env = "HUBBUB_MAX_TOPICS")]
-    pub max_topics: Option<usize>,
-    /// Longest topic or selector in bytes (400 beyond).
-    #[arg(long, env = "HUBBUB_MAX_TOPIC_BYTES")]
-    pub max_topic_bytes: Option<usize>,
-    /// Most states a subscriber's URI template may compile to (400 beyond).
-    #[arg(long, env = "HUBBUB_MAX_TEMPLATE_STATES")]
-    pub max_template_states: Option<usize>,
-    /// 0 = no limit.
-    #[arg(long, env = "HUBBUB_MAX_SUBSCRIBERS")]
-    pub max_subscribers: Option<usize>,
-    /// 0 = from the open-files limit.
-    #[arg(long, env = "HUBBUB_MAX_CONNECTIONS")]
-    pub max_connections: Option<usize>,
-    #[arg(long, env = "HUBBUB_QUEUE_CAPACITY")]
-    pub queue_capacity: Option<usize>,
-    #[arg(long, env = "HUBBUB_HISTORY_SIZE")]
-    pub history_size: Option<usize>,
-    #[arg(long, env = "HUBBUB_HISTORY_BYTES")]
-    pub history_bytes: Option<usize>,
-    #[arg(long, env = "HUBBUB_HISTORY_MAX_AGE", value_parser = duration)]
-    pub history_max_age: Option<std::time::Duration>,
-    /// Publishes per second per token (0 = off).
-    #[arg(long, env = "HUBBUB_PUBLISH_RATE")]
-    pub publish_rate: Option<f64>,
-    #[arg(long, env = "HUBBUB_PUBLISH_BURST")]
-    pub publish_burst: Option<u32>,
-    /// Publishes per second for the whole hub (0 = off).
-    #[arg(long, env = "HUBBUB_GLOBAL_PUBLISH_RATE")]
-    pub global_publish_rate: Option<f64>,
-    /// After streams are drained, how long connections may take to finish.
-    #[arg(long, env = "HUBBUB_SHUTDOWN_GRACE", value_parser = duration)]
-    pub shutdown_grace: Option<std::time::Duration>,
-    /// On shutdown, streams end spread over at most this long, each told to
-    /// reconnect (elsewhere) with an SSE `retry`.
-    #[arg(long, env = "HUBBUB_DRAIN_WINDOW", value_parser = duration)]
-    pub drain_window: Option<std::time::Duration>,
-    /// Cluster members to join (comma-separated host:port of their gossip address;
-    /// DNS names are re-resolved). Without seeds the node runs alone.
-    #[arg(long, env = "HUBBUB_SEEDS", value_delimiter = ',')]
-    pub seeds: Option<Vec<String>>,
-    /// Defaults to the host name.
-    #[arg(long, env = "HUBBUB_NODE_ID")]
-    pub node_id: Option<String>,
-    #[arg(long, env = "HUBBUB_CLUSTER_ID")]
-    pub cluster_id: Option<String>,
-    /// UDP address for gossip.
-    #[arg(long, env = "HUBBUB_GOSSIP_LISTEN")]
-    pub gossip_listen: Option<SocketAddr>,
-    /// ip:port or host:port peers gossip to (resolved at start-up).
-    #[arg(long, env = "HUBBUB_GOSSIP_ADVERTISE")]
-    pub gossip_advertise: Option<String>,
-    /// TCP address for relay links between nodes.
-    #[arg(long, env = "HUBBUB_RELAY_LISTEN")]
-    pub relay_listen: Option<SocketAddr>,
-    /// host:port peers dial for relay links.
-    #[arg(long, env = "HUBBUB_RELAY_ADVERTISE")]
-    pub relay_advertise: Option<String>,
-    /// Shared secret authenticating relay links (required in a cluster unless --dev).
-    #[arg(long, env = "HUBBUB_CLUSTER_SECRET", hide_env_values = true)]
-    pub cluster_secret: Option<String>,
-    #[arg(long, env = "HUBBUB_GOSSIP_INTERVAL", value_parser = duration)]
-    pub gossip_interval: Option<std::time::Duration>,
-    /// A peer silent this long no longer holds delivery back.
-    #[arg(long, env = "HUBBUB_ORDER_WAIT", value_parser = duration)]
-    pub order_wait: Option<std::time::Duration>,
-    /// When a clustered publish is answered: `local` (logged here) or
-    /// `replicated` (a peer confirmed it holds it).
-    #[arg(long, env = "HUBBUB_PUBLISH_ACK")]
-    pub publish_ack: Option<hubbub_server::config::PublishAck>,
-    /// How long a `replicated` publish waits for a peer's confirmation (503 after).
-    #[arg(long, env = "HUBBUB_PUBLISH_ACK_TIMEOUT", value_parser = duration)]
-    pub publish_ack_timeout: Option<std::time::Duration>,
-    /// Updates kept per origin to repair other nodes.
-    #[arg(long, env = "HUBBUB_CLUSTER_LOG_SIZE")]
-    pub cluster_log_size: Option<usize>,
+    /// Every [`Config`] option, as flags and variables.
+    #[command(flatten)]
+    pub given: Given,
 }
 
 impl ServeArgs {
-    /// The file (if any) with flags and variables on top.
-    pub fn config(&self) -> Result<Config, hubbub_server::ConfigError> {
-        let mut c = match &self.config {
+    /// The file (if any, else the defaults) with flags and variables on top.
+    pub fn config(&self) -> anyhow::Result<Config> {
+        let file = match &self.config {
             Some(path) => Config::from_file(&path.to_string_lossy())?,
             None => Config::default(),
         };
-        macro_rules! set {
-            ($($field:ident),*) => { $( if let Some(v) = &self.$field { c.$field = v.clone(); } )* };
-        }
-        macro_rules! set_opt {
-            ($($field:ident),*) => { $( if let Some(v) = &self.$field { c.$field = Some(v.clone()); } )* };
-        }
-        set!(
-            listen,
-            jwt_alg,
-            cookie_name,
-            cors_origins,
-            publish_origins,
-            heartbeat,
-            write_timeout
-        );
-        set!(
-            write_deadline,
-            max_body_bytes,
-            max_topics,
-            max_subscribers,
-            max_connections,
-            queue_capacity
-        );
-        set!(
-            history_size,
-            history_bytes,
-            history_max_age,
-            publish_rate,
-            publish_burst,
-            global_publish_rate
-        );
-        set!(
-            shutdown_grace,
-            seeds,
-            cluster_id,
-            gossip_listen,
-            relay_listen,
-            gossip_interval,
-            order_wait
-        );
-        set!(cluster_log_size, drain_window, request_timeout);
-        set!(publish_ack, publish_ack_timeout);
-        set!(max_topic_bytes, max_template_states);
-        set_opt!(node_id, gossip_advertise, relay_advertise, cluster_secret);
-        set_opt!(
-            jwt_key,
-            publisher_jwt_key,
-            publisher_jwt_alg,
-            subscriber_jwt_key,
-            subscriber_jwt_alg
-        );
-        c.dev |= self.dev;
-        c.anonymous |= self.anonymous;
-        Ok(c)
+        self.given.over(file)
     }
 }
 
+/// The [`Config`] options given as flags or `HUBBUB_*` variables, kept as
+/// parsed so that every reload lays them over the re-read file again. The
+/// flags are `Config`'s own clap attributes (hubbub-server's `cli` feature),
+/// registered "for update": none is required and none has a default here, so
+/// only what the user gave is present.
+#[derive(Debug, Clone)]
+pub struct Given(ArgMatches);
+
+impl Given {
+    /// `base` with every option given as a flag or variable on top. An on/off
+    /// option's variable set to false does not switch off what the file switched
+    /// on (flags can only switch on; as it always was).
+    pub fn over(&self, base: Config) -> anyhow::Result<Config> {
+        let mut given = base.clone();
+        given.update_from_arg_matches(&self.0)?;
+        let (mut merged, given) = (to_map(&base)?, to_map(&given)?);
+        for id in self.0.ids().map(clap::Id::as_str) {
+            let explicit = matches!(
+                self.0.value_source(id),
+                Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+            );
+            if let Some(value) = given
+                .get(id)
+                .filter(|v| explicit && **v != Value::Bool(false))
+            {
+                merged.insert(id.to_owned(), value.clone());
+            }
+        }
+        Ok(serde_json::from_value(Value::Object(merged))?)
+    }
+}
+
+/// A config as its keys and values (the same keys as the TOML file).
+fn to_map(config: &Config) -> anyhow::Result<serde_json::Map<String, Value>> {
+    match serde_json::to_value(config)? {
+        Value::Object(map) => Ok(map),
+        other => anyhow::bail!("a config serializes to a map, not {other}"),
+    }
+}
+
+impl FromArgMatches for Given {
+    fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
+        Ok(Self(matches.clone()))
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
+        self.0 = matches.clone();
+        Ok(())
+    }
+}
+
+impl Args for Given {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        Config::augment_args_for_update(cmd)
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Config::augment_args_for_update(cmd)
+    }
+}
+
+/// Where `publish` and `subscribe` talk to, and with which token.
 #[derive(Debug, Args)]
-pub struct PublishArgs {
+pub struct HubArgs {
     /// The hub URL.
     #[arg(
         long,
@@ -256,6 +153,16 @@ pub struct PublishArgs {
         default_value = "http://127.0.0.1:8080/.well-known/mercure"
     )]
     pub hub: String,
+    /// JWT sent as a bearer token (`publish` mints one with --jwt-key without it;
+    /// `subscribe` needs one for private updates).
+    #[arg(long, env = "HUBBUB_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PublishArgs {
+    #[command(flatten)]
+    pub to: HubArgs,
     /// Topic (repeat for alternates).
     #[arg(long, required = true)]
     pub topic: Vec<String>,
@@ -267,9 +174,6 @@ pub struct PublishArgs {
     pub event_type: Option<String>,
     #[arg(long)]
     pub private: bool,
-    /// Publisher JWT. Without it, one is minted with --jwt-key.
-    #[arg(long, env = "HUBBUB_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
     /// HS256 key to mint a token with (defaults to the development key).
     #[arg(long, env = "HUBBUB_JWT_KEY", hide_env_values = true)]
     pub jwt_key: Option<String>,
@@ -277,22 +181,163 @@ pub struct PublishArgs {
 
 #[derive(Debug, Args)]
 pub struct SubscribeArgs {
-    #[arg(
-        long,
-        env = "HUBBUB_HUB",
-        default_value = "http://127.0.0.1:8080/.well-known/mercure"
-    )]
-    pub hub: String,
+    #[command(flatten)]
+    pub to: HubArgs,
     /// Topic selector (repeatable): exact topic, `*` or URI template.
     #[arg(long, required = true)]
     pub topic: Vec<String>,
     /// Resume after this id (or `earliest`).
     #[arg(long)]
     pub last_event_id: Option<String>,
-    /// Subscriber JWT (for private updates).
-    #[arg(long, env = "HUBBUB_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
     /// Print events as JSON lines.
     #[arg(long)]
     pub json: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::time::Duration;
+
+    use clap::CommandFactory;
+
+    use super::*;
+
+    fn serve_args(args: &[&str]) -> ServeArgs {
+        let argv = ["hubbub", "serve"].iter().chain(args);
+        match Cli::try_parse_from(argv).expect("the flags parse").command {
+            Command::Serve(args) => *args,
+            other => panic!("not serve: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn flags_beat_the_file_which_beats_the_defaults() {
+        let file = Config::from_toml(
+            "max_topics = 3\nheartbeat = \"7s\"\ndev = true\nseeds = [\"a:1\"]",
+            "t",
+        )
+        .unwrap();
+        let given = serve_args(&[
+            "--max-topics",
+            "9",
+            "--seeds",
+            "b:2,c:3",
+            "--order-wait",
+            "250ms",
+        ]);
+        let c = given.given.over(file).unwrap();
+        assert_eq!(c.max_topics, 9, "flag over file");
+        assert_eq!(c.seeds, ["b:2", "c:3"], "flag over file");
+        assert_eq!(
+            c.order_wait,
+            Duration::from_millis(250),
+            "flag over default"
+        );
+        assert_eq!(c.heartbeat, Duration::from_secs(7), "file over default");
+        assert!(
+            c.dev,
+            "an absent on/off flag does not switch off the file's"
+        );
+        assert_eq!(c.queue_capacity, Config::default().queue_capacity);
+
+        let c = serve_args(&["--anonymous", "--node-id", "n7"])
+            .given
+            .over(Config::default())
+            .unwrap();
+        assert!(c.anonymous && !c.dev);
+        assert_eq!(c.node_id.as_deref(), Some("n7"));
+        assert_eq!(
+            serve_args(&[]).given.over(Config::default()).unwrap(),
+            Config::default(),
+            "nothing given: the defaults, untouched"
+        );
+    }
+
+    #[test]
+    fn a_bad_flag_value_is_refused_by_name() {
+        let argv = ["hubbub", "serve", "--heartbeat", "2 weeks"];
+        let err = Cli::try_parse_from(argv).unwrap_err().to_string();
+        assert!(err.contains("--heartbeat"), "{err}");
+    }
+
+    /// One row of README's configuration table, as keys.
+    struct Documented {
+        /// Flag, variable and TOML key.
+        everywhere: BTreeSet<String>,
+        /// Marked "(flag/env only)": not a TOML key.
+        flag_env_only: BTreeSet<String>,
+    }
+
+    /// The key column of the table under README's "## Configuration": every
+    /// backticked name; `publisher_jwt_key`/`_alg` names `publisher_jwt_alg` too.
+    fn documented() -> Documented {
+        let readme = include_str!("../../../README.md");
+        let section = readme
+            .split("\n## Configuration\n")
+            .nth(1)
+            .expect("README has a Configuration section");
+        let mut doc = Documented {
+            everywhere: BTreeSet::new(),
+            flag_env_only: BTreeSet::new(),
+        };
+        let rows = section.lines().skip_while(|l| !l.starts_with('|')).skip(2);
+        for row in rows.take_while(|l| l.starts_with('|')) {
+            let cell = row.split('|').nth(1).expect("a key cell");
+            let set = if cell.contains("(flag/env only)") {
+                &mut doc.flag_env_only
+            } else {
+                &mut doc.everywhere
+            };
+            let mut previous = String::new();
+            for name in cell.split('`').skip(1).step_by(2) {
+                let name = match name.strip_prefix('_') {
+                    Some(suffix) => {
+                        let stem = previous.rsplit_once('_').expect("a stem").0;
+                        format!("{stem}_{suffix}")
+                    }
+                    None => name.to_owned(),
+                };
+                set.insert(name.clone());
+                previous = name;
+            }
+        }
+        doc
+    }
+
+    #[test]
+    fn readme_documents_every_option_as_flag_variable_and_key() {
+        let doc = documented();
+        let cmd = Cli::command();
+        let serve = cmd.find_subcommand("serve").expect("a serve command");
+        let mut flags = BTreeSet::new();
+        for arg in serve.get_arguments() {
+            let id = arg.get_id().as_str();
+            if id == "config" || id == "help" {
+                continue; // named in README's text, not the table
+            }
+            assert_eq!(arg.get_long(), Some(id.replace('_', "-").as_str()));
+            let env = arg.get_env().map(|e| e.to_string_lossy().into_owned());
+            assert_eq!(env, Some(format!("HUBBUB_{}", id.to_uppercase())), "{id}");
+            flags.insert(id.to_owned());
+        }
+        let all: BTreeSet<String> = doc.everywhere.union(&doc.flag_env_only).cloned().collect();
+        let undocumented: Vec<_> = flags.symmetric_difference(&all).collect();
+        assert!(
+            undocumented.is_empty(),
+            "flags vs README's table: {undocumented:?}"
+        );
+
+        let keys: BTreeSet<String> = to_map(&Config::default())
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+        let undocumented: Vec<_> = keys.symmetric_difference(&doc.everywhere).collect();
+        assert!(
+            undocumented.is_empty(),
+            "TOML keys vs README's table: {undocumented:?}"
+        );
+        assert_eq!(doc.flag_env_only, BTreeSet::from(["log_format".to_owned()]));
+    }
 }

@@ -17,7 +17,8 @@ pub fn mint(key: &str, mercure: serde_json::Value) -> anyhow::Result<String> {
 }
 
 pub async fn publish(args: PublishArgs) -> anyhow::Result<()> {
-    let token = match args.token {
+    let hub = &args.to.hub;
+    let token = match args.to.token {
         Some(t) => t,
         None => mint(
             args.jwt_key.as_deref().unwrap_or(DEV_JWT_KEY),
@@ -36,12 +37,12 @@ pub async fn publish(args: PublishArgs) -> anyhow::Result<()> {
         form.push(("private", "on"));
     }
     let response = reqwest::Client::new()
-        .post(&args.hub)
+        .post(hub)
         .bearer_auth(token)
         .form(&form)
         .send()
         .await
-        .with_context(|| format!("cannot reach {}", args.hub))?;
+        .with_context(|| format!("cannot reach {hub}"))?;
     let status = response.status();
     let body = response.text().await.unwrap_or_default();
     if !status.is_success() {
@@ -54,19 +55,19 @@ pub async fn publish(args: PublishArgs) -> anyhow::Result<()> {
 pub async fn subscribe(args: SubscribeArgs) -> anyhow::Result<()> {
     let query: Vec<(&str, &str)> = args.topic.iter().map(|t| ("topic", t.as_str())).collect();
     let mut request = reqwest::Client::new()
-        .get(&args.hub)
+        .get(&args.to.hub)
         .query(&query)
         .header("accept", "text/event-stream");
     if let Some(id) = &args.last_event_id {
         request = request.header("last-event-id", id);
     }
-    if let Some(token) = &args.token {
+    if let Some(token) = &args.to.token {
         request = request.bearer_auth(token);
     }
     let response = request
         .send()
         .await
-        .with_context(|| format!("cannot reach {}", args.hub))?;
+        .with_context(|| format!("cannot reach {}", args.to.hub))?;
     let status = response.status();
     if !status.is_success() {
         let body = response.text().await.unwrap_or_default();

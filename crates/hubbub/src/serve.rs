@@ -26,8 +26,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let server = Server::start(settings).await?;
     let shutdown = CancellationToken::new();
-    tokio::spawn(watch_signals(server.clone(), args, shutdown.clone()));
+    // Ours to stop: once the server has run its shutdown order, nothing is left to signal.
+    let signals = tokio::spawn(watch_signals(server.clone(), args, shutdown.clone()));
     server.run(listener, shutdown).await?;
+    signals.abort();
     tracing::info!("stopped");
     Ok(())
 }
@@ -54,18 +56,21 @@ async fn watch_signals(
 
 /// Keeps the old settings when the new ones do not validate.
 fn reload(server: &Server, args: &ServeArgs) {
-    let config = args.config().map(|mut c| {
+    let settings = args.config().and_then(|mut c| {
         advertise::fill_in(&mut c);
-        c
+        Ok(c.settings()?)
     });
-    match config.and_then(|c| c.settings()) {
+    match settings {
         Ok(settings) => {
             server.reload(settings);
             tracing::info!("configuration reloaded");
         }
         Err(e) => {
             server.reload_failed();
-            tracing::error!(error = %e, "reload failed; keeping the previous configuration");
+            tracing::error!(
+                error = format!("{e:#}"),
+                "reload failed; keeping the previous configuration"
+            );
         }
     }
 }

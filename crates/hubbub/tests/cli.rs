@@ -225,6 +225,65 @@ async fn sighup_reloads_the_config_file_and_keeps_streams() {
     assert_eq!(stream.expect_event().await.id.as_deref(), Some("still"));
 }
 
+/// Flags beat `HUBBUB_*` variables, which beat the file, which beats the
+/// defaults; a reload lays flags and variables over the re-read file again.
+#[tokio::test]
+async fn flags_beat_variables_beat_the_file_beat_defaults_across_reloads() {
+    let config = TempFile::new(
+        "precedence.toml",
+        "jwt_key = \"file-key\"\nmax_topics = 1\nanonymous = true\n",
+    );
+    let env = [
+        ("HUBBUB_JWT_KEY", "env-key"),
+        ("HUBBUB_MAX_TOPICS", "2"),
+        ("HUBBUB_ANONYMOUS", "false"),
+    ];
+    let args = ["--listen", "127.0.0.1:0", "--config", config.path()];
+    let args = [&args[..], &["--jwt-key", "flag-key"]].concat();
+    let hub = HubProcess::serve_with_env(BIN, &args, &env).await;
+    // Each publish below names its key and topic count: which layer won shows.
+    let topics = |n: usize| -> Vec<(&str, String)> {
+        (0..n)
+            .map(|i| ("topic", format!("https://example.com/{i}")))
+            .collect()
+    };
+    let check = async || {
+        let publish_n = async |key: &str, n: usize| {
+            let form = topics(n);
+            let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            publish(&hub.url(), &publisher(key), &form).await.status
+        };
+        assert_eq!(
+            publish_n("flag-key", 2).await,
+            StatusCode::OK,
+            "flag key, env max_topics"
+        );
+        assert_eq!(
+            publish_n("flag-key", 3).await,
+            StatusCode::BAD_REQUEST,
+            "env max_topics"
+        );
+        assert_eq!(
+            publish_n("env-key", 1).await,
+            StatusCode::UNAUTHORIZED,
+            "the flag wins"
+        );
+        assert_eq!(publish_n("file-key", 1).await, StatusCode::UNAUTHORIZED);
+        // A variable set to false does not switch off what the file switched on.
+        // (`subscribe` asserts the 200.)
+        SseClient::subscribe(&hub.url(), &[TOPIC], None).await;
+    };
+    check().await;
+    config.write("jwt_key = \"file-key-2\"\nmax_topics = 5\nanonymous = true\n");
+    hub.signal("HUP");
+    eventually(WAIT, "the reload is counted", || async {
+        let ok = hub.metric("hubbub_config_reloads_total{result=\"ok\"}");
+        (ok.await == Some(1.0)).then_some(())
+    })
+    .await;
+    check().await;
+}
+
 #[tokio::test]
 async fn sigterm_ends_streams_and_exits_zero() {
     let mut hub = serve(&["--dev", "--shutdown-grace", "5s"]).await;
