@@ -15,7 +15,7 @@ pub enum BenchError {
     #[error("refusing to load {0}: not a loopback address (pass --allow-remote if you mean it)")]
     NotLoopback(String),
     #[error("minting the publisher token: {0}")]
-    Token(#[from] jsonwebtoken::errors::Error),
+    Token(#[from] hubbub_proto::token::TokenError),
     #[error("starting worker process: {0}")]
     Spawn(#[source] std::io::Error),
     #[error("worker {index}: {reason}")]

@@ -1,30 +1,15 @@
 //! The publisher token the bench mints when given a key instead of a token.
 
-use serde::Serialize;
+use std::time::Duration;
 
-use crate::payload;
+use hubbub_proto::token::{TokenError, mint_mercure};
 
 /// Mints an HS256 publisher token for every topic, valid for a day.
-pub fn mint_token(key: &str) -> Result<String, jsonwebtoken::errors::Error> {
-    #[derive(Serialize)]
-    struct Mercure {
-        publish: [&'static str; 1],
-    }
-    #[derive(Serialize)]
-    struct Claims {
-        mercure: Mercure,
-        exp: u64,
-    }
-    // Servers validating with library defaults insist on `exp`.
-    let exp = payload::now_nanos() / 1_000_000_000 + 86_400;
-    let claims = Claims {
-        mercure: Mercure { publish: ["*"] },
-        exp,
-    };
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(key.as_bytes())?,
+pub fn mint_token(key: &str) -> Result<String, TokenError> {
+    mint_mercure(
+        key,
+        serde_json::json!({ "publish": ["*"] }),
+        Some(Duration::from_secs(86_400)),
     )
 }
 

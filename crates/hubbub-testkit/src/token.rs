@@ -1,9 +1,5 @@
 //! JWT minting for tests: HS* tokens with a `mercure` claim, with or without `exp`.
 
-use std::str::FromStr;
-use std::time::{SystemTime, UNIX_EPOCH};
-
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 
 /// An HS256 token whose only claim is `mercure` (e.g. `json!({"publish": ["*"]})`).
@@ -24,9 +20,7 @@ pub fn token_with_claims(key: &str, claims: Value) -> String {
 
 /// A token signed with an HMAC algorithm named as in JWT (`HS256`, `HS384`, `HS512`).
 pub fn token_with(key: &str, alg: &str, claims: Value) -> String {
-    let alg = Algorithm::from_str(alg).expect("a JWT algorithm name");
-    let key = EncodingKey::from_secret(key.as_bytes()).expect("any byte string is an HMAC key");
-    jsonwebtoken::encode(&Header::new(alg), &claims, &key).expect("HMAC signing cannot fail")
+    hubbub_proto::token::mint_hmac(key, alg, &claims).expect("an HMAC algorithm and any key sign")
 }
 
 /// May publish on every topic.
@@ -39,9 +33,4 @@ pub fn subscriber(key: &str, selectors: &[&str]) -> String {
     token(key, json!({ "subscribe": selectors }))
 }
 
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("the clock is after 1970")
-        .as_secs()
-}
+pub use hubbub_proto::token::unix_now;

@@ -8,12 +8,9 @@ use hubbub_server::DEV_JWT_KEY;
 
 use crate::cli::{PublishArgs, SubscribeArgs};
 
-/// A HS256 token with the given `mercure` claim.
+/// A HS256 token with the given `mercure` claim (no expiry: a dev tool's token).
 pub fn mint(key: &str, mercure: serde_json::Value) -> anyhow::Result<String> {
-    let claims = serde_json::json!({ "mercure": mercure });
-    let key = jsonwebtoken::EncodingKey::from_secret(key.as_bytes()).context("invalid key")?;
-    jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key)
-        .context("cannot sign the token")
+    Ok(hubbub_proto::token::mint_mercure(key, mercure, None)?)
 }
 
 pub async fn publish(args: PublishArgs) -> anyhow::Result<()> {
