@@ -3,6 +3,8 @@
 # With no registry, `scripts/image` builds the same runtime image FROM scratch
 # (docker/Dockerfile.scratch): same binary path, user, ports, health check.
 FROM rust:1-slim-bookworm AS build
+# make: jemalloc (the allocator, see crates/hubbub/src/memory.rs) is built from source.
+RUN apt-get update && apt-get install -y --no-install-recommends make && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
 RUN cargo build --release --locked -p hubbub \

@@ -5,6 +5,7 @@ mod advertise;
 mod cli;
 mod client;
 mod logging;
+mod memory;
 mod probe;
 mod serve;
 
@@ -14,6 +15,7 @@ use cli::{Cli, Command};
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    memory::init();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
