@@ -520,11 +520,9 @@ impl Node {
 mod tests {
     use std::net::SocketAddr;
 
-    use hubbub_proto::Update;
 
     use super::*;
     use crate::sequencer::SequencerLimits;
-    use crate::stamp::Stamp;
 
     const MS: Duration = Duration::from_millis(1);
 
@@ -563,21 +561,7 @@ mod tests {
     }
 
     fn update(node: &str, seq: u64, hlc: u64) -> Arc<Stamped> {
-        Arc::new(Stamped {
-            stamp: Stamp {
-                hlc,
-                origin: Origin::new(node, 1),
-                seq,
-            },
-            update: Update {
-                id: format!("{node}-{seq}"),
-                topics: vec!["t".into()],
-                data: String::new(),
-                private: false,
-                event_type: None,
-                retry: None,
-            },
-        })
+        crate::stamp::stamped(node, seq, hlc)
     }
 
     fn released(out: &[Delivery]) -> Vec<String> {

@@ -272,25 +272,9 @@ impl Sequencer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stamp::Stamp;
-    use hubbub_proto::Update;
 
     fn up(node: &str, seq: u64, hlc: u64) -> Arc<Stamped> {
-        Arc::new(Stamped {
-            stamp: Stamp {
-                hlc,
-                origin: Origin::new(node, 1),
-                seq,
-            },
-            update: Update {
-                id: format!("{node}-{seq}"),
-                topics: vec!["t".into()],
-                data: String::new(),
-                private: false,
-                event_type: None,
-                retry: None,
-            },
-        })
+        crate::stamp::stamped(node, seq, hlc)
     }
 
     fn ids(v: &[Arc<Stamped>]) -> Vec<String> {

@@ -83,6 +83,26 @@ pub struct Stamped {
     pub update: Update,
 }
 
+/// For tests: update `seq` of `node` (generation 1) stamped at `hlc`, id `node-seq`.
+#[cfg(test)]
+pub(crate) fn stamped(node: &str, seq: u64, hlc: u64) -> std::sync::Arc<Stamped> {
+    std::sync::Arc::new(Stamped {
+        stamp: Stamp {
+            hlc,
+            origin: Origin::new(node, 1),
+            seq,
+        },
+        update: Update {
+            id: format!("{node}-{seq}"),
+            topics: vec!["t".into()],
+            data: String::new(),
+            private: false,
+            event_type: None,
+            retry: None,
+        },
+    })
+}
+
 /// Hybrid logical clock: milliseconds since the epoch in the high 48 bits, a
 /// counter in the low 16. Never goes backwards, even if the wall clock does.
 #[derive(Debug, Default)]
