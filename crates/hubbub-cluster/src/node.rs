@@ -520,7 +520,6 @@ impl Node {
 mod tests {
     use std::net::SocketAddr;
 
-
     use super::*;
     use crate::sequencer::SequencerLimits;
 
