@@ -80,7 +80,6 @@ pub struct SubscribeRequest {
 struct Log {
     history: History,
     next_seq: u64,
-    senders: Vec<mpsc::Sender<Arc<Published>>>,
 }
 
 pub(crate) struct Inner {
@@ -88,9 +87,10 @@ pub(crate) struct Inner {
     pub(crate) shards: Box<[Arc<Shard>]>,
     pub(crate) limits: Arc<ArcSwap<Limits>>,
     pub(crate) metrics: Arc<dyn HubMetrics>,
-    /// The shards' channels again, outside the `log` lock, only to await room
-    /// in them ([`Hub::publish_capacity`]); publishing goes through `log`.
-    room: Box<[mpsc::Sender<Arc<Published>>]>,
+    /// The dispatcher shards' channels. A publish reserves and sends while it
+    /// holds `log` (that is what keeps one order); [`Hub::publish_capacity`]
+    /// awaits room in them without it.
+    senders: Box<[mpsc::Sender<Arc<Published>>]>,
     subscribers: AtomicUsize,
     next_sub_id: AtomicU64,
     epoch: Instant,
@@ -133,13 +133,11 @@ impl Hub {
             };
             tracker.spawn(dispatcher.run());
         }
-        let room = senders.clone().into_boxed_slice();
         let inner = Arc::new(Inner {
-            room,
+            senders: senders.into_boxed_slice(),
             log: Mutex::new(Log {
                 history: History::new(config.limits.history),
                 next_seq: 1,
-                senders,
             }),
             shards,
             limits,
@@ -166,12 +164,9 @@ impl Hub {
         // Encode outside the lock; the seq is patched in under it.
         let mut published = Published::new(0, update, now);
         let mut guard = inner.lock_log();
-        let Log {
-            history,
-            next_seq,
-            senders,
-        } = &mut *guard;
-        let permits: Vec<_> = senders
+        let Log { history, next_seq } = &mut *guard;
+        let permits: Vec<_> = inner
+            .senders
             .iter()
             .map(|tx| tx.try_reserve())
             .collect::<Result<_, _>>()
@@ -198,7 +193,7 @@ impl Hub {
     pub async fn publish_capacity(&self) {
         let inner = &self.inner;
         let room = async {
-            for tx in inner.room.iter() {
+            for tx in inner.senders.iter() {
                 // Err: the dispatcher is gone, so the hub is shutting down.
                 let _ = tx.reserve().await;
             }
