@@ -93,6 +93,20 @@ json.dump(out, open(sys.argv[2], "w"), indent=1)' "$1" "$2"
   nft delete table inet "$COUNT_TABLE"
 }
 
+# Relay packets on the wire (both directions, ACKs included) per accepted publish,
+# over the whole bench run (settle, warmup, window, drain; idle keepalives included).
+packets_per_update() { # counters.json bench.json
+  python3 - "$1" "$2" <<'PY'
+import json, sys
+counters = json.load(open(sys.argv[1]))["counters"]
+report = json.load(open(sys.argv[2]))
+relay = sum(v["packets"] for k, v in counters.items() if k.startswith("relay"))
+accepted = report["publish"]["ok_total"]
+print(f"\nRelay packets during the run (nftables, all 3 nodes, both directions, ACKs included): "
+      f"{relay:,} for {accepted:,} accepted publishes = **{relay / max(accepted, 1):.2f} per update**")
+PY
+}
+
 run_bench() { # name args...
   local name="$1"
   shift
@@ -149,9 +163,16 @@ import json, sys
 a, b = (json.load(open(p)) for p in sys.argv[1:])
 print((b["nodes"]["n1"]["stats"]["relay_bytes_out"] - a["nodes"]["n1"]["stats"]["relay_bytes_out"]) / (b["t"] - a["t"]))' \
         "$OUT/cluster-latency-idle0.json" "$OUT/cluster-latency-before.json")"
+      have_nft=0
+      if [[ $EUID == 0 ]] && command -v nft >/dev/null; then counters_start && have_nft=1; fi
       run_bench latency --hub "$(hub_url 1)" --hub "$(hub_url 2)" --subscribers $((2 * LAT_SUBS)) \
         --topics 1 --rate "$LAT_RATE" --publishers 16 --duration "$DURATION" --warmup "$WARMUP" --processes 2
       snapshot "$OUT/cluster-latency-after.json"
+      rm -f "$OUT/cluster-latency-counters.json"
+      if ((have_nft)); then
+        counters_read 0 "$OUT/cluster-latency-counters.json"
+        packets_per_update "$OUT/cluster-latency-counters.json" "$OUT/cluster-latency.json" >>"$SUMMARY"
+      fi
       IDLE_RELAY_BYTES_PER_S="$IDLE_RELAY_BYTES_PER_S" python3 bench/cluster.py run \
         "latency: local (n1) vs remote (n2) subscribers, publishing to n1" "$OUT/cluster-latency.json" \
         "$OUT/cluster-latency-before.json" "$OUT/cluster-latency-after.json" n1 >>"$SUMMARY"

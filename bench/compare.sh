@@ -40,6 +40,8 @@ light-1k|1,000 subscribers on one topic, 10 publishes/s (the box not saturated: 
 fanout-10|10,000 subscribers on one topic, 10 publishes/s|--subscribers 10000 --topics 1 --rate 10 --publishers 2 --duration $DURATION --warmup $WARMUP --drain $DRAIN
 fanout-100|10,000 subscribers on one topic, 100 publishes/s|--subscribers 10000 --topics 1 --rate 100 --publishers 8 --duration $DURATION --warmup $WARMUP --drain $DRAIN
 fanout-1000|10,000 subscribers on one topic, 1,000 publishes/s offered|--subscribers 10000 --topics 1 --rate 1000 --publishers 16 --duration $DURATION --warmup $WARMUP --drain $DRAIN
+seq-100|10,000 subscribers on one topic, one sequential publisher offering 100/s (publish round trip under fan-out)|--subscribers 10000 --topics 1 --rate 100 --publishers 1 --duration $DURATION --warmup $WARMUP --drain $DRAIN
+seq-1000|10,000 subscribers on one topic, one sequential publisher offering 1,000/s (what one backend gets through)|--subscribers 10000 --topics 1 --rate 1000 --publishers 1 --duration $DURATION --warmup $WARMUP --drain $DRAIN
 topics-1000|10,000 subscribers over 1,000 topics, 1,000 publishes/s|--subscribers 10000 --topics 1000 --rate 1000 --publishers 8 --duration $DURATION --warmup $WARMUP --drain $DRAIN
 "
 SCENARIOS_GIVEN="${SCENARIOS:-}"

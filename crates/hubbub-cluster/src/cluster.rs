@@ -45,9 +45,11 @@ pub struct ClusterConfig {
     /// Authenticates relay links. Gossip itself is not authenticated: keep it private.
     pub secret: String,
     pub gossip_interval: Duration,
-    /// Watermarks owed to peers go out at most this often (bounds the delivery
-    /// latency ordering adds); an idle link sends one only every
-    /// `min(order_wait / 4, 100 ms)`.
+    /// Least time between two watermarks a link sends because a peer's update
+    /// waits for them: an owed watermark goes out at once when the last one is
+    /// older, else when it is this old. So light loads pay no pacing and high
+    /// rates at most one watermark per interval; an idle link sends one only
+    /// every `min(order_wait / 4, 100 ms)`.
     pub watermark_interval: Duration,
     /// A peer silent this long no longer holds delivery back.
     pub order_wait: Duration,
@@ -108,6 +110,14 @@ fn keepalive(interval: Duration, order_wait: Duration) -> Duration {
     (order_wait / 4)
         .min(Duration::from_millis(100))
         .max(interval)
+}
+
+/// How often the engine looks again while updates wait. Only a silent peer's
+/// `order_wait` running out depends on time (watermarks and updates wake the
+/// engine themselves), so a twentieth of it is fine enough, and a 1 ms tick
+/// would cost a wake-up per millisecond whenever anything is in flight.
+fn engine_tick(order_wait: Duration) -> Duration {
+    (order_wait / 20).clamp(Duration::from_millis(1), Duration::from_millis(50))
 }
 
 /// Boot time in nanoseconds: increases across restarts, as chitchat requires.
@@ -195,7 +205,7 @@ fn relay_ctx(config: &ClusterConfig, me: &Origin, local: &LocalOrigin) -> RelayC
 
 fn timing(config: &ClusterConfig) -> Timing {
     Timing {
-        tick: config.watermark_interval.max(Duration::from_millis(1)),
+        tick: engine_tick(config.order_wait),
         anti_entropy: (config.gossip_interval * 2).max(Duration::from_millis(50)),
         order_wait: config.order_wait,
         join_timeout: config.join_timeout,

@@ -107,6 +107,11 @@ impl std::fmt::Debug for Inner {
     }
 }
 
+/// Fewer distinct subscribers than this in the backlog sample measure
+/// nothing: the backlog of a handful of subscribers is theirs (slow consumers,
+/// which their queue bound handles), not the writers' as a whole.
+const SAMPLE_MIN: usize = 8;
+
 /// A cheap-to-clone handle on the fan-out engine.
 #[derive(Debug, Clone)]
 pub struct Hub {
@@ -183,6 +188,45 @@ impl Hub {
         inner.metrics.published();
         inner.metrics.history(entries, bytes);
         Ok(published)
+    }
+
+    /// How far the stream writers are behind the dispatchers: the median
+    /// number of frames waiting in the queues of a sample of the subscribers
+    /// the latest updates went to (all shards together). Slow consumers
+    /// do not move it unless they are the majority (their own queue bound
+    /// handles them); it grows when the writers as a whole cannot keep up,
+    /// e.g. when the CPU is saturated.
+    pub fn fanout_backlog(&self) -> usize {
+        let mut depths = Vec::new();
+        for shard in self.inner.shards.iter() {
+            shard.sample_depths(&mut depths);
+        }
+        if depths.len() < SAMPLE_MIN {
+            return 0;
+        }
+        let middle = depths.len() / 2;
+        *depths.select_nth_unstable(middle).1
+    }
+
+    /// Waits (up to `limit`) until the fan-out backlog is at most an eighth of
+    /// `queue_capacity`; false if it is still larger then. What a publisher
+    /// awaits before publishing: updates accepted faster than the writers can
+    /// send them would overflow every queue at once and disconnect everyone
+    /// as slow, so under sustained overload publishers are slowed (and, past
+    /// `limit`, refused) instead.
+    pub async fn fanout_room(&self, limit: Duration) -> bool {
+        const POLL: Duration = Duration::from_millis(2);
+        let threshold = (self.inner.limits.load().queue_capacity / 8).max(1);
+        let until = Instant::now() + limit;
+        loop {
+            if self.fanout_backlog() <= threshold {
+                return true;
+            }
+            if Instant::now() >= until {
+                return false;
+            }
+            tokio::time::sleep(POLL.min(until.saturating_duration_since(Instant::now()))).await;
+        }
     }
 
     /// Waits until every dispatcher shard has room for one more update, or the

@@ -72,6 +72,17 @@ impl ShardIndex {
             .flat_map(|set| set.values())
     }
 
+    /// How many subscribers a fan-out to `topics` looks at (an upper bound
+    /// of how many it queues to).
+    pub fn fanout_size(&self, topics: &[String]) -> usize {
+        let exact: usize = topics
+            .iter()
+            .filter_map(|t| self.exact.get(t.as_str()))
+            .map(HashMap::len)
+            .sum();
+        exact + self.wide.len()
+    }
+
     /// Subscribers whose `*`/template selectors must be evaluated.
     pub fn wide(&self) -> impl Iterator<Item = &Arc<Subscriber>> {
         self.wide.values()

@@ -194,6 +194,12 @@ impl Subscriber {
         self.queue().frames.len()
     }
 
+    /// Frames waiting, or `None` once the stream is closed or ending.
+    pub fn open_depth(&self) -> Option<usize> {
+        let q = self.queue();
+        q.is_open().then_some(q.frames.len())
+    }
+
     /// Moves queued frames into `out` under one lock; how many, or why closed.
     fn pop_into(&self, out: &mut [Bytes]) -> Result<usize, CloseReason> {
         let mut q = self.queue();

@@ -486,3 +486,79 @@ async fn a_full_backlog_frees_room_that_can_be_awaited() {
         .await
         .expect("a stopped hub does not keep callers waiting");
 }
+
+/// Publishes `n` updates to topic `t` and waits until every reader of
+/// `readers` got them (so the dispatchers are done with them).
+async fn publish_and_read(hub: &Hub, n: usize, readers: &mut [Subscription]) {
+    for i in 0..n {
+        hub.publish(update(&format!("u{i}"), &["t"])).unwrap();
+    }
+    for sub in readers.iter_mut() {
+        for i in 0..n {
+            assert_eq!(next_id(sub).await, format!("u{i}"));
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_backlog_is_what_most_queues_hold_and_slows_publishers() {
+    let limits = Limits {
+        queue_capacity: 80,
+        ..Limits::default()
+    };
+    let hub = hub(limits);
+    // 24 subscribers, none reading: their queues are the writers' backlog.
+    let mut idle: Vec<Subscription> = (0..24)
+        .map(|_| hub.subscribe(request(&["t"], Resume::Live)).unwrap())
+        .collect();
+    let mut probe = hub.subscribe(request(&["t"], Resume::Live)).unwrap();
+    publish_and_read(&hub, 20, std::slice::from_mut(&mut probe)).await;
+    assert_eq!(hub.fanout_backlog(), 20);
+    // Over an eighth of 80: a publisher waits, and is refused after its limit.
+    let started = Instant::now();
+    assert!(!hub.fanout_room(Duration::from_millis(50)).await);
+    assert!(started.elapsed() >= Duration::from_millis(50));
+    // The writers catch up while a publisher waits: it goes on.
+    let waiting = tokio::spawn({
+        let hub = hub.clone();
+        async move { hub.fanout_room(Duration::from_secs(5)).await }
+    });
+    for sub in &mut idle {
+        for i in 0..20 {
+            assert_eq!(next_id(sub).await, format!("u{i}"));
+        }
+    }
+    assert!(waiting.await.unwrap());
+    assert_eq!(hub.fanout_backlog(), 0);
+}
+
+#[tokio::test]
+async fn slow_consumers_do_not_slow_publishers() {
+    let limits = Limits {
+        queue_capacity: 80,
+        ..Limits::default()
+    };
+    let hub = hub(limits);
+    // 11 of 24 never read (under half): the median queue is a reader's.
+    let _slow: Vec<Subscription> = (0..11)
+        .map(|_| hub.subscribe(request(&["t"], Resume::Live)).unwrap())
+        .collect();
+    let mut readers: Vec<Subscription> = (0..13)
+        .map(|_| hub.subscribe(request(&["t"], Resume::Live)).unwrap())
+        .collect();
+    publish_and_read(&hub, 40, &mut readers).await;
+    assert_eq!(hub.fanout_backlog(), 0);
+    assert!(hub.fanout_room(Duration::ZERO).await);
+
+    // A handful of subscribers measures nothing, however far behind.
+    let few = self::hub(Limits {
+        queue_capacity: 80,
+        ..Limits::default()
+    });
+    let _stuck: Vec<Subscription> = (0..3)
+        .map(|_| few.subscribe(request(&["t"], Resume::Live)).unwrap())
+        .collect();
+    let mut probe = few.subscribe(request(&["t"], Resume::Live)).unwrap();
+    publish_and_read(&few, 40, std::slice::from_mut(&mut probe)).await;
+    assert_eq!(few.fanout_backlog(), 0);
+}

@@ -130,6 +130,13 @@ options! {
     /// Live frames waiting per subscriber before it is disconnected as slow.
     #[cfg_attr(feature = "cli", arg(long, env = "HUBBUB_QUEUE_CAPACITY"))]
     queue_capacity: usize = 1000,
+    /// When the median subscriber queue is over an eighth of `queue_capacity`
+    /// (the stream writers cannot keep up, e.g. the CPU is saturated), a
+    /// publish waits up to this long for them to catch up, then
+    /// gets 503 + `Retry-After` (0 = refuse at once).
+    #[serde(with = "duration")]
+    #[cfg_attr(feature = "cli", arg(long, env = "HUBBUB_FANOUT_WAIT", value_parser = parse_duration))]
+    fanout_wait: Duration = Duration::from_secs(1),
     /// Updates kept for resume.
     #[cfg_attr(feature = "cli", arg(long, env = "HUBBUB_HISTORY_SIZE"))]
     history_size: usize = 10_000,
@@ -191,6 +198,14 @@ options! {
     #[serde(with = "duration")]
     #[cfg_attr(feature = "cli", arg(long, env = "HUBBUB_ORDER_WAIT", value_parser = parse_duration))]
     order_wait: Duration = Duration::from_secs(1),
+    /// Least time between two watermarks a relay link sends because a peer's
+    /// update is waiting for them: when the last one is older a watermark goes
+    /// out at once, so light loads pay no pacing; at high rates one watermark
+    /// covers all the updates of an interval. Shorter: lower delivery latency
+    /// at high rates for more relay packets (0 sends every one at once).
+    #[serde(with = "duration")]
+    #[cfg_attr(feature = "cli", arg(long, env = "HUBBUB_WATERMARK_INTERVAL", value_parser = parse_duration))]
+    watermark_interval: Duration = Duration::from_millis(5),
     /// Updates each node keeps per origin to repair peers (anti-entropy).
     #[cfg_attr(feature = "cli", arg(long, env = "HUBBUB_CLUSTER_LOG_SIZE"))]
     cluster_log_size: usize = 10_000,
@@ -381,6 +396,7 @@ impl Config {
         c.seeds = self.seeds.clone();
         c.gossip_interval = self.gossip_interval;
         c.order_wait = self.order_wait;
+        c.watermark_interval = self.watermark_interval;
         c.limits.log_entries = self.cluster_log_size.max(1);
         c.want_acks = self.publish_ack == PublishAck::Replicated;
         Ok(Some(c))
@@ -433,6 +449,7 @@ impl Config {
             lifetime: nonzero(self.write_timeout),
             write_deadline: nonzero(self.write_deadline),
             request_timeout: nonzero(self.request_timeout),
+            fanout_wait: self.fanout_wait,
             publish_rate: (self.publish_rate > 0.0)
                 .then_some((self.publish_rate, self.publish_burst.max(1))),
             global_publish_rate: (self.global_publish_rate > 0.0)
@@ -495,6 +512,8 @@ pub struct LimitSettings {
     pub write_deadline: Option<Duration>,
     /// How long a request body may take to arrive (`None`: no limit).
     pub request_timeout: Option<Duration>,
+    /// How long a publish waits for the fan-out backlog to shrink (then 503).
+    pub fanout_wait: Duration,
     /// (per second, burst)
     pub publish_rate: Option<(f64, u32)>,
     pub global_publish_rate: Option<(f64, u32)>,

@@ -22,6 +22,7 @@ use socket2::SockRef;
 use std::io::IoSlice;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
+use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
@@ -42,7 +43,7 @@ pub async fn serve(
     router: Router,
     deadline: Option<Duration>,
     shutdown: CancellationToken,
-    tracker: TaskTracker,
+    streams: StreamTasks,
     guard: ConnGuard,
 ) {
     let head = tokio::select! {
@@ -55,11 +56,11 @@ pub async fn serve(
     if let Some(request) = stream_request(&head, peer) {
         drop(head);
         // The event stream continues in a task of its own whose state is only
-        // what streaming needs; this task (head reading, routing) ends here.
+        // what streaming needs, on the streams' runtime; this task (head
+        // reading, routing) ends here. Nothing was read past the head
+        // (`stream_request` refuses pipelined bytes), so nothing is left behind.
         match Box::pin(respond(&mut stream, router, request, deadline)).await {
-            Ok(Some(live)) => {
-                tracker.spawn(pump(stream, live, deadline, guard));
-            }
+            Ok(Some(live)) => streams.spawn(stream, live, deadline, guard),
             Ok(None) => {}
             Err(e) => tracing::debug!(error = %e, "event stream request failed"),
         }
@@ -76,6 +77,32 @@ pub async fn serve(
     ))
     .await;
     drop(guard);
+}
+
+/// Where established event streams run: tasks of the accept loop's tracker,
+/// on the streams' runtime (see `serve`).
+#[derive(Clone)]
+pub struct StreamTasks {
+    pub tracker: TaskTracker,
+    pub runtime: Handle,
+}
+
+impl StreamTasks {
+    /// Moves the socket to the streams' runtime (a socket belongs to the
+    /// runtime that registered it) and pumps the stream there.
+    fn spawn(&self, stream: TcpStream, live: Live, deadline: Option<Duration>, guard: ConnGuard) {
+        let socket = match stream.into_std() {
+            Ok(socket) => socket,
+            Err(e) => return tracing::debug!(error = %e, "cannot move an event stream"),
+        };
+        let pumped = async move {
+            match TcpStream::from_std(socket) {
+                Ok(stream) => pump(stream, live, deadline, guard).await,
+                Err(e) => tracing::debug!(error = %e, "cannot move an event stream"),
+            }
+        };
+        self.tracker.spawn_on(pumped, &self.runtime);
+    }
 }
 
 /// Reads until the end of the request head, EOF or the size limit; returns

@@ -95,7 +95,13 @@ impl Server {
         listener: TcpListener,
         shutdown: CancellationToken,
     ) -> std::io::Result<()> {
-        serve::run(listener, self.state.clone(), &self.lifecycle, shutdown).await
+        serve::run(
+            listener,
+            self.state.clone(),
+            self.lifecycle.clone(),
+            shutdown,
+        )
+        .await
     }
 
     /// The shutdown steps done so far, updated as each finishes (for logs,

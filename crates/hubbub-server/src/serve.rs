@@ -2,6 +2,15 @@
 //! long-lived streams needs: a connection cap answered with 503, a write
 //! deadline that cuts stuck peers, lean event-stream connections (see `conn`),
 //! and a bounded graceful shutdown.
+//!
+//! **Two runtimes.** The control path (accepting, reading and answering
+//! requests: publishes, health, metrics, subscription set-up) runs on a
+//! thread and runtime of its own; only established event streams (`conn::pump`)
+//! run on the caller's runtime, the fan-out runtime. Under fan-out load the
+//! fan-out runtime has thousands of stream tasks ready per update; a publish
+//! queued behind them waited tens of milliseconds for its answer. On its own
+//! thread it waits only for the kernel to schedule that thread, which it does
+//! promptly for a thread that sleeps most of the time.
 
 use std::io;
 use std::sync::Arc;
@@ -10,7 +19,8 @@ use std::time::{Duration, SystemTime};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::runtime::Handle;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -33,24 +43,55 @@ const REFUSAL_DRAIN: usize = 64 * 1024;
 
 /// Serves until `shutdown` fires, then runs the shutdown order
 /// ([`lifecycle::shut_down`]): the connections' tasks are tracked here.
+///
+/// The accept loop and the shutdown order run on the control thread (see the
+/// module docs); event streams on the runtime this is called on. Returns once
+/// the control thread has finished (its runtime is dropped with it).
 pub async fn run(
     listener: TcpListener,
     state: SharedState,
-    lifecycle: &Lifecycle,
+    lifecycle: Arc<Lifecycle>,
     shutdown: CancellationToken,
 ) -> io::Result<()> {
-    let connections = TaskTracker::new();
-    accept(&listener, &state, &shutdown, &connections).await?;
-    lifecycle::shut_down(&state, lifecycle, listener, &connections).await;
-    Ok(())
+    let streams = Handle::current();
+    // A listener belongs to the runtime that registered it; hand it over.
+    let listener = listener.into_std()?;
+    let (done_tx, done) = oneshot::channel();
+    std::thread::Builder::new()
+        .name("hubbub-control".into())
+        .spawn(move || {
+            let served = control_runtime().and_then(|runtime| {
+                runtime.block_on(async move {
+                    let listener = TcpListener::from_std(listener)?;
+                    let connections = TaskTracker::new();
+                    accept(&listener, &state, &shutdown, &connections, &streams).await?;
+                    lifecycle::shut_down(&state, &lifecycle, listener, &connections).await;
+                    Ok(())
+                })
+            });
+            let _ = done_tx.send(served);
+        })?;
+    done.await
+        .unwrap_or_else(|_| Err(io::Error::other("the control thread panicked")))
 }
 
-/// Accepts until `shutdown` fires; each connection (or refusal) is a task of `tracker`.
+/// One thread: the control path is light per request (a publish is tens of
+/// microseconds) and what it needs is to be scheduled at once, not parallelism.
+fn control_runtime() -> io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+}
+
+/// Accepts until `shutdown` fires; each connection (or refusal) is a task of
+/// `tracker`, on this (the control) runtime until it becomes an event stream,
+/// which moves to `streams`.
 async fn accept(
     listener: &TcpListener,
     state: &SharedState,
     shutdown: &CancellationToken,
     tracker: &TaskTracker,
+    streams: &Handle,
 ) -> io::Result<()> {
     let router = crate::app::router(state.clone());
     let open = Arc::new(AtomicUsize::new(0));
@@ -88,7 +129,10 @@ async fn accept(
             router.clone(),
             deadline,
             shutdown.clone(),
-            tracker.clone(),
+            crate::conn::StreamTasks {
+                tracker: tracker.clone(),
+                runtime: streams.clone(),
+            },
             guard,
         );
         tracker.spawn(conn);

@@ -61,6 +61,16 @@ impl AppState {
     pub async fn publish(&self, update: Update) -> Result<String, ApiError> {
         let busy =
             |msg: String, reason| ApiError::new(reason, msg).retry_after(Duration::from_secs(1));
+        let wait = self.settings.load().limits.fanout_wait;
+        if !self.hub.fanout_room(wait).await {
+            return Err(busy(
+                format!(
+                    "subscribers are not being written to fast enough (still behind after \
+                     {wait:?}, fanout_wait); retry later"
+                ),
+                Rejection::Overloaded,
+            ));
+        }
         let Some(cluster) = &self.cluster else {
             return self
                 .hub

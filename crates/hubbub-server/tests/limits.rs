@@ -510,3 +510,50 @@ async fn selector_size_and_template_complexity_are_bounded() {
         "the worst accepted match took {took:?}"
     );
 }
+
+/// Subscribers that stop reading all at once (as when the writers cannot keep
+/// up) slow publishers down, then refuse them with 503 + `Retry-After`, before
+/// anyone's queue overflows; once they read again, publishing goes on.
+#[tokio::test]
+async fn a_fanout_backlog_answers_503_before_queues_overflow() {
+    let hub = TestHub::start(Config {
+        queue_capacity: 32,
+        fanout_wait: Duration::from_millis(200),
+        ..config()
+    })
+    .await;
+    let mut subscribers = Vec::new();
+    for _ in 0..8 {
+        let mut conn = RawConn::connect_with_small_buffer(hub.addr).await;
+        conn.send_get(&format!("/.well-known/mercure?topic={TOPIC}"), &[])
+            .await;
+        assert_eq!(conn.read_head().await.status, 200);
+        subscribers.push(conn);
+    }
+    let data = "x".repeat(16 * 1024);
+    let mut accepted = Vec::new();
+    let refused = loop {
+        assert!(accepted.len() < 500, "no 503 after 500 publishes");
+        let id = format!("urn:backlog:{}", accepted.len());
+        let response = hub
+            .publish(&[("topic", TOPIC), ("id", &id), ("data", &data)])
+            .await;
+        if response.status != StatusCode::OK {
+            break response;
+        }
+        accepted.push(id);
+    };
+    assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(refused.header("retry-after").is_some());
+    assert_eq!(
+        hub.metric("hubbub_slow_consumer_disconnects_total").await,
+        Some(0.0)
+    );
+    // Every accepted update still reaches every subscriber, and once they
+    // have read, publishing is accepted again.
+    let last = accepted.last().expect("some publishes were accepted");
+    for conn in &mut subscribers {
+        conn.skip_until(format!("id: {last}\n").as_bytes()).await;
+    }
+    hub.publish_ok(&[("topic", TOPIC), ("data", "after")]).await;
+}

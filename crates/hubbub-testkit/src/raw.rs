@@ -133,6 +133,23 @@ impl RawConn {
         &self.buf
     }
 
+    /// Reads and discards (within [`WAIT`]) until `needle` went by, keeping
+    /// only a needle's length of bytes buffered: for streams too long to keep.
+    pub async fn skip_until(&mut self, needle: &[u8]) {
+        let deadline = Instant::now() + WAIT;
+        while find(&self.buf, needle).is_none() {
+            let keep = needle.len().saturating_sub(1);
+            let cut = self.buf.len().saturating_sub(keep);
+            self.buf.drain(..cut);
+            assert!(
+                self.read_more(deadline).await > 0,
+                "the connection closed before {:?} arrived",
+                String::from_utf8_lossy(needle)
+            );
+        }
+        self.buf.clear();
+    }
+
     /// Reads and discards until the server closes the connection or ends a
     /// chunked body (`0\r\n\r\n`). False if neither happened within `timeout`.
     pub async fn drain_until_end(&mut self, timeout: Duration) -> bool {
