@@ -436,3 +436,38 @@ impl Cluster {
         self.tracker.wait().await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().expect("an address")
+    }
+
+    #[test]
+    fn an_advertised_port_0_becomes_the_bound_port() {
+        let mut c = ClusterConfig::new("n1", addr("127.0.0.1:0"), addr("127.0.0.1:0"), "s");
+        c.advertise_bound(addr("127.0.0.1:4001"), addr("127.0.0.1:4002"));
+        assert_eq!(c.gossip_listen, addr("127.0.0.1:4001"));
+        assert_eq!(c.gossip_advertise, addr("127.0.0.1:4001"));
+        assert_eq!(c.relay_advertise, "127.0.0.1:4002");
+
+        // The binary on 0.0.0.0:0 advertises its own address, with port 0 until bound.
+        c.gossip_advertise = addr("10.1.2.3:0");
+        c.relay_advertise = "node-a.example:0".into();
+        c.advertise_bound(addr("0.0.0.0:5001"), addr("0.0.0.0:5002"));
+        assert_eq!(c.gossip_advertise, addr("10.1.2.3:5001"));
+        assert_eq!(c.relay_advertise, "node-a.example:5002");
+    }
+
+    #[test]
+    fn explicit_advertised_ports_stay() {
+        let mut c = ClusterConfig::new("n1", addr("127.0.0.1:0"), addr("127.0.0.1:0"), "s");
+        c.gossip_advertise = addr("10.1.2.3:7946");
+        c.relay_advertise = "proxy.example:10".into();
+        c.advertise_bound(addr("127.0.0.1:4001"), addr("127.0.0.1:4002"));
+        assert_eq!(c.gossip_advertise, addr("10.1.2.3:7946"));
+        assert_eq!(c.relay_advertise, "proxy.example:10");
+    }
+}
