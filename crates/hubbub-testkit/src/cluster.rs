@@ -1,8 +1,9 @@
 //! N-node clusters in one process: real UDP gossip, real TCP relay links, real
 //! HTTP. [`TestCluster`] starts members on sockets bound at port 0 beforehand
-//! ([`MemberSockets`]), stops and restarts them and reads their `/cluster` views; [`Collector`] records what one
-//! subscriber receives; [`FaultProxy`] is a TCP forwarder that can cut, freeze
-//! or slow the relay links that go through it.
+//! ([`MemberSockets`]), stops and restarts them and reads their `/cluster`
+//! views; [`Collector`] records what one subscriber receives; [`FaultProxy`]
+//! is a TCP forwarder that can cut, freeze or slow the relay links that go
+//! through it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
