@@ -18,7 +18,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 requests = pytest.importorskip("requests", reason="chaos/install-deps installs it")
 from chaoskit import util  # noqa: E402,F401  (puts tests/deploy on sys.path)
 from chaoskit.toxiproxy import Toxiproxy  # noqa: E402
-from verifier import free_port  # noqa: E402  tests/deploy/verifier.py
 
 
 class Version(BaseHTTPRequestHandler):
@@ -34,7 +33,11 @@ class Version(BaseHTTPRequestHandler):
 
 
 def test_wait_up_retries_until_the_api_answers_and_gives_up_after_the_timeout():
-    port = free_port(set())
+    # Bound now, listening only later: until then connections are refused, and
+    # the port stays ours (nothing is guessed free and taken in between).
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Version, bind_and_activate=False)
+    server.server_bind()
+    port = server.server_address[1]
     t = Toxiproxy(f"http://127.0.0.1:{port}", timeout=1.0)
     began = time.monotonic()
     with pytest.raises(requests.ConnectionError):
@@ -44,8 +47,9 @@ def test_wait_up_retries_until_the_api_answers_and_gives_up_after_the_timeout():
 
     def serve_late():
         time.sleep(0.5)
-        servers.append(ThreadingHTTPServer(("127.0.0.1", port), Version))
-        servers[0].serve_forever()
+        server.server_activate()
+        servers.append(server)
+        server.serve_forever()
 
     threading.Thread(target=serve_late, daemon=True).start()
     try:

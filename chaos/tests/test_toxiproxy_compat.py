@@ -9,6 +9,8 @@ Toxiproxy's documentation says. Everything on 127.0.0.1.
 from __future__ import annotations
 
 import os
+import queue
+import re
 import socket
 import subprocess
 import threading
@@ -24,10 +26,30 @@ from toxiproxy.exceptions import InvalidToxic, NotFound, ProxyExists  # noqa: E4
 BIN = os.environ.get("CHAOSPROXY_BIN", "/var/tmp/hubbub-chaos/target/release/chaosproxy")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def start_chaosproxy() -> tuple[subprocess.Popen, int]:
+    """chaosproxy with its API on 127.0.0.1:0; the port comes from its `API on ADDR` line
+    (nothing is guessed free, so nothing can take it in between)."""
+    proc = subprocess.Popen([BIN, "-host", "127.0.0.1", "-port", "0"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    lines: queue.Queue[str] = queue.Queue()
+
+    def drain():  # keeps reading so that the pipe never fills
+        for line in proc.stderr:
+            lines.put(line)
+
+    threading.Thread(target=drain, daemon=True).start()
+    deadline = time.monotonic() + 10
+    while True:
+        assert proc.poll() is None, "chaosproxy exited"
+        remaining = deadline - time.monotonic()
+        assert remaining > 0, "chaosproxy did not say where its API listens"
+        try:
+            line = lines.get(timeout=min(remaining, 0.5))
+        except queue.Empty:
+            continue
+        found = re.search(r"API on \S*:(\d+)", line)
+        if found:
+            return proc, int(found.group(1))
 
 
 class Echo(threading.Thread):
@@ -69,9 +91,7 @@ class Echo(threading.Thread):
 def server():
     if not Path(BIN).exists():
         pytest.fail(f"no chaosproxy binary at {BIN} (chaos/run builds it; or set CHAOSPROXY_BIN)")
-    port = free_port()
-    proc = subprocess.Popen([BIN, "-host", "127.0.0.1", "-port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc, port = start_chaosproxy()
     t = Toxiproxy()
     t.update_api_consumer("127.0.0.1", port)
     deadline = time.monotonic() + 10
@@ -125,11 +145,12 @@ def test_version_and_proxy_lifecycle(server):
 
 def test_populate_reset_and_errors(server):
     t, echo = server
-    ports = [free_port(), free_port()]
-    made = t.populate([{"name": f"pop{i}", "upstream": f"127.0.0.1:{echo.port}", "listen": f"127.0.0.1:{p}"}
-                       for i, p in enumerate(ports)])
+    made = t.populate([{"name": f"pop{i}", "upstream": f"127.0.0.1:{echo.port}", "listen": "127.0.0.1:0"}
+                       for i in range(2)])
     assert {p.name for p in made} == {"pop0", "pop1"}
-    assert t.populate([{"name": "pop0", "upstream": f"127.0.0.1:{echo.port}", "listen": f"127.0.0.1:{ports[0]}"}]) == []
+    # Port 0 became the bound port (as Toxiproxy): the same spec again changes nothing.
+    port0 = listen_port(t.get_proxy("pop0"))
+    assert t.populate([{"name": "pop0", "upstream": f"127.0.0.1:{echo.port}", "listen": f"127.0.0.1:{port0}"}]) == []
     p0 = t.get_proxy("pop0")
     p0.add_toxic(type="latency", attributes={"latency": 300})
     p0.disable()
@@ -140,7 +161,7 @@ def test_populate_reset_and_errors(server):
     t.reset()
     p0 = t.get_proxy("pop0")
     assert p0.enabled and p0.toxics() == {}
-    assert roundtrip(ports[0])[1] < 0.25
+    assert roundtrip(port0)[1] < 0.25
     for p in t.proxies().values():
         t.destroy(p)
 

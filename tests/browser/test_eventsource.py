@@ -1,6 +1,7 @@
 """Browser end-to-end tests: a real Chromium ``EventSource`` on the hub's ``/`` page.
 
-The hub binary is started as ``hubbub serve --dev --listen 127.0.0.1:<port>``
+The hub binary is started as ``hubbub serve --dev --listen 127.0.0.1:0`` (the
+kernel picks the port; the hub's ``listening addr=`` log line says which)
 (``target/debug/hubbub`` by default, overridable with ``HUBBUB_BIN``), headless
 Chromium is driven by Selenium through Debian's ``/usr/bin/chromium`` and
 ``/usr/bin/chromedriver`` (never selenium-manager), and updates are published
@@ -17,8 +18,8 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -79,10 +80,8 @@ def mint_jwt(payload: dict, key: bytes = JWT_KEY) -> str:
 PUBLISHER_TOKEN = mint_jwt({"mercure": {"publish": ["*"]}})
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+# `hubbub serve` logs where it listens once bound: `... listening addr=127.0.0.1:PORT ...`.
+LISTENING = re.compile(rb"\blistening\b.*?\baddr=\S*?:(\d+)\b")
 
 
 def unique_topic() -> str:
@@ -109,7 +108,7 @@ def require_browser_deps() -> None:
 
 
 class Hub:
-    """A running ``hubbub serve --dev`` process on a free loopback port."""
+    """A running ``hubbub serve --dev`` process on a loopback port the kernel picked."""
 
     def __init__(self, workdir: Path):
         self.workdir = workdir
@@ -139,26 +138,33 @@ class Hub:
                 "(or set HUBBUB_BIN)",
                 pytrace=False,
             )
-        last_error = ""
-        for _attempt in range(3):  # the free port may be taken in between: retry
-            self.port = free_port()
-            log = open(self.log_path, "ab")
-            log.write(f"\n=== starting hub on port {self.port} ===\n".encode())
-            log.flush()
-            self.proc = subprocess.Popen(
-                [str(HUBBUB_BIN), "serve", "--dev", "--listen", f"127.0.0.1:{self.port}"],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=str(self.workdir),
-                start_new_session=True,
-            )
-            log.close()
-            deadline = time.monotonic() + HUB_START_TIMEOUT
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    last_error = f"hub exited early with code {self.proc.returncode}"
-                    break
+        log = open(self.log_path, "ab")
+        log.write(b"\n=== starting hub on 127.0.0.1:0 ===\n")
+        log.flush()
+        offset = log.tell()
+        self.proc = subprocess.Popen(
+            [str(HUBBUB_BIN), "serve", "--dev", "--listen", "127.0.0.1:0"],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=str(self.workdir),
+            # The `listening` line is an info log: keep it whatever RUST_LOG says.
+            env=dict(os.environ, RUST_LOG="info,chitchat=error"),
+            start_new_session=True,
+        )
+        log.close()
+        last_error = "no `listening` line in its log"
+        deadline = time.monotonic() + HUB_START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                last_error = f"hub exited early with code {self.proc.returncode}"
+                break
+            if not self.port:
+                with open(self.log_path, "rb") as f:
+                    f.seek(offset)
+                    found = LISTENING.search(f.read())
+                self.port = int(found.group(1)) if found else 0
+            if self.port:
                 try:
                     with HTTP.open(f"{self.base_url}/healthz", timeout=2) as res:
                         if res.status == 200:
@@ -166,10 +172,10 @@ class Hub:
                         last_error = f"/healthz answered {res.status}"
                 except (urllib.error.URLError, OSError) as exc:
                     last_error = f"/healthz not reachable: {exc}"
-                time.sleep(0.1)
-            else:
-                last_error = f"/healthz did not answer 200 within {HUB_START_TIMEOUT}s ({last_error})"
-            self.stop()
+            time.sleep(0.1)
+        else:
+            last_error = f"not healthy within {HUB_START_TIMEOUT}s ({last_error})"
+        self.stop()
         pytest.fail(f"could not start the hub: {last_error}\n--- hub log ---\n{self.log_tail()}", pytrace=False)
 
     def stop(self) -> None:

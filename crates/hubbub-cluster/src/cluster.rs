@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use chitchat::transport::UdpTransport;
 use hubbub_proto::Update;
 use thiserror::Error;
 use tokio::net::TcpListener;
@@ -22,6 +21,7 @@ use crate::membership::{
 use crate::node::{Delivery, Timing};
 use crate::relay::{self, RelayCtx, RelayStats};
 use crate::sequencer::{Sequencer, SequencerLimits};
+use crate::sockets::{BindError, Prebound, Sockets};
 use crate::stamp::{Origin, Stamped};
 use crate::view::ClusterView;
 
@@ -31,13 +31,16 @@ pub struct ClusterConfig {
     /// A fresh, increasing number per start (boot time in ns by default).
     pub generation: u64,
     pub cluster_id: String,
+    /// Where [`Cluster::start`] binds the gossip socket.
     pub gossip_listen: SocketAddr,
+    /// Port 0 stands for the port the gossip socket got.
     pub gossip_advertise: SocketAddr,
     /// Where [`Cluster::start`] binds the relay listener; its IP (unless
     /// unspecified) is also the source address of outbound links, which is
     /// all it is used for with [`Cluster::start_on`].
     pub relay_listen: SocketAddr,
-    /// `host:port` peers dial; resolved on every connection attempt.
+    /// `host:port` peers dial; resolved on every connection attempt. Port 0
+    /// stands for the port the relay listener got.
     pub relay_advertise: String,
     pub http_advertise: Option<String>,
     /// `host:port` of some members; DNS names are re-resolved (headless Services work).
@@ -140,6 +143,15 @@ pub enum ClusterError {
     NoSecret,
 }
 
+impl From<BindError> for ClusterError {
+    fn from(e: BindError) -> Self {
+        match e {
+            BindError::Gossip { addr, reason } => Self::Gossip { addr, reason },
+            BindError::Relay { addr, source } => Self::RelayListen { addr, source },
+        }
+    }
+}
+
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum SubmitError {
     /// The engine is behind; the caller should answer 503 and let the client retry.
@@ -180,6 +192,21 @@ fn gossip_keys(config: &ClusterConfig) -> Vec<(String, String)> {
     keys
 }
 
+impl ClusterConfig {
+    /// Records what was bound: `gossip_listen` becomes the gossip socket's
+    /// address, and an advertised port 0 (the config said "any port") the
+    /// port the socket got, so that peers reach the node where it listens.
+    fn advertise_bound(&mut self, gossip: SocketAddr, relay: SocketAddr) {
+        self.gossip_listen = gossip;
+        if self.gossip_advertise.port() == 0 {
+            self.gossip_advertise.set_port(gossip.port());
+        }
+        if let Some(host) = self.relay_advertise.strip_suffix(":0") {
+            self.relay_advertise = format!("{host}:{}", relay.port());
+        }
+    }
+}
+
 fn gossip_settings(config: &ClusterConfig) -> GossipSettings {
     GossipSettings {
         cluster_id: config.cluster_id.clone(),
@@ -213,47 +240,61 @@ fn timing(config: &ClusterConfig) -> Timing {
 }
 
 impl Cluster {
-    /// Binds the relay listener on `relay_listen`, joins gossip over UDP and
-    /// starts the engine.
+    /// Binds the gossip socket on `gossip_listen` and the relay listener on
+    /// `relay_listen`, then starts as [`start_on`](Self::start_on).
     pub async fn start(config: ClusterConfig) -> Result<(Self, Ordered), ClusterError> {
         if config.secret.is_empty() {
             return Err(ClusterError::NoSecret);
         }
-        let listener = TcpListener::bind(config.relay_listen)
-            .await
-            .map_err(|source| ClusterError::RelayListen {
-                addr: config.relay_listen,
-                source,
-            })?;
-        Self::start_on(config, listener).await
+        let sockets = Sockets::bind(config.gossip_listen, config.relay_listen).await?;
+        Self::start_on(config, sockets).await
     }
 
-    /// As [`start`](Self::start), on a relay listener the caller bound (so a
-    /// test can bind port 0 and advertise what it got, instead of guessing a
-    /// free port; `relay_listen` then only picks the source address of
+    /// Joins gossip and starts the relay listener and the engine on sockets
+    /// the caller bound (so that a test can bind port 0 and seed and dial
+    /// what it got, instead of guessing free ports). An advertised port 0
+    /// becomes the bound one; `gossip_listen` and `relay_listen` are not
+    /// bound again (`relay_listen`'s IP still picks the source address of
     /// outbound links).
     pub async fn start_on(
-        config: ClusterConfig,
-        relay: TcpListener,
+        mut config: ClusterConfig,
+        sockets: Sockets,
     ) -> Result<(Self, Ordered), ClusterError> {
         if config.secret.is_empty() {
             return Err(ClusterError::NoSecret);
         }
+        let gossip = sockets.gossip.local_addr();
+        let relay = sockets
+            .relay
+            .local_addr()
+            .map_err(|source| ClusterError::RelayListen {
+                addr: config.relay_listen,
+                source,
+            })?;
+        config.advertise_bound(gossip, relay);
         let me = Origin::new(config.node_id.clone(), config.generation);
         let membership = Membership::start(
             &me,
             &gossip_settings(&config),
             gossip_keys(&config),
-            &UdpTransport,
+            &Prebound::new(sockets.gossip),
         )
         .await
         .map_err(|reason| ClusterError::Gossip {
-            addr: config.gossip_listen,
+            addr: gossip,
             reason,
         })?;
-        let addr = relay.local_addr().ok();
-        let (cluster, ordered) = Self::spawn(&config, me, relay, membership);
-        tracing::info!(node = %cluster.me, relay = ?addr, gossip = %config.gossip_listen, "cluster node started");
+        let (cluster, ordered) = Self::spawn(&config, me, sockets.relay, membership);
+        // `gossip=` and `relay=` are the bound addresses: tests of the binary
+        // read them from this line when the node was told to bind port 0.
+        tracing::info!(
+            node = %cluster.me,
+            gossip = %gossip,
+            relay = %relay,
+            gossip_advertise = %config.gossip_advertise,
+            relay_advertise = %config.relay_advertise,
+            "cluster node started"
+        );
         Ok((cluster, ordered))
     }
 
@@ -403,5 +444,40 @@ impl Cluster {
         self.cancel.cancel();
         self.tracker.close();
         self.tracker.wait().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().expect("an address")
+    }
+
+    #[test]
+    fn an_advertised_port_0_becomes_the_bound_port() {
+        let mut c = ClusterConfig::new("n1", addr("127.0.0.1:0"), addr("127.0.0.1:0"), "s");
+        c.advertise_bound(addr("127.0.0.1:4001"), addr("127.0.0.1:4002"));
+        assert_eq!(c.gossip_listen, addr("127.0.0.1:4001"));
+        assert_eq!(c.gossip_advertise, addr("127.0.0.1:4001"));
+        assert_eq!(c.relay_advertise, "127.0.0.1:4002");
+
+        // The binary on 0.0.0.0:0 advertises its own address, with port 0 until bound.
+        c.gossip_advertise = addr("10.1.2.3:0");
+        c.relay_advertise = "node-a.example:0".into();
+        c.advertise_bound(addr("0.0.0.0:5001"), addr("0.0.0.0:5002"));
+        assert_eq!(c.gossip_advertise, addr("10.1.2.3:5001"));
+        assert_eq!(c.relay_advertise, "node-a.example:5002");
+    }
+
+    #[test]
+    fn explicit_advertised_ports_stay() {
+        let mut c = ClusterConfig::new("n1", addr("127.0.0.1:0"), addr("127.0.0.1:0"), "s");
+        c.gossip_advertise = addr("10.1.2.3:7946");
+        c.relay_advertise = "proxy.example:10".into();
+        c.advertise_bound(addr("127.0.0.1:4001"), addr("127.0.0.1:4002"));
+        assert_eq!(c.gossip_advertise, addr("10.1.2.3:7946"));
+        assert_eq!(c.relay_advertise, "proxy.example:10");
     }
 }

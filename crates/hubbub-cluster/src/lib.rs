@@ -16,6 +16,7 @@ mod secure;
 mod sequencer;
 #[cfg(test)]
 mod sim;
+mod sockets;
 mod stamp;
 mod view;
 /// The relay messages. Public only so that the fuzz target (`fuzz/`) and the
@@ -27,5 +28,6 @@ pub use node::Delivery;
 pub use relay::MAX_UNAUTHENTICATED;
 pub use secure::Preamble;
 pub use sequencer::SequencerLimits;
+pub use sockets::{BindError, GossipSocket, Sockets};
 pub use stamp::{OrderKey, Origin, Stamp, Stamped};
 pub use view::{ClusterStats, ClusterView, MemberView};

@@ -51,22 +51,31 @@ impl Server {
 
     /// A single node, or a cluster member when the settings have seeds: joins
     /// gossip, opens relay links and feeds the ordered cluster log to the hub.
+    /// The cluster binds `gossip_listen` and `relay_listen` itself.
     pub async fn start(settings: Settings) -> Result<Self, hubbub_cluster::ClusterError> {
-        Self::start_with_relay(settings, None).await
+        Self::start_with(settings, None).await
     }
 
-    /// As [`start`](Self::start), on a relay listener the caller bound (tests
-    /// bind their own rather than have the cluster bind `relay_listen`).
-    pub async fn start_with_relay(
+    /// As [`start`](Self::start), on cluster sockets the caller bound (tests
+    /// bind port 0 and configure the addresses they got, rather than guess
+    /// free ports). Without cluster settings the sockets are dropped.
+    pub async fn start_on(
         settings: Settings,
-        relay: Option<TcpListener>,
+        sockets: hubbub_cluster::Sockets,
+    ) -> Result<Self, hubbub_cluster::ClusterError> {
+        Self::start_with(settings, Some(sockets)).await
+    }
+
+    async fn start_with(
+        settings: Settings,
+        sockets: Option<hubbub_cluster::Sockets>,
     ) -> Result<Self, hubbub_cluster::ClusterError> {
         let Some(cluster_config) = settings.cluster.clone() else {
             return Ok(Self::new(settings));
         };
         let (hub, metrics) = start_hub(&settings);
-        let (cluster, ordered) = match relay {
-            Some(relay) => hubbub_cluster::Cluster::start_on(cluster_config, relay).await?,
+        let (cluster, ordered) = match sockets {
+            Some(sockets) => hubbub_cluster::Cluster::start_on(cluster_config, sockets).await?,
             None => hubbub_cluster::Cluster::start(cluster_config).await?,
         };
         let (delivered_tx, delivered) = tokio::sync::watch::channel(0);

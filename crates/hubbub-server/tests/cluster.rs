@@ -15,8 +15,8 @@ use hubbub_cluster::{Origin, Stamp, Stamped};
 use hubbub_proto::Update;
 use hubbub_server::ConfigError;
 use hubbub_testkit::{
-    CLUSTER_WAIT, Collector, Config, FaultProxy, MemberAddrs, StatusCode, TestCluster, TestHub,
-    WAIT, get, member_config, member_configs, publish,
+    CLUSTER_WAIT, Collector, Config, FaultProxy, MemberAddrs, NewMember, StatusCode, TestCluster,
+    TestHub, WAIT, get, member_config, new_members, publish,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -101,16 +101,17 @@ async fn collectors(cluster: &TestCluster) -> Vec<Collector> {
     out
 }
 
-/// Configs for `n` members whose relay ports sit behind fault proxies.
-async fn proxied_configs(n: usize) -> (Vec<Config>, Vec<FaultProxy>) {
-    let mut configs = member_configs(n);
+/// `n` members whose relay listeners (already bound) sit behind fault
+/// proxies: each advertises its proxy's address.
+async fn proxied_members(n: usize) -> (Vec<NewMember>, Vec<FaultProxy>) {
+    let mut members = new_members(n).await;
     let mut proxies = Vec::new();
-    for c in &mut configs {
-        let proxy = FaultProxy::start(c.relay_listen).await;
-        c.relay_advertise = Some(proxy.addr.to_string());
+    for m in &mut members {
+        let proxy = FaultProxy::start(m.config.relay_listen).await;
+        m.config.relay_advertise = Some(proxy.addr.to_string());
         proxies.push(proxy);
     }
-    (configs, proxies)
+    (members, proxies)
 }
 
 #[tokio::test]
@@ -306,10 +307,9 @@ async fn a_late_joiner_replays_the_history_in_cluster_order() {
     let history = publish_concurrently(&hubs, series).await;
     let reference = witness.wait_len(history.len(), EVENTS_WAIT).await;
 
-    let mut seeds = cluster.seeds();
-    let addrs = MemberAddrs::pick();
-    seeds.push(addrs.gossip);
-    let late = cluster.join(member_config("n5", addrs, &seeds)).await;
+    let late = cluster
+        .join(NewMember::bind("n5", &cluster.seeds()).await)
+        .await;
     cluster.wait_mesh().await;
 
     let from_start = Collector::subscribe(cluster.node(late), &[TOPIC], Some("earliest")).await;
@@ -340,8 +340,8 @@ async fn a_late_joiner_replays_the_history_in_cluster_order() {
 
 #[tokio::test]
 async fn cut_relay_links_lose_nothing_and_the_vectors_converge() {
-    let (configs, proxies) = proxied_configs(3).await;
-    let mut cluster = TestCluster::start_with(configs).await;
+    let (members, proxies) = proxied_members(3).await;
+    let mut cluster = TestCluster::start_with(members).await;
     let subs = collectors(&cluster).await;
     let hubs: Vec<&TestHub> = (0..3).map(|i| cluster.node(i)).collect();
     let mut all = Vec::new();
@@ -405,8 +405,8 @@ async fn cut_relay_links_lose_nothing_and_the_vectors_converge() {
 
 #[tokio::test]
 async fn slow_and_frozen_links_keep_order_then_heal_without_loss() {
-    let (configs, proxies) = proxied_configs(3).await;
-    let mut cluster = TestCluster::start_with(configs).await;
+    let (members, proxies) = proxied_members(3).await;
+    let mut cluster = TestCluster::start_with(members).await;
     let subs = collectors(&cluster).await;
     let hubs: Vec<&TestHub> = (0..3).map(|i| cluster.node(i)).collect();
 
@@ -448,15 +448,9 @@ async fn a_node_with_another_secret_cannot_get_updates_in() {
     let mut cluster = TestCluster::start(3).await;
     let subs = collectors(&cluster).await;
 
-    let mut seeds = cluster.seeds();
-    let addrs = MemberAddrs::pick();
-    seeds.push(addrs.gossip);
-    let intruder = cluster
-        .join(Config {
-            cluster_secret: Some("not-the-cluster-secret".into()),
-            ..member_config("intruder", addrs, &seeds)
-        })
-        .await;
+    let mut intruder = NewMember::bind("intruder", &cluster.seeds()).await;
+    intruder.config.cluster_secret = Some("not-the-cluster-secret".into());
+    let intruder = cluster.join(intruder).await;
     // Gossip is open (documented): the intruder shows up as a member, but every
     // relay link it dials is refused.
     hubbub_testkit::eventually(CLUSTER_WAIT, "relay links refused", || async {
@@ -504,10 +498,16 @@ async fn a_node_with_another_secret_cannot_get_updates_in() {
 
 #[test]
 fn a_cluster_without_a_secret_does_not_start() {
-    let addrs = MemberAddrs::pick();
+    // Never started: addresses nothing binds (validation alone refuses it).
+    let any = SocketAddr::from(([127, 0, 0, 1], 0));
+    let addrs = MemberAddrs {
+        http: any,
+        gossip: any,
+        relay: any,
+    };
     let config = Config {
         cluster_secret: None,
-        ..member_config("n1", addrs, &[addrs.gossip])
+        ..member_config("n1", addrs, &[any])
     };
     assert!(matches!(
         config.settings(),
@@ -626,11 +626,11 @@ async fn strangers_on_the_relay_port_are_refused_and_the_node_stays_healthy() {
 
 #[tokio::test]
 async fn a_gap_no_peer_can_fill_is_counted_as_lost_and_delivery_goes_on() {
-    let (mut configs, proxies) = proxied_configs(3).await;
-    for c in &mut configs {
-        c.cluster_log_size = 10;
+    let (mut members, proxies) = proxied_members(3).await;
+    for m in &mut members {
+        m.config.cluster_log_size = 10;
     }
-    let mut cluster = TestCluster::start_with(configs).await;
+    let mut cluster = TestCluster::start_with(members).await;
     let subs = collectors(&cluster).await;
 
     // n3 hears nothing while n1 publishes three times what anyone retains.
@@ -774,8 +774,8 @@ async fn an_idle_cluster_only_sends_keepalive_watermarks() {
 /// and no longer, even though nothing arrives from it to wake the engine.
 #[tokio::test]
 async fn a_silent_peer_holds_delivery_only_for_order_wait() {
-    let (configs, proxies) = proxied_configs(2).await;
-    let mut cluster = TestCluster::start_with(configs).await;
+    let (members, proxies) = proxied_members(2).await;
+    let mut cluster = TestCluster::start_with(members).await;
     let mut sub = cluster.node(0).subscribe(&[TOPIC]).await;
     // Both relay directions: n2 neither sends nor gets anything, so not even
     // its gossiped vector changes to wake n1.
@@ -802,13 +802,13 @@ async fn a_silent_peer_holds_delivery_only_for_order_wait() {
 /// another node without loss or repeat.
 #[tokio::test]
 async fn a_node_leaving_gracefully_holds_nobody_back() {
-    let mut configs = member_configs(3);
-    for c in &mut configs {
+    let mut members = new_members(3).await;
+    for m in &mut members {
         // Slow failure detection too (~1.5-3 s), so that a hold shows.
-        c.order_wait = Duration::from_secs(5);
-        c.gossip_interval = Duration::from_millis(300);
+        m.config.order_wait = Duration::from_secs(5);
+        m.config.gossip_interval = Duration::from_millis(300);
     }
-    let mut cluster = TestCluster::start_with(configs).await;
+    let mut cluster = TestCluster::start_with(members).await;
     let staying = Collector::subscribe(cluster.node(2), &[TOPIC], None).await;
     let mut leaving_sub = cluster.node(1).subscribe(&[TOPIC]).await;
     let before = ids("before", 5);
@@ -912,8 +912,8 @@ async fn unauthenticated_relay_connections_are_bounded() {
 /// everything arrives once, intact.
 #[tokio::test]
 async fn relay_traffic_is_sealed_against_readers_and_tamperers() {
-    let (configs, proxies) = proxied_configs(2).await;
-    let mut cluster = TestCluster::start_with(configs).await;
+    let (members, proxies) = proxied_members(2).await;
+    let mut cluster = TestCluster::start_with(members).await;
     let sub = Collector::subscribe(cluster.node(1), &[TOPIC], None).await;
     let marker = "top-secret-payload-6c1f0e";
     cluster
@@ -966,10 +966,10 @@ async fn relay_traffic_is_sealed_against_readers_and_tamperers() {
 /// `local` answers at once either way.
 #[tokio::test]
 async fn replicated_publish_acks_wait_for_a_peer() {
-    let (mut configs, proxies) = proxied_configs(2).await;
-    configs[0].publish_ack = hubbub_server::config::PublishAck::Replicated;
-    configs[0].publish_ack_timeout = Duration::from_millis(700);
-    let mut cluster = TestCluster::start_with(configs).await;
+    let (mut members, proxies) = proxied_members(2).await;
+    members[0].config.publish_ack = hubbub_server::config::PublishAck::Replicated;
+    members[0].config.publish_ack_timeout = Duration::from_millis(700);
+    let mut cluster = TestCluster::start_with(members).await;
     let sub = Collector::subscribe(cluster.node(1), &[TOPIC], None).await;
     let n1 = cluster.node(0);
     let ok = n1.publish(&[("topic", TOPIC), ("id", "acked-1")]).await;
@@ -1014,8 +1014,8 @@ async fn replicated_publish_acks_wait_for_a_peer() {
 /// catch-up as live updates (duplicates: found by the chaos suite).
 #[tokio::test]
 async fn resuming_on_a_node_still_catching_up_gets_nothing_twice() {
-    let (configs, proxies) = proxied_configs(3).await;
-    let mut cluster = TestCluster::start_with(configs).await;
+    let (members, proxies) = proxied_members(3).await;
+    let mut cluster = TestCluster::start_with(members).await;
     let sub = Collector::subscribe(cluster.node(1), &[TOPIC], None).await;
     let before = ids("before", 50);
     publish_ids(cluster.node(0), &before).await;

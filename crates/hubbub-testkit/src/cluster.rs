@@ -1,15 +1,17 @@
 //! N-node clusters in one process: real UDP gossip, real TCP relay links, real
-//! HTTP. [`TestCluster`] picks loopback ports, starts, stops and restarts
-//! members and reads their `/cluster` views; [`Collector`] records what one
-//! subscriber receives; [`FaultProxy`] is a TCP forwarder that can cut, freeze
-//! or slow the relay links that go through it.
+//! HTTP. [`TestCluster`] starts members on sockets bound at port 0 beforehand
+//! ([`MemberSockets`]), stops and restarts them and reads their `/cluster`
+//! views; [`Collector`] records what one subscriber receives; [`FaultProxy`]
+//! is a TCP forwarder that can cut, freeze or slow the relay links that go
+//! through it.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{SocketAddr, TcpListener as StdTcpListener, UdpSocket};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use hubbub_cluster::Sockets;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -30,68 +32,6 @@ pub const CLUSTER_SECRET: &str = "hubbub-test-cluster-secret";
 /// several gossip rounds, a 2 s join timeout and reconnect backoff, on a busy box.
 pub const CLUSTER_WAIT: Duration = Duration::from_secs(30);
 
-/// A free loopback TCP port (bound and released; see [`pick_port`]).
-pub fn free_tcp_addr() -> SocketAddr {
-    pick_port(|addr| StdTcpListener::bind(addr).map(drop))
-}
-
-/// A free loopback UDP port (bound and released; see [`pick_port`]).
-pub fn free_udp_addr() -> SocketAddr {
-    pick_port(|addr| UdpSocket::bind(addr).map(drop))
-}
-
-/// Member ports come from below the kernel's ephemeral range (32768-60999 by
-/// default). A port picked there and released before the node binds it can be
-/// taken in between only by another explicit pick, never by the kernel
-/// numbering some test's outgoing connection; with port 0 that happened when
-/// many cluster tests ran at once ("address already in use" for a relay port).
-const PICK_PORTS: std::ops::Range<u16> = 20_000..32_000;
-
-/// The first port of [`PICK_PORTS`] that binds and that no other test process
-/// has claimed, starting at a place of this process's own (tests run as
-/// separate processes) and moving on per pick.
-///
-/// Binding alone is not enough: between a pick and the node's bind, another
-/// process can pick the same (still free) port. So every pick also takes an
-/// advisory lock on a per-port file, held until this process exits (the
-/// kernel drops it then, also on a crash); other processes skip locked ports.
-fn pick_port(bind: impl Fn(SocketAddr) -> std::io::Result<()>) -> SocketAddr {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    static CLAIMS: Mutex<Vec<std::fs::File>> = Mutex::new(Vec::new());
-    let span = u64::from(PICK_PORTS.end - PICK_PORTS.start);
-    let seed = u64::from(std::process::id()).wrapping_mul(7_919)
-        + std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| u64::from(d.subsec_nanos()));
-    for _ in 0..span {
-        let offset = (seed + NEXT.fetch_add(1, Ordering::Relaxed) * 97) % span;
-        let port = PICK_PORTS.start + u16::try_from(offset).unwrap_or(0);
-        let Some(claim) = claim_port(port) else {
-            continue;
-        };
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        if bind(addr).is_ok() {
-            lock(&CLAIMS).push(claim);
-            return addr;
-        }
-    }
-    panic!("no free loopback port in {PICK_PORTS:?}");
-}
-
-/// An exclusive lock on `port`'s claim file, or `None` if another process holds it.
-fn claim_port(port: u16) -> Option<std::fs::File> {
-    let dir = std::env::temp_dir().join("hubbub-testkit-ports");
-    std::fs::create_dir_all(&dir).ok()?;
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(dir.join(port.to_string()))
-        .ok()?;
-    file.try_lock().ok()?;
-    Some(file)
-}
-
 /// The addresses of one member.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MemberAddrs {
@@ -101,20 +41,112 @@ pub struct MemberAddrs {
 }
 
 impl MemberAddrs {
-    /// Picks free loopback ports. They are released before the node binds them;
-    /// only another test's pick could take one in between (see [`pick_port`]).
-    pub fn pick() -> Self {
+    /// Where `config` says the member listens.
+    pub fn of(config: &Config) -> Self {
         Self {
-            http: free_tcp_addr(),
-            gossip: free_udp_addr(),
-            relay: free_tcp_addr(),
+            http: config.listen,
+            gossip: config.gossip_listen,
+            relay: config.relay_listen,
+        }
+    }
+}
+
+/// One member's sockets, bound before it starts: its config names their real
+/// addresses, so nothing is guessed (a port picked free and released before
+/// the node binds it can be taken in between by anything on the machine).
+#[derive(Debug)]
+pub struct MemberSockets {
+    pub http: TcpListener,
+    pub cluster: Sockets,
+}
+
+/// How long [`MemberSockets::rebind`] keeps trying.
+const REBIND_WAIT: Duration = Duration::from_secs(10);
+
+impl MemberSockets {
+    /// HTTP, gossip and relay sockets on `127.0.0.1:0` (the kernel picks).
+    pub async fn bind() -> Self {
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        Self::try_bind(MemberAddrs {
+            http: any,
+            gossip: any,
+            relay: any,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("loopback sockets on port 0: {e}"))
+    }
+
+    /// The addresses a stopped member had, bound again so that it comes back
+    /// where its peers knew it (known ports, not guesses). Retries for a
+    /// while: a port just released may still be held, e.g. by the kernel
+    /// lending it to an outgoing connection meanwhile.
+    pub async fn rebind(addrs: MemberAddrs) -> Self {
+        let deadline = Instant::now() + REBIND_WAIT;
+        loop {
+            match Self::try_bind(addrs).await {
+                Ok(sockets) => return sockets,
+                Err(_) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("cannot bind {addrs:?} again within {REBIND_WAIT:?}: {e}"),
+            }
+        }
+    }
+
+    async fn try_bind(addrs: MemberAddrs) -> Result<Self, String> {
+        let http = TcpListener::bind(addrs.http)
+            .await
+            .map_err(|e| format!("http {}: {e}", addrs.http))?;
+        let cluster = Sockets::bind(addrs.gossip, addrs.relay)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(Self { http, cluster })
+    }
+
+    /// The bound addresses.
+    pub fn addrs(&self) -> MemberAddrs {
+        MemberAddrs {
+            http: self
+                .http
+                .local_addr()
+                .expect("a bound listener has an address"),
+            gossip: self.cluster.gossip.local_addr(),
+            relay: self
+                .cluster
+                .relay
+                .local_addr()
+                .expect("a bound listener has an address"),
+        }
+    }
+}
+
+/// A member ready to start: its config (adjust it before starting) and the
+/// sockets it names.
+#[derive(Debug)]
+pub struct NewMember {
+    pub config: Config,
+    pub sockets: MemberSockets,
+}
+
+impl NewMember {
+    /// Binds fresh sockets and builds the [`member_config`] for them, seeded
+    /// with `seeds` and its own gossip address (for a member joining a
+    /// running cluster: pass [`TestCluster::seeds`]).
+    pub async fn bind(node_id: &str, seeds: &[SocketAddr]) -> Self {
+        let sockets = MemberSockets::bind().await;
+        let addrs = sockets.addrs();
+        let mut seeds = seeds.to_vec();
+        seeds.push(addrs.gossip);
+        Self {
+            config: member_config(node_id, addrs, &seeds),
+            sockets,
         }
     }
 }
 
 /// A member's config: [`crate::config`] (the test key, anonymous subscribers)
-/// plus the cluster settings: node id, ports, `seeds`, [`CLUSTER_SECRET`], a
-/// 50 ms gossip interval and a 500 ms `order_wait`.
+/// plus the cluster settings: node id, addresses, `seeds`, [`CLUSTER_SECRET`],
+/// a 50 ms gossip interval and a 500 ms `order_wait`.
 pub fn member_config(node_id: &str, addrs: MemberAddrs, seeds: &[SocketAddr]) -> Config {
     Config {
         listen: addrs.http,
@@ -130,14 +162,21 @@ pub fn member_config(node_id: &str, addrs: MemberAddrs, seeds: &[SocketAddr]) ->
     }
 }
 
-/// Configs for `n` members `n1..=nN`, each seeded with every member's gossip address.
-pub fn member_configs(n: usize) -> Vec<Config> {
-    let addrs: Vec<MemberAddrs> = (0..n).map(|_| MemberAddrs::pick()).collect();
-    let seeds: Vec<SocketAddr> = addrs.iter().map(|a| a.gossip).collect();
-    addrs
-        .iter()
+/// `n` members `n1..=nN`: every member's sockets are bound first, so each is
+/// seeded with every member's real gossip address.
+pub async fn new_members(n: usize) -> Vec<NewMember> {
+    let mut sockets = Vec::with_capacity(n);
+    for _ in 0..n {
+        sockets.push(MemberSockets::bind().await);
+    }
+    let seeds: Vec<SocketAddr> = sockets.iter().map(|s| s.addrs().gossip).collect();
+    sockets
+        .into_iter()
         .enumerate()
-        .map(|(i, a)| member_config(&format!("n{}", i + 1), *a, &seeds))
+        .map(|(i, sockets)| NewMember {
+            config: member_config(&format!("n{}", i + 1), sockets.addrs(), &seeds),
+            sockets,
+        })
         .collect()
 }
 
@@ -309,7 +348,7 @@ struct Member {
 
 /// Members of one cluster, addressed by index (`0` is `n1`). Stopped members
 /// keep their config, so [`TestCluster::restart`] brings them back on the same
-/// ports and node id with a new generation.
+/// addresses and node id with a new generation.
 pub struct TestCluster {
     members: Vec<Member>,
 }
@@ -327,34 +366,33 @@ impl std::fmt::Debug for TestCluster {
 }
 
 impl TestCluster {
-    /// `n` members from [`member_configs`], started and meshed.
+    /// `n` members from [`new_members`], started and meshed.
     pub async fn start(n: usize) -> Self {
-        Self::start_with(member_configs(n)).await
+        Self::start_with(new_members(n).await).await
     }
 
-    /// Starts every config and waits for the mesh ([`TestCluster::wait_mesh`]).
-    pub async fn start_with(configs: Vec<Config>) -> Self {
-        let cluster = Self::launch(configs).await;
+    /// Starts every member and waits for the mesh ([`TestCluster::wait_mesh`]).
+    pub async fn start_with(members: Vec<NewMember>) -> Self {
+        let cluster = Self::launch(members).await;
         cluster.wait_mesh().await;
         cluster
     }
 
-    /// Starts every config without waiting for anything.
-    pub async fn launch(configs: Vec<Config>) -> Self {
-        let mut members = Vec::with_capacity(configs.len());
-        for config in configs {
-            let hub = TestHub::start_cluster_member(config.clone()).await;
-            members.push(Member {
-                config,
-                hub: Some(hub),
-            });
+    /// Starts every member without waiting for anything.
+    pub async fn launch(members: Vec<NewMember>) -> Self {
+        let mut cluster = Self {
+            members: Vec::with_capacity(members.len()),
+        };
+        for member in members {
+            cluster.join(member).await;
         }
-        Self { members }
+        cluster
     }
 
     /// Starts one more member (not waiting for it); returns its index.
-    pub async fn join(&mut self, config: Config) -> usize {
-        let hub = TestHub::start_cluster_member(config.clone()).await;
+    pub async fn join(&mut self, member: NewMember) -> usize {
+        let NewMember { config, sockets } = member;
+        let hub = TestHub::start_cluster_member(config.clone(), sockets).await;
         self.members.push(Member {
             config,
             hub: Some(hub),
@@ -410,12 +448,14 @@ impl TestCluster {
         hub.shutdown().await.expect("the member stops cleanly");
     }
 
-    /// Starts a stopped member again: same config and ports, new generation.
-    /// Does not wait for it to catch up.
+    /// Starts a stopped member again: same config and addresses (bound again,
+    /// see [`MemberSockets::rebind`]), new generation. Does not wait for it
+    /// to catch up.
     pub async fn restart(&mut self, i: usize) {
         assert!(self.members[i].hub.is_none(), "member {i} is running");
         let config = self.members[i].config.clone();
-        self.members[i].hub = Some(TestHub::start_cluster_member(config).await);
+        let sockets = MemberSockets::rebind(MemberAddrs::of(&config)).await;
+        self.members[i].hub = Some(TestHub::start_cluster_member(config, sockets).await);
     }
 
     /// `GET /cluster` of member `i`.

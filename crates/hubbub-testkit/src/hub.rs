@@ -35,20 +35,17 @@ impl TestHub {
     }
 
     /// Starts a cluster member (a config with `seeds`) with
-    /// `Server::start_with_relay`, serving HTTP on `config.listen` and relay
-    /// links on `config.relay_listen` (port 0 picks one; a fixed port lets a
-    /// restarted node keep its address). Both listeners are bound here, so a
-    /// port the kernel picked is known before the node advertises it. Panics
-    /// if the config is invalid or a port cannot be bound. Returns at once:
-    /// the node may not be ready yet (see `/readyz` or [`crate::TestCluster`]).
-    pub async fn start_cluster_member(mut config: Config) -> Self {
-        let listener = bind(&mut config.listen).await;
-        let relay = bind(&mut config.relay_listen).await;
+    /// `Server::start_on`, serving HTTP on `sockets.http` and the cluster on
+    /// `sockets.cluster`. The sockets are bound before the config is written,
+    /// so it names their real addresses (see [`crate::MemberSockets`]).
+    /// Panics if the config is invalid. Returns at once: the node may not be
+    /// ready yet (see `/readyz` or [`crate::TestCluster`]).
+    pub async fn start_cluster_member(config: Config, sockets: crate::MemberSockets) -> Self {
         let settings = config.settings().expect("the test config is valid");
-        let server = Server::start_with_relay(settings, Some(relay))
+        let server = Server::start_on(settings, sockets.cluster)
             .await
             .unwrap_or_else(|e| panic!("the cluster member starts: {e}"));
-        Self::serve(server, listener, &config)
+        Self::serve(server, sockets.http, &config)
     }
 
     fn serve(server: Server, listener: TcpListener, config: &Config) -> Self {
@@ -175,18 +172,6 @@ pub fn metric_value(text: &str, series: &str) -> Option<f64> {
         let (name, value) = l.rsplit_once(' ')?;
         (name == series).then(|| value.parse().ok())?
     })
-}
-
-/// Binds `addr` and replaces it with what was bound (port 0 becomes the
-/// kernel's pick), so the node advertises the address it really listens on.
-async fn bind(addr: &mut SocketAddr) -> TcpListener {
-    let listener = TcpListener::bind(*addr)
-        .await
-        .unwrap_or_else(|e| panic!("cannot bind {addr}: {e}"));
-    *addr = listener
-        .local_addr()
-        .expect("a bound listener has an address");
-    listener
 }
 
 #[cfg(test)]

@@ -18,8 +18,8 @@ mod token;
 use std::time::Duration;
 
 pub use cluster::{
-    CLUSTER_WAIT, Collector, FaultProxy, MemberAddrs, ProxyMode, TestCluster, View, member_config,
-    member_configs,
+    CLUSTER_WAIT, Collector, FaultProxy, MemberAddrs, MemberSockets, NewMember, ProxyMode,
+    TestCluster, View, member_config, new_members,
 };
 pub use http::{HttpResponse, client, encode_form, get, publish, send, subscribe_url};
 pub use hub::{TestHub, metric_value};

@@ -46,6 +46,11 @@ pub async fn run(bin: &str, args: &[&str]) -> Output {
 pub struct HubProcess {
     /// Where it serves HTTP, as its `listening` log line says.
     pub addr: SocketAddr,
+    /// Where a cluster member listens for gossip, as its `cluster node
+    /// started` line says (the bound address: with port 0, the kernel's pick).
+    pub gossip: Option<SocketAddr>,
+    /// Where a cluster member listens for relay links (same line).
+    pub relay: Option<SocketAddr>,
     child: Child,
     stderr: Arc<Mutex<Vec<String>>>,
 }
@@ -59,6 +64,19 @@ impl HubProcess {
 
     /// [`serve`](Self::serve) with these environment variables set.
     pub async fn serve_with_env(bin: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::try_serve_with_env(bin, args, env)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`serve_with_env`](Self::serve_with_env), but a process that exits
+    /// before it listens is an `Err` (with its exit status and stderr), for
+    /// callers that retry (e.g. a port still held after a restart).
+    pub async fn try_serve_with_env(
+        bin: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Self, String> {
         let mut all = vec!["serve"];
         all.extend_from_slice(args);
         let mut child = command(bin, &all)
@@ -77,12 +95,20 @@ impl HubProcess {
                 }
             }
         });
-        let addr = wait_listening(&mut child, &stderr).await;
-        Self {
+        let addr = wait_listening(&mut child, &stderr).await?;
+        // The cluster starts (and logs) before the server listens.
+        let cluster = |field| {
+            lock(&stderr)
+                .iter()
+                .find_map(|l| logged_addr(l, "cluster node started", field))
+        };
+        Ok(Self {
             addr,
+            gossip: cluster("gossip"),
+            relay: cluster("relay"),
             child,
             stderr,
-        }
+        })
     }
 
     /// `http://ADDR`.
@@ -132,15 +158,23 @@ impl HubProcess {
     }
 }
 
-async fn wait_listening(child: &mut Child, stderr: &Mutex<Vec<String>>) -> SocketAddr {
+async fn wait_listening(
+    child: &mut Child,
+    stderr: &Mutex<Vec<String>>,
+) -> Result<SocketAddr, String> {
     let deadline = Instant::now() + WAIT;
     loop {
-        if let Some(addr) = lock(stderr).iter().find_map(|l| listening_addr(l)) {
-            return addr;
+        if let Some(addr) = lock(stderr)
+            .iter()
+            .find_map(|l| logged_addr(l, "listening", "addr"))
+        {
+            return Ok(addr);
         }
         let logs = || lock(stderr).join("\n");
         if let Ok(Some(status)) = child.try_wait() {
-            panic!("hubbub serve exited with {status}: {}", logs());
+            // Let the reader catch the last lines (why it exited).
+            sleep(Duration::from_millis(50)).await;
+            return Err(format!("hubbub serve exited with {status}: {}", logs()));
         }
         assert!(
             Instant::now() < deadline,
@@ -151,13 +185,15 @@ async fn wait_listening(child: &mut Child, stderr: &Mutex<Vec<String>>) -> Socke
     }
 }
 
-/// `... listening addr=127.0.0.1:PORT ...`, with or without ANSI colours.
-fn listening_addr(line: &str) -> Option<SocketAddr> {
+/// The address in `field=ADDR` of a log line with `message`, with or
+/// without ANSI colours: `... listening addr=127.0.0.1:PORT ...`.
+fn logged_addr(line: &str, message: &str, field: &str) -> Option<SocketAddr> {
     let plain = strip_ansi(line);
-    if !plain.contains("listening") {
+    if !plain.contains(message) {
         return None;
     }
-    let rest = &plain[plain.find("addr=")? + 5..];
+    let key = format!(" {field}=");
+    let rest = &plain[plain.find(&key)? + key.len()..];
     rest.split_whitespace().next()?.parse().ok()
 }
 
@@ -184,15 +220,35 @@ mod tests {
 
     #[test]
     fn listening_lines() {
+        let listening = |l| logged_addr(l, "listening", "addr");
         let colored = "\u{1b}[2m2024\u{1b}[0m \u{1b}[32m INFO\u{1b}[0m listening \u{1b}[3maddr\u{1b}[0m\u{1b}[2m=\u{1b}[0m127.0.0.1:4242 max_connections=10";
         assert_eq!(
-            listening_addr(colored),
+            listening(colored),
             Some("127.0.0.1:4242".parse().expect("an address"))
         );
         assert_eq!(
-            listening_addr("INFO listening addr=[::1]:80"),
+            listening("INFO listening addr=[::1]:80"),
             Some("[::1]:80".parse().expect("an address"))
         );
-        assert_eq!(listening_addr("INFO stopped addr=127.0.0.1:1"), None);
+        assert_eq!(listening("INFO stopped addr=127.0.0.1:1"), None);
+    }
+
+    #[test]
+    fn cluster_lines() {
+        let line = "INFO hubbub_cluster::cluster: cluster node started node=n1/7 gossip=127.0.0.1:5 relay=127.0.0.1:6 gossip_advertise=10.0.0.1:5 relay_advertise=h:6";
+        let field = |f| logged_addr(line, "cluster node started", f);
+        assert_eq!(
+            field("gossip"),
+            Some("127.0.0.1:5".parse().expect("an address"))
+        );
+        assert_eq!(
+            field("relay"),
+            Some("127.0.0.1:6".parse().expect("an address"))
+        );
+        assert_eq!(
+            field("gossip_advertise"),
+            Some("10.0.0.1:5".parse().expect("an address"))
+        );
+        assert_eq!(logged_addr(line, "listening", "gossip"), None);
     }
 }

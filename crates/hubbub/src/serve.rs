@@ -13,11 +13,21 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     crate::logging::init(args.log_format);
     let mut config = args.config()?;
     advertise::fill_in(&mut config);
-    let settings = config.settings()?;
+    let mut settings = config.settings()?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
+    // The HTTP address other members show for us is the bound one (it differs
+    // from `listen` with port 0). Gossip and relay ports get the same
+    // treatment when the cluster binds them.
+    if let Some(http) = settings
+        .cluster
+        .as_mut()
+        .and_then(|c| c.http_advertise.as_mut())
+    {
+        *http = addr.to_string();
+    }
     if config.dev && config.jwt_key.is_none() {
         print_dev_banner(addr)?;
     }

@@ -18,10 +18,19 @@ const TOPIC: &str = "https://example.com/cluster/processes";
 const DEV_KEY: &str = hubbub_server::DEV_JWT_KEY;
 const SECRET: &str = "process-test-cluster-secret";
 
-/// One member's fixed addresses and arguments; it can be (re)started any time.
+/// A seed for the first node, where nothing listens (port 1 is privileged;
+/// no test binds it): seeds are what makes a node a cluster member, and no
+/// other member's address is known before the first one has started.
+const NO_SEED: &str = "127.0.0.1:1";
+/// How long a restart keeps trying to bind the addresses it had.
+const REBIND_WAIT: Duration = Duration::from_secs(10);
+
+/// One member. Its first start binds port 0 everywhere; it then keeps the
+/// addresses it reported, so a restart comes back where its peers knew it.
 struct Node {
     id: String,
-    addrs: MemberAddrs,
+    /// Known once started (from its log).
+    addrs: Option<MemberAddrs>,
     seeds: String,
     process: Option<HubProcess>,
     /// What earlier (killed) runs logged, for failure messages.
@@ -31,35 +40,72 @@ struct Node {
 }
 
 impl Node {
-    fn new(id: &str, seeds: &str, addrs: MemberAddrs) -> Self {
+    fn new(id: &str) -> Self {
         Self {
             id: id.to_owned(),
-            addrs,
-            seeds: seeds.to_owned(),
+            addrs: None,
+            seeds: NO_SEED.to_owned(),
             process: None,
             earlier_logs: String::new(),
             extra: Vec::new(),
         }
     }
 
-    /// Starts `hubbub serve` and waits until it listens.
+    /// Starts `hubbub serve` and waits until it listens: on port 0 the first
+    /// time (then records what it bound), on its known addresses afterwards
+    /// (retrying while a port is still held).
     async fn start(&mut self) {
         assert!(self.process.is_none(), "{} is running", self.id);
+        let Some(addrs) = self.addrs else {
+            let any = "127.0.0.1:0".to_owned();
+            let process = HubProcess::serve(BIN, &self.args(&any, &any, &any)).await;
+            let logs = || process.stderr();
+            self.addrs = Some(MemberAddrs {
+                http: process.addr,
+                gossip: process
+                    .gossip
+                    .unwrap_or_else(|| panic!("no gossip address logged: {}", logs())),
+                relay: process
+                    .relay
+                    .unwrap_or_else(|| panic!("no relay address logged: {}", logs())),
+            });
+            self.process = Some(process);
+            return;
+        };
         let (http, gossip, relay) = (
-            self.addrs.http.to_string(),
-            self.addrs.gossip.to_string(),
-            self.addrs.relay.to_string(),
+            addrs.http.to_string(),
+            addrs.gossip.to_string(),
+            addrs.relay.to_string(),
         );
+        let args = self.args(&http, &gossip, &relay);
+        let deadline = tokio::time::Instant::now() + REBIND_WAIT;
+        let mut failed = String::new();
+        let process = loop {
+            match HubProcess::try_serve_with_env(BIN, &args, &[]).await {
+                Ok(process) => break process,
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    failed += &e;
+                    failed.push('\n');
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("{} did not start again on {addrs:?}: {e}", self.id),
+            }
+        };
+        self.earlier_logs += &failed;
+        self.process = Some(process);
+    }
+
+    fn args<'a>(&'a self, http: &'a str, gossip: &'a str, relay: &'a str) -> Vec<&'a str> {
         let mut args = vec![
             "--dev",
             "--listen",
-            &http,
+            http,
             "--node-id",
             &self.id,
             "--gossip-listen",
-            &gossip,
+            gossip,
             "--relay-listen",
-            &relay,
+            relay,
             "--seeds",
             &self.seeds,
             "--cluster-secret",
@@ -70,7 +116,12 @@ impl Node {
             "500ms",
         ];
         args.extend(&self.extra);
-        self.process = Some(HubProcess::serve(BIN, &args).await);
+        args
+    }
+
+    fn addrs(&self) -> MemberAddrs {
+        self.addrs
+            .unwrap_or_else(|| panic!("{} has not started yet", self.id))
     }
 
     /// SIGKILL: no drain, no goodbye to the cluster.
@@ -81,7 +132,7 @@ impl Node {
     }
 
     fn base(&self) -> String {
-        format!("http://{}", self.addrs.http)
+        format!("http://{}", self.addrs().http)
     }
 
     fn url(&self) -> String {
@@ -100,6 +151,37 @@ impl Node {
         let current = self.process.as_ref().map(HubProcess::stderr);
         format!("{}{}", self.earlier_logs, current.unwrap_or_default())
     }
+}
+
+/// `n1..=nN`, started one after the other on ports the kernel picks: the
+/// first seeded with [`NO_SEED`], each next one with the gossip addresses of
+/// those already running (it announces itself to them). Then every node's
+/// seeds name all members, for restarts.
+async fn start_nodes(n: usize, configure: impl Fn(&mut Node)) -> Vec<Node> {
+    let mut nodes: Vec<Node> = Vec::with_capacity(n);
+    for i in 0..n {
+        let mut node = Node::new(&format!("n{}", i + 1));
+        if !nodes.is_empty() {
+            node.seeds = gossip_addrs(&nodes);
+        }
+        configure(&mut node);
+        node.start().await;
+        nodes.push(node);
+    }
+    let all = gossip_addrs(&nodes);
+    for node in &mut nodes {
+        node.seeds.clone_from(&all);
+    }
+    nodes
+}
+
+/// The gossip addresses of `nodes`, as a `--seeds` value.
+fn gossip_addrs(nodes: &[Node]) -> String {
+    nodes
+        .iter()
+        .map(|n| n.addrs().gossip.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn base_urls(nodes: &[Node]) -> Vec<String> {
@@ -154,20 +236,7 @@ fn assert_exactly(node: &str, got: &[String], expected: &[String]) {
 
 #[tokio::test]
 async fn three_processes_share_one_order_and_survive_a_kill_9() {
-    let addrs: Vec<_> = (0..3).map(|_| MemberAddrs::pick()).collect();
-    let seeds = addrs
-        .iter()
-        .map(|a| a.gossip.to_string())
-        .collect::<Vec<_>>()
-        .join(",");
-    let mut nodes: Vec<Node> = addrs
-        .iter()
-        .enumerate()
-        .map(|(i, a)| Node::new(&format!("n{}", i + 1), &seeds, *a))
-        .collect();
-    for n in &mut nodes {
-        n.start().await;
-    }
+    let mut nodes = start_nodes(3, |_| {}).await;
     wait_mesh(&nodes).await;
 
     let mut subs = Vec::new();
@@ -254,17 +323,12 @@ async fn three_processes_share_one_order_and_survive_a_kill_9() {
 /// publishes): some peer already held it.
 #[tokio::test]
 async fn replicated_acks_survive_a_kill_9_of_the_publishing_node() {
-    let addrs: Vec<_> = (0..2).map(|_| MemberAddrs::pick()).collect();
-    let seeds = format!("{},{}", addrs[0].gossip, addrs[1].gossip);
-    let mut nodes: Vec<Node> = addrs
-        .iter()
-        .enumerate()
-        .map(|(i, a)| Node::new(&format!("n{}", i + 1), &seeds, *a))
-        .collect();
-    nodes[0].extra = vec!["--publish-ack", "replicated"];
-    for n in &mut nodes {
-        n.start().await;
-    }
+    let mut nodes = start_nodes(2, |n| {
+        if n.id == "n1" {
+            n.extra = vec!["--publish-ack", "replicated"];
+        }
+    })
+    .await;
     wait_mesh(&nodes).await;
     let witness = nodes[1].subscribe(None).await;
 
@@ -303,13 +367,13 @@ async fn replicated_acks_survive_a_kill_9_of_the_publishing_node() {
 /// however many datagrams arrive, and the node stays healthy.
 #[tokio::test]
 async fn garbage_gossip_datagrams_cannot_flood_the_log() {
-    let addrs = MemberAddrs::pick();
-    let mut node = Node::new("n1", &addrs.gossip.to_string(), addrs);
+    let mut node = Node::new("n1");
     node.start().await;
+    let gossip = node.addrs().gossip;
     let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("a UDP socket");
     for i in 0..300u32 {
         let garbage = [0xde, 0xad, 0xbe, 0xef, (i % 251) as u8, 7, 7, 7];
-        socket.send_to(&garbage, addrs.gossip).expect("send");
+        socket.send_to(&garbage, gossip).expect("send");
     }
     let health = hubbub_testkit::get(&format!("{}/healthz", node.base())).await;
     assert_eq!(health.status, StatusCode::OK);
