@@ -190,13 +190,25 @@ impl Hub {
         Ok(published)
     }
 
-    /// How far the stream writers are behind the dispatchers: the median
+    /// How far the stream writers are behind the publishers: the median
     /// number of frames waiting in the queues of a sample of the subscribers
-    /// the latest updates went to (all shards together). Slow consumers
+    /// the latest updates went to (all shards together), plus the updates a
+    /// dispatcher has yet to fan out. Slow consumers
     /// do not move it unless they are the majority (their own queue bound
     /// handles them); it grows when the writers as a whole cannot keep up,
     /// e.g. when the CPU is saturated.
     pub fn fanout_backlog(&self) -> usize {
+        // Updates a dispatcher has not fanned out yet are frames every one of
+        // its subscribers is still to get: a dispatcher that falls behind
+        // would otherwise hide the backlog until it catches up and fills
+        // every queue at once.
+        let undispatched = self
+            .inner
+            .senders
+            .iter()
+            .map(|tx| tx.max_capacity() - tx.capacity())
+            .max()
+            .unwrap_or(0);
         let mut depths = Vec::new();
         for shard in self.inner.shards.iter() {
             shard.sample_depths(&mut depths);
@@ -205,7 +217,7 @@ impl Hub {
             return 0;
         }
         let middle = depths.len() / 2;
-        *depths.select_nth_unstable(middle).1
+        *depths.select_nth_unstable(middle).1 + undispatched
     }
 
     /// Waits (up to `limit`) until the fan-out backlog is at most an eighth of

@@ -514,6 +514,19 @@ async fn the_backlog_is_what_most_queues_hold_and_slows_publishers() {
     let mut probe = hub.subscribe(request(&["t"], Resume::Live)).unwrap();
     publish_and_read(&hub, 20, std::slice::from_mut(&mut probe)).await;
     assert_eq!(hub.fanout_backlog(), 20);
+    // Updates the dispatchers have not fanned out yet (this runtime has one
+    // thread: they run only when the test yields) count as frames to come.
+    let idle_hub = hub.clone();
+    let sent = (20..30)
+        .map(|i| idle_hub.publish(update(&format!("u{i}"), &["t"])).is_ok())
+        .filter(|ok| *ok)
+        .count();
+    assert_eq!(sent, 10);
+    assert_eq!(hub.fanout_backlog(), 30);
+    for i in 20..30 {
+        assert_eq!(next_id(&mut probe).await, format!("u{i}"));
+    }
+    assert_eq!(hub.fanout_backlog(), 30, "now queued instead");
     // Over an eighth of 80: a publisher waits, and is refused after its limit.
     let started = Instant::now();
     assert!(!hub.fanout_room(Duration::from_millis(50)).await);
@@ -524,7 +537,7 @@ async fn the_backlog_is_what_most_queues_hold_and_slows_publishers() {
         async move { hub.fanout_room(Duration::from_secs(5)).await }
     });
     for sub in &mut idle {
-        for i in 0..20 {
+        for i in 0..30 {
             assert_eq!(next_id(sub).await, format!("u{i}"));
         }
     }

@@ -75,6 +75,8 @@ pub struct Metrics {
     pub queue_depth: Histogram,
     pub history_entries: IntGauge,
     pub history_bytes: IntGauge,
+    /// The hub's fan-out backlog as the last publish saw it.
+    pub fanout_backlog: IntGauge,
     pub rejected: IntCounterVec,
     pub reloads: IntCounterVec,
     cluster: ClusterMetrics,
@@ -273,6 +275,11 @@ impl Metrics {
                 .expect("valid"),
             history_bytes: IntGauge::new("history_bytes", "Bytes of encoded updates retained.")
                 .expect("valid"),
+            fanout_backlog: IntGauge::new(
+                "fanout_backlog",
+                "Median frames waiting in a sample of the latest updates' subscriber queues, as the last publish saw it.",
+            )
+            .expect("valid"),
             rejected: IntCounterVec::new(
                 Opts::new("requests_rejected_total", "Requests refused, by reason."),
                 &["reason"],
@@ -302,6 +309,7 @@ impl Metrics {
             Box::new(self.queue_depth.clone()),
             Box::new(self.history_entries.clone()),
             Box::new(self.history_bytes.clone()),
+            Box::new(self.fanout_backlog.clone()),
             Box::new(self.rejected.clone()),
             Box::new(self.reloads.clone()),
         ];

@@ -62,6 +62,9 @@ impl AppState {
         let busy =
             |msg: String, reason| ApiError::new(reason, msg).retry_after(Duration::from_secs(1));
         let wait = self.settings.load().limits.fanout_wait;
+        self.metrics
+            .fanout_backlog
+            .set(i64::try_from(self.hub.fanout_backlog()).unwrap_or(i64::MAX));
         if !self.hub.fanout_room(wait).await {
             return Err(busy(
                 format!(
