@@ -410,3 +410,251 @@ async fn stream_to(
         }
     }
 }
+
+/// Links over real loopback sockets, one end at a time: the engine on either
+/// side is a stand-in that answers `Have` and hands messages to the test.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hubbub_proto::Update;
+
+    const WAIT: Duration = Duration::from_secs(5);
+
+    fn ctx(node: &str, secret: &[u8], interval: Duration) -> RelayCtx {
+        let me = Origin::new(node, 1);
+        RelayCtx {
+            local: LocalOrigin::new(me.clone(), 64),
+            me,
+            cluster: "relay-test".into(),
+            psk: secure::psk(secret),
+            watermark_interval: interval,
+            watermark_keepalive: Duration::from_secs(30),
+            stats: Arc::default(),
+            bind_ip: None,
+        }
+    }
+
+    fn stamp(ctx: &RelayCtx, id: &str) -> Arc<crate::stamp::Stamped> {
+        let update = Update {
+            id: id.into(),
+            topics: vec!["t".into()],
+            data: id.into(),
+            private: false,
+            event_type: None,
+            retry: None,
+        };
+        ctx.local.stamp(update, drop).expect("not sealed")
+    }
+
+    /// The listening end: what arrives, from whom.
+    struct Listening {
+        addr: String,
+        msgs: mpsc::Receiver<(Origin, Msg)>,
+        cancel: CancellationToken,
+    }
+
+    impl Drop for Listening {
+        fn drop(&mut self) {
+            self.cancel.cancel();
+        }
+    }
+
+    impl Listening {
+        /// Listens with `ctx`; the peer is told we hold its origin up to `have`.
+        async fn start(ctx: RelayCtx, have: u64) -> Self {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap().to_string();
+            let (inbound_tx, mut inbound) = mpsc::channel(64);
+            let (msgs_tx, msgs) = mpsc::channel(1024);
+            let cancel = CancellationToken::new();
+            tokio::spawn(listen(listener, ctx, inbound_tx, cancel.clone()));
+            tokio::spawn(async move {
+                while let Some(event) = inbound.recv().await {
+                    match event {
+                        Inbound::Have { reply, .. } => {
+                            let _ = reply.send(have);
+                        }
+                        Inbound::Msg { from, msg } => {
+                            if msgs_tx.send((from, msg)).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            });
+            Self { addr, msgs, cancel }
+        }
+
+        async fn next(&mut self) -> (Origin, Msg) {
+            tokio::time::timeout(WAIT, self.msgs.recv())
+                .await
+                .expect("a message in time")
+                .expect("the link is open")
+        }
+
+        /// The next watermark, skipping nothing else (anything else fails).
+        async fn watermark(&mut self) -> u64 {
+            match self.next().await.1 {
+                Msg::Watermark(w) => w,
+                other => panic!("expected a watermark, got {other:?}"),
+            }
+        }
+    }
+
+    /// An outbound link from `from` to the node `to` listening at `addr`.
+    struct Dialing {
+        extra: mpsc::Sender<Msg>,
+        state: Arc<LinkState>,
+        cancel: CancellationToken,
+    }
+
+    impl Drop for Dialing {
+        fn drop(&mut self) {
+            self.cancel.cancel();
+        }
+    }
+
+    fn dial(from: &RelayCtx, to: &Origin, addr: &str) -> Dialing {
+        let (extra, extra_rx) = mpsc::channel(16);
+        let state = Arc::new(LinkState::default());
+        let cancel = CancellationToken::new();
+        tokio::spawn(run_link(
+            from.clone(),
+            to.clone(),
+            addr.into(),
+            extra_rx,
+            state.clone(),
+            cancel.clone(),
+        ));
+        Dialing {
+            extra,
+            state,
+            cancel,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_log_streams_from_where_the_peer_is_each_batch_then_a_watermark() {
+        let interval = Duration::from_millis(5);
+        let (a, b) = (ctx("a", b"s", interval), ctx("b", b"s", interval));
+        let stamps: Vec<_> = ["1", "2", "3"].iter().map(|id| stamp(&a, id)).collect();
+        // b holds a's seq 1 already: the link starts at 2.
+        let mut at_b = Listening::start(b.clone(), 1).await;
+        let link = dial(&a, &b.me, &at_b.addr);
+        for want in &stamps[1..] {
+            let (from, msg) = at_b.next().await;
+            assert_eq!(from, a.me);
+            assert_eq!(msg, Msg::Update(want.clone()));
+        }
+        assert!(at_b.watermark().await >= stamps[2].stamp.hlc);
+        // A new update goes out at once, with its watermark.
+        let fourth = stamp(&a, "4");
+        assert_eq!(at_b.next().await.1, Msg::Update(fourth.clone()));
+        assert!(at_b.watermark().await >= fourth.stamp.hlc);
+        assert!(link.state.connected.load(Ordering::Relaxed));
+        assert_eq!(link.state.cursor.load(Ordering::Relaxed), 5);
+        assert_eq!(a.stats.updates_out.load(Ordering::Relaxed), 3);
+        assert_eq!(b.stats.updates_in.load(Ordering::Relaxed), 3);
+    }
+
+    #[tokio::test]
+    async fn a_peer_update_is_answered_by_a_watermark_paced_to_the_interval() {
+        let interval = Duration::from_millis(400);
+        let (a, b) = (ctx("a", b"s", interval), ctx("b", b"s", interval));
+        let mut at_b = Listening::start(b.clone(), 0).await;
+        let _link = dial(&a, &b.me, &at_b.addr);
+        at_b.watermark().await;
+        let first = Instant::now();
+        // Another node's update stamped ahead of our clock: the others hold it
+        // until we promise nothing of ours comes below it.
+        let remote = a.local.now() + (1 << 20);
+        a.local.observe(remote);
+        assert!(at_b.watermark().await >= remote);
+        assert!(
+            first.elapsed() >= interval - Duration::from_millis(50),
+            "owed watermarks are paced: not sooner than an interval after the last"
+        );
+        // After a quiet interval the next one owed goes out at once.
+        tokio::time::sleep(interval).await;
+        let later = a.local.now() + (1 << 21);
+        let asked = Instant::now();
+        a.local.observe(later);
+        assert!(at_b.watermark().await >= later);
+        assert!(
+            asked.elapsed() < interval,
+            "light load pays no pacing: {:?}",
+            asked.elapsed()
+        );
+    }
+
+    #[tokio::test]
+    async fn extra_messages_share_the_link() {
+        let (a, b) = (
+            ctx("a", b"s", Duration::ZERO),
+            ctx("b", b"s", Duration::ZERO),
+        );
+        let mut at_b = Listening::start(b.clone(), 0).await;
+        let link = dial(&a, &b.me, &at_b.addr);
+        at_b.watermark().await;
+        let pull = Msg::Pull {
+            origin: Origin::new("c", 7),
+            from: 3,
+            to: 9,
+        };
+        link.extra.send(pull.clone()).await.unwrap();
+        assert_eq!(at_b.next().await, (a.me.clone(), pull));
+    }
+
+    #[tokio::test]
+    async fn sealing_sends_the_rest_then_the_final_watermark() {
+        let (a, b) = (
+            ctx("a", b"s", Duration::ZERO),
+            ctx("b", b"s", Duration::ZERO),
+        );
+        let mut at_b = Listening::start(b.clone(), 0).await;
+        let link = dial(&a, &b.me, &at_b.addr);
+        at_b.watermark().await;
+        let last = stamp(&a, "last");
+        a.local.seal();
+        assert_eq!(at_b.next().await.1, Msg::Update(last));
+        loop {
+            if at_b.watermark().await == u64::MAX {
+                break;
+            }
+        }
+        let sealed = async {
+            while !link.state.sealed.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(WAIT, sealed).await.expect("sealed");
+    }
+
+    /// The attacker's side: a dialer without the secret, or with the secret
+    /// but aiming at another node or generation, never gets a message in.
+    #[tokio::test]
+    async fn strangers_and_misdirected_links_are_refused_and_counted() {
+        let interval = Duration::ZERO;
+        let b = ctx("b", b"the secret", interval);
+        let mut at_b = Listening::start(b.clone(), 0).await;
+        let stranger = ctx("x", b"a guess", interval);
+        stamp(&stranger, "forged");
+        let forged = dial(&stranger, &b.me, &at_b.addr);
+        let refused = async {
+            while b.stats.auth_failures.load(Ordering::Relaxed) == 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(WAIT, refused)
+            .await
+            .expect("the failed proof is counted");
+        assert!(!forged.state.connected.load(Ordering::Relaxed));
+
+        // A member of the cluster dialing b's previous generation is refused too.
+        let member = ctx("a", b"the secret", interval);
+        let _stale = dial(&member, &Origin::new("b", 0), &at_b.addr);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(at_b.msgs.try_recv().is_err(), "nothing got through to b");
+        assert_eq!(b.stats.updates_in.load(Ordering::Relaxed), 0);
+    }
+}
