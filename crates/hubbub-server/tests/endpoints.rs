@@ -113,6 +113,7 @@ async fn metrics_count_subscribers_and_updates() {
         "hubbub_subscribers",
         "hubbub_updates_published_total",
         "hubbub_slow_consumer_disconnects_total",
+        "hubbub_fanout_backlog",
     ] {
         assert!(text.contains(name), "{name} missing from /metrics");
     }
