@@ -306,7 +306,10 @@ impl Cluster {
         listener: TcpListener,
         membership: Membership,
     ) -> (Self, Ordered) {
-        let local = LocalOrigin::new(me.clone(), config.limits.log_entries);
+        // Twice the pacing: a quiet node's last owed watermark still leads
+        // the clock when the next one is sent.
+        let local = LocalOrigin::new(me.clone(), config.limits.log_entries)
+            .lease_when_quiet(config.watermark_interval * 2);
         let ctx = relay_ctx(config, &me, &local);
         let (own_tx, own_rx) = mpsc::channel(16 * 1024);
         let (inbound_tx, inbound_rx) = mpsc::channel(16 * 1024);
@@ -321,6 +324,7 @@ impl Cluster {
             ctx.clone(),
             inbound_tx,
             cancel.clone(),
+            tracker.clone(),
         ));
         let engine = Engine::new(EngineParts {
             ctx,

@@ -14,6 +14,7 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::local::LocalOrigin;
 use crate::secure::{self, Framing, Preamble, SecureError, SecureLink};
@@ -129,12 +130,14 @@ fn protocol_error(what: &str) -> std::io::Error {
 
 // ---------------------------------------------------------------- inbound
 
-/// Accepts inbound links until cancelled.
+/// Accepts inbound links until cancelled; each link is a task of `tracker`
+/// (the cluster node's), ended by the same token.
 pub async fn listen(
     listener: TcpListener,
     ctx: RelayCtx,
     inbound: mpsc::Sender<Inbound>,
     cancel: CancellationToken,
+    tracker: TaskTracker,
 ) {
     let handshakes = Arc::new(Semaphore::new(MAX_UNAUTHENTICATED));
     loop {
@@ -154,7 +157,7 @@ pub async fn listen(
             continue;
         };
         let (ctx, inbound, cancel) = (ctx.clone(), inbound.clone(), cancel.clone());
-        tokio::spawn(async move {
+        tracker.spawn(async move {
             tokio::select! {
                 _ = cancel.cancelled() => {}
                 r = serve_inbound(framed(stream), handshake, &ctx, &inbound) => if let Err(e) = r {
@@ -467,7 +470,13 @@ mod tests {
             let (inbound_tx, mut inbound) = mpsc::channel(64);
             let (msgs_tx, msgs) = mpsc::channel(1024);
             let cancel = CancellationToken::new();
-            tokio::spawn(listen(listener, ctx, inbound_tx, cancel.clone()));
+            tokio::spawn(listen(
+                listener,
+                ctx,
+                inbound_tx,
+                cancel.clone(),
+                TaskTracker::new(),
+            ));
             tokio::spawn(async move {
                 while let Some(event) = inbound.recv().await {
                     match event {
@@ -533,6 +542,16 @@ mod tests {
         }
     }
 
+    /// Nodes `a` and `b` with a link from a to b that is up (its first
+    /// watermark arrived).
+    async fn linked(interval: Duration) -> (RelayCtx, Listening, Dialing) {
+        let (a, b) = (ctx("a", b"s", interval), ctx("b", b"s", interval));
+        let mut at_b = Listening::start(b.clone(), 0).await;
+        let link = dial(&a, &b.me, &at_b.addr);
+        at_b.watermark().await;
+        (a, at_b, link)
+    }
+
     #[tokio::test]
     async fn the_log_streams_from_where_the_peer_is_each_batch_then_a_watermark() {
         let interval = Duration::from_millis(5);
@@ -560,10 +579,7 @@ mod tests {
     #[tokio::test]
     async fn a_peer_update_is_answered_by_a_watermark_paced_to_the_interval() {
         let interval = Duration::from_millis(400);
-        let (a, b) = (ctx("a", b"s", interval), ctx("b", b"s", interval));
-        let mut at_b = Listening::start(b.clone(), 0).await;
-        let _link = dial(&a, &b.me, &at_b.addr);
-        at_b.watermark().await;
+        let (a, mut at_b, _link) = linked(interval).await;
         let first = Instant::now();
         // Another node's update stamped ahead of our clock: the others hold it
         // until we promise nothing of ours comes below it.
@@ -589,13 +605,7 @@ mod tests {
 
     #[tokio::test]
     async fn extra_messages_share_the_link() {
-        let (a, b) = (
-            ctx("a", b"s", Duration::ZERO),
-            ctx("b", b"s", Duration::ZERO),
-        );
-        let mut at_b = Listening::start(b.clone(), 0).await;
-        let link = dial(&a, &b.me, &at_b.addr);
-        at_b.watermark().await;
+        let (a, mut at_b, link) = linked(Duration::ZERO).await;
         let pull = Msg::Pull {
             origin: Origin::new("c", 7),
             from: 3,
@@ -607,13 +617,7 @@ mod tests {
 
     #[tokio::test]
     async fn sealing_sends_the_rest_then_the_final_watermark() {
-        let (a, b) = (
-            ctx("a", b"s", Duration::ZERO),
-            ctx("b", b"s", Duration::ZERO),
-        );
-        let mut at_b = Listening::start(b.clone(), 0).await;
-        let link = dial(&a, &b.me, &at_b.addr);
-        at_b.watermark().await;
+        let (a, mut at_b, link) = linked(Duration::ZERO).await;
         let last = stamp(&a, "last");
         a.local.seal();
         assert_eq!(at_b.next().await.1, Msg::Update(last));

@@ -487,6 +487,13 @@ async fn a_full_backlog_frees_room_that_can_be_awaited() {
         .expect("a stopped hub does not keep callers waiting");
 }
 
+fn queues_of(capacity: usize) -> Limits {
+    Limits {
+        queue_capacity: capacity,
+        ..Limits::default()
+    }
+}
+
 /// Publishes `n` updates to topic `t` and waits until every reader of
 /// `readers` got them (so the dispatchers are done with them).
 async fn publish_and_read(hub: &Hub, n: usize, readers: &mut [Subscription]) {
@@ -502,11 +509,7 @@ async fn publish_and_read(hub: &Hub, n: usize, readers: &mut [Subscription]) {
 
 #[tokio::test]
 async fn the_backlog_is_what_most_queues_hold_and_slows_publishers() {
-    let limits = Limits {
-        queue_capacity: 80,
-        ..Limits::default()
-    };
-    let hub = hub(limits);
+    let hub = hub(queues_of(80));
     // 24 subscribers, none reading: their queues are the writers' backlog.
     let mut idle: Vec<Subscription> = (0..24)
         .map(|_| hub.subscribe(request(&["t"], Resume::Live)).unwrap())
@@ -547,11 +550,7 @@ async fn the_backlog_is_what_most_queues_hold_and_slows_publishers() {
 
 #[tokio::test]
 async fn slow_consumers_do_not_slow_publishers() {
-    let limits = Limits {
-        queue_capacity: 80,
-        ..Limits::default()
-    };
-    let hub = hub(limits);
+    let hub = hub(queues_of(80));
     // 11 of 24 never read (under half): the median queue is a reader's.
     let _slow: Vec<Subscription> = (0..11)
         .map(|_| hub.subscribe(request(&["t"], Resume::Live)).unwrap())
@@ -564,10 +563,7 @@ async fn slow_consumers_do_not_slow_publishers() {
     assert!(hub.fanout_room(Duration::ZERO).await);
 
     // A handful of subscribers measures nothing, however far behind.
-    let few = self::hub(Limits {
-        queue_capacity: 80,
-        ..Limits::default()
-    });
+    let few = self::hub(queues_of(80));
     let _stuck: Vec<Subscription> = (0..3)
         .map(|_| few.subscribe(request(&["t"], Resume::Live)).unwrap())
         .collect();

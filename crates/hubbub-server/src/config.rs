@@ -202,7 +202,8 @@ options! {
     /// update is waiting for them: when the last one is older a watermark goes
     /// out at once, so light loads pay no pacing; at high rates one watermark
     /// covers all the updates of an interval. Shorter: lower delivery latency
-    /// at high rates for more relay packets (0 sends every one at once).
+    /// at high rates for more relay packets (0 sends every one at once). A
+    /// node quiet for a second promises twice this ahead of its clock.
     #[serde(with = "duration")]
     #[cfg_attr(feature = "cli", arg(long, env = "HUBBUB_WATERMARK_INTERVAL", value_parser = parse_duration))]
     watermark_interval: Duration = Duration::from_millis(5),
