@@ -7,7 +7,7 @@ use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 
-use crate::connection::HUB_PATH;
+use crate::connection::{HUB_PATH, set_static};
 use crate::state::SharedState;
 use crate::{publish, subscribe};
 
@@ -80,18 +80,16 @@ async fn cors(State(state): State<SharedState>, request: Request, next: Next) ->
     };
     let mut response = if request.method() == Method::OPTIONS {
         let mut r = StatusCode::NO_CONTENT.into_response();
-        let h = r.headers_mut();
-        h.insert(
-            header::ACCESS_CONTROL_ALLOW_METHODS,
-            HeaderValue::from_static("GET, POST, OPTIONS"),
-        );
-        h.insert(
-            header::ACCESS_CONTROL_ALLOW_HEADERS,
-            HeaderValue::from_static("authorization, cache-control, last-event-id, content-type"),
-        );
-        h.insert(
-            header::ACCESS_CONTROL_MAX_AGE,
-            HeaderValue::from_static("600"),
+        set_static(
+            r.headers_mut(),
+            &[
+                (header::ACCESS_CONTROL_ALLOW_METHODS, "GET, POST, OPTIONS"),
+                (
+                    header::ACCESS_CONTROL_ALLOW_HEADERS,
+                    "authorization, cache-control, last-event-id, content-type",
+                ),
+                (header::ACCESS_CONTROL_MAX_AGE, "600"),
+            ],
         );
         r
     } else {
@@ -99,13 +97,12 @@ async fn cors(State(state): State<SharedState>, request: Request, next: Next) ->
     };
     let h = response.headers_mut();
     h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
-        HeaderValue::from_static("true"),
-    );
-    h.insert(
-        header::ACCESS_CONTROL_EXPOSE_HEADERS,
-        HeaderValue::from_static("last-event-id"),
+    set_static(
+        h,
+        &[
+            (header::ACCESS_CONTROL_ALLOW_CREDENTIALS, "true"),
+            (header::ACCESS_CONTROL_EXPOSE_HEADERS, "last-event-id"),
+        ],
     );
     h.append(header::VARY, HeaderValue::from_static("origin"));
     response

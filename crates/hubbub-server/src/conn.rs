@@ -434,7 +434,11 @@ async fn serve_hyper(
         req.extensions_mut().insert(peer);
         req
     });
-    let io = TokioIo::new(Rewind::new(prefix, WriteDeadline::new(stream, deadline)));
+    let (read, write) = stream.into_split();
+    let io = TokioIo::new(tokio::io::join(
+        Rewind::new(prefix, read),
+        WriteDeadline::new(write, deadline),
+    ));
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)

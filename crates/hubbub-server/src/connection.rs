@@ -62,6 +62,13 @@ impl Drop for Slot {
     }
 }
 
+/// Sets each header to its static value (replacing what was there).
+pub fn set_static(headers: &mut http::HeaderMap, pairs: &[(http::HeaderName, &'static str)]) {
+    for (name, value) in pairs {
+        headers.insert(name.clone(), http::HeaderValue::from_static(value));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, Uri, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Uri, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::stream;
@@ -16,6 +16,7 @@ use hubbub_proto::{OPEN_COMMENT, Selector};
 use rand::Rng;
 
 use crate::auth::{Role, claim_selectors};
+use crate::connection::set_static;
 use crate::error::ApiError;
 use crate::metrics::Rejection;
 use crate::state::SharedState;
@@ -224,18 +225,19 @@ fn sse_response(sub: Subscription) -> Response {
     let live = LiveStream(Arc::new(Mutex::new(Some(sub))));
     let mut response = Response::new(sse_body(live.clone()));
     response.extensions_mut().insert(live);
-    let h = response.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
+    set_static(
+        response.headers_mut(),
+        &[
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (
+                header::CACHE_CONTROL,
+                "private, no-cache, no-store, must-revalidate, max-age=0",
+            ),
+            (HeaderName::from_static("x-accel-buffering"), "no"),
+        ],
     );
-    h.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("private, no-cache, no-store, must-revalidate, max-age=0"),
-    );
-    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
     if let Some(id) = last_event_id {
-        h.insert("last-event-id", id);
+        response.headers_mut().insert("last-event-id", id);
     }
     response
 }
