@@ -4,6 +4,7 @@
 
 use std::collections::HashSet;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use http::HeaderMap;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -45,6 +46,36 @@ pub enum AuthError {
     TooManySelectors(&'static str),
     #[error("invalid selector in the token: {0}")]
     BadSelector(String),
+    /// The token's presentation is malformed (400 `invalid_request`).
+    #[error("{0}")]
+    InvalidRequest(&'static str),
+    #[error(transparent)]
+    V1(#[from] crate::oauth::TokenError),
+    #[error("no resource identifier: set oauth_resource or send a Host header")]
+    NoResource,
+}
+
+impl AuthError {
+    /// The RFC 6750 `error` code: none for a missing token (a bare challenge).
+    pub fn bearer_error(&self) -> Option<&'static str> {
+        match self {
+            Self::Missing => None,
+            Self::InvalidRequest(_) => Some("invalid_request"),
+            _ => Some("invalid_token"),
+        }
+    }
+}
+
+/// What a verified token allows, whatever its version. For a 0.x token only
+/// the asked role's claim is read (`None`: the claim is absent); a 1.0 token
+/// always has both lists (empty: nothing granted).
+#[derive(Debug, Clone, Default)]
+pub struct Granted {
+    pub publish: Option<Vec<hubbub_proto::Selector>>,
+    pub subscribe: Option<Vec<hubbub_proto::Selector>>,
+    pub exp: Option<u64>,
+    /// A Mercure 1.0 (RFC 9068) token.
+    pub v1: bool,
 }
 
 /// Where a token came from; cookie-authenticated publishes need an origin check.
@@ -82,6 +113,9 @@ pub struct Auth {
     subscriber: RoleKey,
     anonymous: bool,
     cookie_name: String,
+    issuers: Arc<crate::oauth::Issuers>,
+    resource: Option<String>,
+    v1_cookie_name: String,
 }
 
 impl std::fmt::Debug for Auth {
@@ -91,6 +125,9 @@ impl std::fmt::Debug for Auth {
             .field("subscriber_alg", &self.subscriber.validation.algorithms)
             .field("anonymous", &self.anonymous)
             .field("cookie_name", &self.cookie_name)
+            .field("issuers", &self.issuers)
+            .field("resource", &self.resource)
+            .field("v1_cookie_name", &self.v1_cookie_name)
             .finish_non_exhaustive()
     }
 }
@@ -108,6 +145,106 @@ impl Auth {
             subscriber: role_key(subscriber.0, subscriber.1).map_err(|e| ("subscriber", e))?,
             anonymous,
             cookie_name,
+            issuers: Arc::default(),
+            resource: None,
+            v1_cookie_name: "__Secure-mercure_access_token".into(),
+        })
+    }
+
+    /// Mercure 1.0 tokens: the trusted issuers, the resource identifier (`None`:
+    /// derived from each request), the cookie a 1.0 token may come in.
+    pub fn with_oauth(
+        mut self,
+        issuers: crate::oauth::Issuers,
+        resource: Option<String>,
+        v1_cookie_name: String,
+    ) -> Self {
+        self.issuers = Arc::new(issuers);
+        self.resource = resource;
+        self.v1_cookie_name = v1_cookie_name;
+        self
+    }
+
+    /// The trusted issuers' identifiers, sorted.
+    pub fn issuer_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.issuers.names().map(str::to_owned).collect();
+        names.sort();
+        names
+    }
+
+    /// The resource identifier a 1.0 token's `aud` must contain for this request.
+    pub fn resource(&self, headers: &HeaderMap) -> Option<String> {
+        crate::oauth::resource(self.resource.as_deref(), headers)
+    }
+
+    /// The token of a request, checking its presentation: one `Authorization`
+    /// header at most; a 1.0 token never in the query string.
+    pub fn present(
+        &self,
+        headers: &HeaderMap,
+        query_token: Option<&str>,
+    ) -> Result<Option<(String, TokenSource)>, AuthError> {
+        if headers.get_all(http::header::AUTHORIZATION).iter().count() > 1 {
+            return Err(AuthError::InvalidRequest(
+                "more than one Authorization header",
+            ));
+        }
+        let found = self.find_token(headers, query_token);
+        if let Some((token, TokenSource::Query)) = &found
+            && self.issuers.is_v1(token)
+        {
+            return Err(AuthError::InvalidRequest(
+                "access tokens are not accepted in the query string",
+            ));
+        }
+        Ok(found)
+    }
+
+    /// Verifies a token of either version for `role`; `parse` compiles a 0.x
+    /// claim's selectors.
+    pub fn authorize(
+        &self,
+        role: Role,
+        token: &str,
+        headers: &HeaderMap,
+        parse: impl Fn(&str) -> Result<hubbub_proto::Selector, hubbub_proto::SelectorError>,
+    ) -> Result<Granted, AuthError> {
+        if self.issuers.is_v1(token) {
+            let resource = self.resource(headers).ok_or(AuthError::NoResource)?;
+            let g = self.issuers.verify(token, &resource)?;
+            return Ok(Granted {
+                publish: Some(g.publish),
+                subscribe: Some(g.subscribe),
+                exp: Some(g.exp),
+                v1: true,
+            });
+        }
+        let claims = self.verify(role, token)?;
+        let (publish, subscribe) = match role {
+            Role::Publisher => (
+                claims
+                    .mercure
+                    .publish
+                    .as_deref()
+                    .map(|l| claim_selectors(l, "mercure.publish", &parse))
+                    .transpose()?,
+                None,
+            ),
+            Role::Subscriber => (
+                None,
+                claims
+                    .mercure
+                    .subscribe
+                    .as_deref()
+                    .map(|l| claim_selectors(l, "mercure.subscribe", &parse))
+                    .transpose()?,
+            ),
+        };
+        Ok(Granted {
+            publish,
+            subscribe,
+            exp: claims.exp,
+            v1: false,
         })
     }
 
@@ -116,7 +253,7 @@ impl Auth {
     }
 
     /// First found wins: `Authorization: Bearer`, then the `authorization` query
-    /// parameter, then the cookie.
+    /// parameter, then the 0.x cookie, then the 1.0 cookie.
     pub fn find_token(
         &self,
         headers: &HeaderMap,
@@ -132,7 +269,9 @@ impl Auth {
         if let Some(token) = query_token {
             return Some((token.to_owned(), TokenSource::Query));
         }
-        cookie(headers, &self.cookie_name).map(|t| (t, TokenSource::Cookie))
+        cookie(headers, &self.cookie_name)
+            .or_else(|| cookie(headers, &self.v1_cookie_name))
+            .map(|t| (t, TokenSource::Cookie))
     }
 
     pub fn verify(&self, role: Role, token: &str) -> Result<Claims, AuthError> {

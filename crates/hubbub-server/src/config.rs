@@ -84,6 +84,18 @@ options! {
     /// The cookie a token may come in.
     #[cfg_attr(feature = "cli", arg(long, env = "HUBBUB_COOKIE_NAME"))]
     cookie_name: String = "mercureAuthorization".into(),
+    /// Trusted issuers of Mercure 1.0 (RFC 9068) tokens, one key per entry
+    /// `ISSUER|ALGORITHM|KEY` (KEY: HS* secret or PEM public key; repeat an
+    /// issuer for several keys). Comma-separated on the command line.
+    #[cfg_attr(feature = "cli", arg(long, env = "HUBBUB_OAUTH_ISSUERS", value_delimiter = ',', hide_env_values = true))]
+    oauth_issuers: Vec<String> = Vec::new(),
+    /// The hub's resource identifier, required in a 1.0 token's `aud` (default:
+    /// the hub URL on the request's origin, `http(s)://<Host>/.well-known/mercure`).
+    #[cfg_attr(feature = "cli", arg(long, env = "HUBBUB_OAUTH_RESOURCE"))]
+    oauth_resource: Option<String> = None,
+    /// The cookie a Mercure 1.0 token may come in (besides `cookie_name`).
+    #[cfg_attr(feature = "cli", arg(long, env = "HUBBUB_OAUTH_COOKIE_NAME"))]
+    oauth_cookie_name: String = "__Secure-mercure_access_token".into(),
     /// Origins allowed by CORS (comma-separated; `*` is refused since credentials
     /// are allowed).
     #[cfg_attr(feature = "cli", arg(long, env = "HUBBUB_CORS_ORIGINS", value_delimiter = ','))]
@@ -261,6 +273,8 @@ impl std::fmt::Debug for Config {
             .field("jwt_key", &hide(&self.jwt_key))
             .field("publisher_jwt_key", &hide(&self.publisher_jwt_key))
             .field("subscriber_jwt_key", &hide(&self.subscriber_jwt_key))
+            .field("oauth_issuers", &self.oauth_issuers.len())
+            .field("oauth_resource", &self.oauth_resource)
             .field("cors_origins", &self.cors_origins)
             .field("heartbeat", &self.heartbeat)
             .field("max_subscribers", &self.max_subscribers)
@@ -420,13 +434,24 @@ impl Config {
             .ok_or(ConfigError::NoKey)?;
         let publisher_alg = self.publisher_jwt_alg.as_deref().unwrap_or(&self.jwt_alg);
         let subscriber_alg = self.subscriber_jwt_alg.as_deref().unwrap_or(&self.jwt_alg);
-        Auth::new(
+        let auth = Auth::new(
             (&publisher, publisher_alg),
             (&subscriber, subscriber_alg),
             self.anonymous || self.dev,
             self.cookie_name.clone(),
         )
-        .map_err(|(role, source)| ConfigError::Key { role, source })
+        .map_err(|(role, source)| ConfigError::Key { role, source })?;
+        let issuers = crate::oauth::Issuers::parse(&self.oauth_issuers).map_err(|e| {
+            ConfigError::Invalid {
+                key: "oauth_issuers",
+                reason: e.to_string(),
+            }
+        })?;
+        Ok(auth.with_oauth(
+            issuers,
+            self.oauth_resource.clone(),
+            self.oauth_cookie_name.clone(),
+        ))
     }
 
     fn limits(&self) -> LimitSettings {

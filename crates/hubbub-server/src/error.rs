@@ -13,6 +13,8 @@ pub struct ApiError {
     pub reason: Rejection,
     pub message: String,
     pub retry_after: Option<Duration>,
+    /// An RFC 6750 `error` code for the `WWW-Authenticate: Bearer` challenge.
+    pub bearer_error: Option<&'static str>,
 }
 
 impl ApiError {
@@ -21,6 +23,34 @@ impl ApiError {
             reason,
             message: message.into(),
             retry_after: None,
+            bearer_error: None,
+        }
+    }
+
+    /// A refused token: no token -> 401 with a bare challenge; a malformed
+    /// presentation -> 400 `invalid_request`; any other -> 401 `invalid_token`.
+    pub fn auth(err: &crate::auth::AuthError, missing: &str) -> Self {
+        let code = err.bearer_error();
+        let reason = if code == Some("invalid_request") {
+            Rejection::BadRequest
+        } else {
+            Rejection::Unauthorized
+        };
+        let message = match code {
+            None => missing.to_owned(),
+            Some(_) => err.to_string(),
+        };
+        Self {
+            bearer_error: code,
+            ..Self::new(reason, message)
+        }
+    }
+
+    /// A valid token that does not allow the operation: 403 `insufficient_scope`.
+    pub fn insufficient_scope(message: impl Into<String>) -> Self {
+        Self {
+            bearer_error: Some("insufficient_scope"),
+            ..Self::new(Rejection::Forbidden, message)
         }
     }
 
@@ -64,7 +94,15 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
-        if self.reason == Rejection::Unauthorized {
+        if let Some(code) = self.bearer_error {
+            let challenge = format!(
+                "Bearer realm=\"mercure\", error=\"{code}\", error_description=\"{}\"",
+                quoted(&self.message)
+            );
+            if let Ok(v) = HeaderValue::from_str(&challenge) {
+                response.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+            }
+        } else if self.reason == Rejection::Unauthorized {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Bearer realm=\"mercure\""),
@@ -72,4 +110,13 @@ impl IntoResponse for ApiError {
         }
         response
     }
+}
+
+/// `text` as the inside of an RFC 6750 quoted `error_description`: printable
+/// ASCII without `"` and `\`, at most 200 characters.
+fn quoted(text: &str) -> String {
+    text.chars()
+        .filter(|c| matches!(c, ' '..='~') && *c != '"' && *c != '\\')
+        .take(200)
+        .collect()
 }

@@ -12,6 +12,7 @@ pub mod fuzzing;
 mod io;
 mod lifecycle;
 pub mod metrics;
+pub mod oauth;
 mod publish;
 pub mod ratelimit;
 mod serve;

@@ -13,7 +13,7 @@ use http_body_util::{BodyExt, Collected, Limited};
 use hubbub_proto::update::UpdateError;
 use hubbub_proto::{Selector, Update};
 
-use crate::auth::{Role, TokenSource, claim_selectors};
+use crate::auth::{AuthError, Role, TokenSource};
 use crate::config::LimitSettings;
 use crate::connection::Peer;
 use crate::error::ApiError;
@@ -48,22 +48,28 @@ async fn handle(
     }
 
     let query_token = query_param(uri, "authorization");
-    let (token, source) = settings
-        .auth
-        .find_token(headers, query_token.as_deref())
-        .ok_or_else(|| ApiError::new(Rejection::Unauthorized, "publishing requires a JWT"))?;
-    let claims = settings
-        .auth
-        .verify(Role::Publisher, &token)
-        .map_err(|e| ApiError::new(Rejection::Unauthorized, e.to_string()))?;
-    let allowed = claims.mercure.publish.as_deref().ok_or_else(|| {
-        ApiError::new(
-            Rejection::Unauthorized,
-            "the token has no mercure.publish claim",
-        )
-    })?;
-    let allowed = claim_selectors(allowed, "mercure.publish", |s| state.selector(s))
-        .map_err(|e| ApiError::new(Rejection::Unauthorized, e.to_string()))?;
+    let auth = &settings.auth;
+    let (token, source) = auth
+        .present(headers, query_token.as_deref())
+        .and_then(|found| found.ok_or(AuthError::Missing))
+        .map_err(|e| ApiError::auth(&e, "publishing requires a JWT"))?;
+    let granted = auth
+        .authorize(Role::Publisher, &token, headers, |s| state.selector(s))
+        .map_err(|e| ApiError::auth(&e, ""))?;
+    let allowed = match granted.publish {
+        Some(list) if !(granted.v1 && list.is_empty()) => list,
+        Some(_) => {
+            return Err(ApiError::insufficient_scope(
+                "the token grants no publish action",
+            ));
+        }
+        None => {
+            return Err(ApiError::new(
+                Rejection::Unauthorized,
+                "the token has no mercure.publish claim",
+            ));
+        }
+    };
     if source == TokenSource::Cookie && !origin_allowed(headers, &settings.publish_origins) {
         return Err(ApiError::new(
             Rejection::Forbidden,
@@ -81,10 +87,9 @@ async fn handle(
         .iter()
         .find(|t| !allowed.iter().any(|sel| sel.matches(t)))
     {
-        return Err(ApiError::new(
-            Rejection::Forbidden,
-            format!("the token's mercure.publish claim does not cover topic {topic:?}"),
-        ));
+        return Err(ApiError::insufficient_scope(format!(
+            "the token does not grant publishing on topic {topic:?}"
+        )));
     }
     state.publish(update).await
 }

@@ -15,7 +15,7 @@ use hubbub_core::{CloseReason, Next, Resume, SubscribeError, SubscribeRequest, S
 use hubbub_proto::{OPEN_COMMENT, Selector};
 use rand::Rng;
 
-use crate::auth::{Role, claim_selectors};
+use crate::auth::{AuthError, Role};
 use crate::connection::set_static;
 use crate::error::ApiError;
 use crate::metrics::Rejection;
@@ -122,30 +122,23 @@ fn open(state: &SharedState, headers: &HeaderMap, uri: &Uri) -> Result<Subscript
         .map_err(|e| ApiError::new(Rejection::BadRequest, e.to_string()))?;
     crate::publish::check_template_states(&selectors, limits.max_template_states)?;
 
-    let (claims, exp) = match settings
-        .auth
-        .find_token(headers, query.authorization.as_deref())
-    {
-        None if settings.auth.anonymous() => (None, None),
+    let auth = &settings.auth;
+    let found = auth
+        .present(headers, query.authorization.as_deref())
+        .map_err(|e| ApiError::auth(&e, ""))?;
+    let (claims, exp) = match found {
+        None if auth.anonymous() => (None, None),
         None => {
-            return Err(ApiError::new(
-                Rejection::Unauthorized,
+            return Err(ApiError::auth(
+                &AuthError::Missing,
                 "subscribing requires a JWT on this hub",
             ));
         }
         Some((token, _)) => {
-            let claims = settings
-                .auth
-                .verify(Role::Subscriber, &token)
-                .map_err(|e| ApiError::new(Rejection::Unauthorized, e.to_string()))?;
-            let allowed = claims
-                .mercure
-                .subscribe
-                .as_deref()
-                .map(|list| claim_selectors(list, "mercure.subscribe", |s| state.selector(s)))
-                .transpose()
-                .map_err(|e| ApiError::new(Rejection::Unauthorized, e.to_string()))?;
-            (allowed, claims.exp)
+            let granted = auth
+                .authorize(Role::Subscriber, &token, headers, |s| state.selector(s))
+                .map_err(|e| ApiError::auth(&e, ""))?;
+            (granted.subscribe, granted.exp)
         }
     };
 

@@ -1,0 +1,401 @@
+//! Mercure 1.0 (draft-dunglas-mercure-08) access tokens: RFC 9068 JWTs from
+//! configured trusted issuers, validated per RFC 8725, whose grants are the
+//! `authorization_details` (RFC 9396) of type
+//! `https://mercure.rocks/authorization-detail`.
+//!
+//! A token is treated as 1.0 when its header `typ` is `at+jwt` (or
+//! `application/at+jwt`), or when its `iss` names a configured trusted issuer;
+//! every other token is a 0.x token (a `mercure` claim) and keeps today's rules.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+
+use hubbub_proto::Selector;
+use jsonwebtoken::{Algorithm, DecodingKey, Header, Validation};
+use serde::Deserialize;
+use serde_json::Value;
+use thiserror::Error;
+
+/// The authorization detail type the draft defines (compared byte by byte).
+pub const DETAIL_TYPE: &str = "https://mercure.rocks/authorization-detail";
+/// Longest token read at all (bytes): bounds base64 and JSON work.
+pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
+/// Most `authorization_details` entries per token.
+pub const MAX_DETAILS: usize = 64;
+/// Most topic matchers over all the details of one token.
+pub const MAX_MATCHERS: usize = 1000;
+/// Longest `match` value (bytes).
+pub const MAX_MATCH_BYTES: usize = 2048;
+
+/// The signature algorithms a trusted issuer's key may use. Never `none`
+/// (jsonwebtoken cannot even parse it); HS* only with a shared secret.
+const ALLOWED: &[Algorithm] = &[
+    Algorithm::EdDSA,
+    Algorithm::ES256,
+    Algorithm::ES384,
+    Algorithm::RS256,
+    Algorithm::RS384,
+    Algorithm::RS512,
+    Algorithm::PS256,
+    Algorithm::PS384,
+    Algorithm::PS512,
+    Algorithm::HS256,
+    Algorithm::HS384,
+    Algorithm::HS512,
+];
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum IssuerError {
+    #[error("{0:?} is not `ISSUER|ALGORITHM|KEY`")]
+    Syntax(String),
+    #[error(
+        "issuer {iss:?}: algorithm {alg:?} is not allowed (EdDSA, ES256/384, RS256/384/512, PS256/384/512, HS256/384/512)"
+    )]
+    Algorithm { iss: String, alg: String },
+    #[error("issuer {iss:?}: invalid {alg:?} key: {reason}")]
+    Key {
+        iss: String,
+        alg: String,
+        reason: String,
+    },
+}
+
+/// Why a 1.0 token is invalid (all answered 401 `error="invalid_token"`).
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum TokenError {
+    #[error("the token is larger than {MAX_TOKEN_BYTES} bytes")]
+    TooLarge,
+    #[error("malformed token: {0}")]
+    Malformed(String),
+    #[error("the token's typ must be at+jwt")]
+    Typ,
+    #[error(
+        "the token header carries key material or critical extensions (jwk, jku, x5u, x5c, crit), which are refused"
+    )]
+    HeaderKeys,
+    #[error("the token's iss is not a trusted issuer")]
+    UnknownIssuer,
+    #[error("no key of the issuer verifies the token with algorithm {0:?}")]
+    NoKey(Algorithm),
+    #[error("the token is invalid: {0}")]
+    Validation(String),
+    #[error("invalid authorization_details: {0}")]
+    Details(String),
+}
+
+struct IssuerKey {
+    alg: Algorithm,
+    key: DecodingKey,
+}
+
+/// The trusted issuers and their static keys.
+#[derive(Default)]
+pub struct Issuers {
+    by_iss: HashMap<String, Vec<IssuerKey>>,
+}
+
+impl std::fmt::Debug for Issuers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.by_iss.keys()).finish()
+    }
+}
+
+impl Issuers {
+    /// Entries `ISSUER|ALGORITHM|KEY` (KEY: an HS* secret or a PEM public key);
+    /// one issuer may appear several times (key rotation).
+    pub fn parse(entries: &[String]) -> Result<Self, IssuerError> {
+        let mut by_iss: HashMap<String, Vec<IssuerKey>> = HashMap::new();
+        for entry in entries {
+            let mut parts = entry.splitn(3, '|');
+            let (Some(iss), Some(alg_name), Some(key)) = (parts.next(), parts.next(), parts.next())
+            else {
+                return Err(IssuerError::Syntax(entry.chars().take(80).collect()));
+            };
+            let (iss, alg_name) = (iss.trim(), alg_name.trim());
+            if iss.is_empty() || key.is_empty() {
+                return Err(IssuerError::Syntax(entry.chars().take(80).collect()));
+            }
+            let alg = Algorithm::from_str(alg_name)
+                .ok()
+                .filter(|a| ALLOWED.contains(a))
+                .ok_or_else(|| IssuerError::Algorithm {
+                    iss: iss.into(),
+                    alg: alg_name.into(),
+                })?;
+            let key = decoding_key(alg, key).map_err(|e| IssuerError::Key {
+                iss: iss.into(),
+                alg: alg_name.into(),
+                reason: e.to_string(),
+            })?;
+            by_iss
+                .entry(iss.to_owned())
+                .or_default()
+                .push(IssuerKey { alg, key });
+        }
+        Ok(Self { by_iss })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_iss.is_empty()
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.by_iss.keys().map(String::as_str)
+    }
+
+    /// Whether `token` is to be validated as a 1.0 token (see the module doc).
+    pub fn is_v1(&self, token: &str) -> bool {
+        if token.len() > MAX_TOKEN_BYTES {
+            // Too large for either kind; the 1.0 path says so.
+            return true;
+        }
+        if jsonwebtoken::decode_header(token)
+            .ok()
+            .and_then(|h| h.typ)
+            .is_some_and(|t| typ_is_at_jwt(&t))
+        {
+            return true;
+        }
+        #[derive(Deserialize)]
+        struct Iss {
+            iss: Option<Value>,
+        }
+        jsonwebtoken::dangerous::insecure_decode_claims::<Iss>(token)
+            .ok()
+            .and_then(|c| c.iss)
+            .and_then(|v| v.as_str().map(|s| self.by_iss.contains_key(s)))
+            .unwrap_or(false)
+    }
+
+    /// Validates a 1.0 token for the hub whose resource identifier is `resource`.
+    pub fn verify(&self, token: &str, resource: &str) -> Result<Grants, TokenError> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(TokenError::TooLarge);
+        }
+        let header =
+            jsonwebtoken::decode_header(token).map_err(|e| TokenError::Malformed(e.to_string()))?;
+        if !header.typ.as_deref().is_some_and(typ_is_at_jwt) {
+            return Err(TokenError::Typ);
+        }
+        if carries_keys(&header) {
+            return Err(TokenError::HeaderKeys);
+        }
+        #[derive(Deserialize)]
+        struct Iss {
+            iss: String,
+        }
+        // Unverified, only to pick the issuer's keys; verified below.
+        let iss = jsonwebtoken::dangerous::insecure_decode_claims::<Iss>(token)
+            .map_err(|_| TokenError::UnknownIssuer)?
+            .iss;
+        let keys = self.by_iss.get(&iss).ok_or(TokenError::UnknownIssuer)?;
+        let mut validation = Validation::new(header.alg);
+        validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+        validation.set_issuer(&[&iss]);
+        validation.set_audience(&[resource]);
+        validation.validate_exp = true;
+        validation.validate_nbf = true;
+        validation.leeway = 0;
+        let mut last = None;
+        for key in keys.iter().filter(|k| k.alg == header.alg) {
+            match jsonwebtoken::decode::<Claims>(token, &key.key, &validation) {
+                Ok(data) => return grants(data.claims),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(match last {
+            None => TokenError::NoKey(header.alg),
+            Some(e) => TokenError::Validation(e.to_string()),
+        })
+    }
+}
+
+fn decoding_key(alg: Algorithm, key: &str) -> jsonwebtoken::errors::Result<DecodingKey> {
+    let pem = key.as_bytes();
+    match alg {
+        Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => DecodingKey::from_secret(pem),
+        Algorithm::ES256 | Algorithm::ES384 => DecodingKey::from_ec_pem(pem),
+        Algorithm::EdDSA => DecodingKey::from_ed_pem(pem),
+        _ => DecodingKey::from_rsa_pem(pem),
+    }
+}
+
+/// `at+jwt`, or `application/at+jwt`, case-insensitively (RFC 7515, 4.1.9).
+fn typ_is_at_jwt(typ: &str) -> bool {
+    let t = typ.trim();
+    let t = match t.get(..12) {
+        Some(prefix) if prefix.eq_ignore_ascii_case("application/") => &t[12..],
+        _ => t,
+    };
+    t.eq_ignore_ascii_case("at+jwt")
+}
+
+fn carries_keys(h: &Header) -> bool {
+    h.jwk.is_some() || h.jku.is_some() || h.x5u.is_some() || h.x5c.is_some() || h.crit.is_some()
+}
+
+#[derive(Deserialize)]
+struct Claims {
+    exp: u64,
+    #[serde(default)]
+    authorization_details: Option<Value>,
+}
+
+/// What a valid 1.0 token allows.
+#[derive(Debug, Clone, Default)]
+pub struct Grants {
+    pub publish: Vec<Selector>,
+    pub subscribe: Vec<Selector>,
+    pub exp: u64,
+}
+
+fn grants(claims: Claims) -> Result<Grants, TokenError> {
+    let mut out = Grants {
+        exp: claims.exp,
+        ..Grants::default()
+    };
+    let details = match claims.authorization_details {
+        None => return Ok(out),
+        Some(Value::Array(list)) => list,
+        Some(_) => return Err(bad("authorization_details must be an array")),
+    };
+    if details.len() > MAX_DETAILS {
+        return Err(bad(format!("more than {MAX_DETAILS} entries")));
+    }
+    let mut matchers = 0usize;
+    for detail in &details {
+        let Value::Object(detail) = detail else {
+            return Err(bad("an entry is not an object"));
+        };
+        match detail.get("type") {
+            Some(Value::String(t)) if t == DETAIL_TYPE => {}
+            // Another API's detail: not ours to judge.
+            Some(Value::String(_)) => continue,
+            _ => return Err(bad("an entry has no string type")),
+        }
+        let actions = non_empty_array(detail.get("actions"), "actions")?;
+        let (mut publish, mut subscribe) = (false, false);
+        for action in actions {
+            match action.as_str() {
+                Some("publish") => publish = true,
+                Some("subscribe") => subscribe = true,
+                Some(_) => {} // unknown actions grant nothing
+                None => return Err(bad("an action is not a string")),
+            }
+        }
+        let topics = non_empty_array(detail.get("topics"), "topics")?;
+        matchers += topics.len();
+        if matchers > MAX_MATCHERS {
+            return Err(bad(format!("more than {MAX_MATCHERS} topic matchers")));
+        }
+        let selectors = topics.iter().map(matcher).collect::<Result<Vec<_>, _>>()?;
+        match detail.get("payload") {
+            None | Some(Value::Object(_)) => {}
+            Some(_) => return Err(bad("payload must be an object")),
+        }
+        if publish {
+            out.publish.extend(selectors.iter().cloned());
+        }
+        if subscribe {
+            out.subscribe.extend(selectors);
+        }
+    }
+    Ok(out)
+}
+
+fn non_empty_array<'a>(v: Option<&'a Value>, name: &str) -> Result<&'a [Value], TokenError> {
+    match v {
+        Some(Value::Array(list)) if !list.is_empty() => Ok(list),
+        _ => Err(bad(format!("{name} must be a non-empty array"))),
+    }
+}
+
+fn matcher(v: &Value) -> Result<Selector, TokenError> {
+    let Value::Object(m) = v else {
+        return Err(bad("a topic matcher is not an object"));
+    };
+    let Some(Value::String(pattern)) = m.get("match") else {
+        return Err(bad("a topic matcher has no string match"));
+    };
+    if pattern.is_empty() || pattern.len() > MAX_MATCH_BYTES {
+        return Err(bad(format!(
+            "a match is empty or longer than {MAX_MATCH_BYTES} bytes"
+        )));
+    }
+    let kind = match m.get("match_type") {
+        None => "exact",
+        Some(Value::String(k)) => k.as_str(),
+        Some(_) => return Err(bad("match_type must be a string")),
+    };
+    match kind {
+        "exact" | "urlpattern" if pattern == "*" => Ok(Selector::Any),
+        "exact" => Ok(Selector::Exact(pattern.clone())),
+        "urlpattern" => Err(bad(
+            "match_type urlpattern is not supported by this hub yet",
+        )),
+        other => Err(bad(format!("unsupported match_type {other:?}"))),
+    }
+}
+
+fn bad(reason: impl Into<String>) -> TokenError {
+    TokenError::Details(reason.into())
+}
+
+/// The resource identifier to find in `aud`: the configured one, else the
+/// hub's URL on the request's origin (`X-Forwarded-Proto` or http, `Host`).
+pub fn resource(configured: Option<&str>, headers: &http::HeaderMap) -> Option<String> {
+    if let Some(r) = configured {
+        return Some(r.to_owned());
+    }
+    let host = headers.get(http::header::HOST)?.to_str().ok()?;
+    let scheme = headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .filter(|p| matches!(*p, "http" | "https"))
+        .unwrap_or("http");
+    Some(format!("{scheme}://{host}{}", crate::connection::HUB_PATH))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typ_forms() {
+        for t in [
+            "at+jwt",
+            "AT+JWT",
+            "application/at+jwt",
+            "Application/At+Jwt",
+        ] {
+            assert!(typ_is_at_jwt(t), "{t}");
+        }
+        for t in [
+            "JWT",
+            "jwt",
+            "at+jwtx",
+            "application/jwt",
+            "",
+            "application/",
+        ] {
+            assert!(!typ_is_at_jwt(t), "{t}");
+        }
+    }
+
+    #[test]
+    fn issuer_entries() {
+        assert!(Issuers::parse(&["https://i|HS256|secret".into()]).is_ok());
+        assert!(matches!(
+            Issuers::parse(&["https://i|none|secret".into()]),
+            Err(IssuerError::Algorithm { .. })
+        ));
+        assert!(matches!(
+            Issuers::parse(&["https://i|HS256".into()]),
+            Err(IssuerError::Syntax(_))
+        ));
+        assert!(matches!(
+            Issuers::parse(&["https://i|RS256|not a pem".into()]),
+            Err(IssuerError::Key { .. })
+        ));
+    }
+}
