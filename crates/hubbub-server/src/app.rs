@@ -2,7 +2,7 @@
 
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
@@ -16,6 +16,7 @@ const INDEX_HTML: &str = include_str!("../assets/index.html");
 pub fn router(state: SharedState) -> Router {
     Router::new()
         .route(HUB_PATH, get(subscribe::subscribe).post(publish::publish))
+        .route(METADATA_PATH, get(resource_metadata))
         .route("/", get(|| async { Html(INDEX_HTML) }))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -23,6 +24,17 @@ pub fn router(state: SharedState) -> Router {
         .route("/cluster", get(cluster))
         .layer(middleware::from_fn_with_state(state.clone(), cors))
         .with_state(state)
+}
+
+/// RFC 9728 metadata of the hub URL, [`HUB_PATH`] (Mercure 1.0 discovery).
+const METADATA_PATH: &str = "/.well-known/oauth-protected-resource/.well-known/mercure";
+
+/// The protected resource metadata; 404 on a hub without trusted issuers.
+async fn resource_metadata(State(state): State<SharedState>, headers: HeaderMap) -> Response {
+    match state.settings.load().auth.metadata(&headers) {
+        Some(doc) => axum::Json(doc).into_response(),
+        None => (StatusCode::NOT_FOUND, "no Mercure 1.0 issuers configured\n").into_response(),
+    }
 }
 
 async fn readyz(State(state): State<SharedState>) -> Response {

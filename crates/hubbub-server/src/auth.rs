@@ -172,6 +172,31 @@ impl Auth {
         names
     }
 
+    /// The RFC 9728 metadata URL for this request's resource identifier
+    /// (`None` without trusted issuers: a 0.x-only hub publishes none).
+    pub fn metadata_url(&self, headers: &HeaderMap) -> Option<String> {
+        if self.issuers.is_empty() {
+            return None;
+        }
+        crate::oauth::metadata_url(&self.resource(headers)?)
+    }
+
+    /// The RFC 9728 protected resource metadata (`None` without trusted issuers).
+    pub fn metadata(&self, headers: &HeaderMap) -> Option<serde_json::Value> {
+        if self.issuers.is_empty() {
+            return None;
+        }
+        Some(serde_json::json!({
+            "resource": self.resource(headers)?,
+            "authorization_servers": self.issuer_names(),
+            "authorization_details_types_supported": [crate::oauth::DETAIL_TYPE],
+            "bearer_methods_supported": ["header"],
+            "mercure_cookie": self.v1_cookie_name,
+            // urlpattern grants are refused for now, so say so.
+            "mercure_matcher_types_supported": ["exact"],
+        }))
+    }
+
     /// The resource identifier a 1.0 token's `aud` must contain for this request.
     pub fn resource(&self, headers: &HeaderMap) -> Option<String> {
         crate::oauth::resource(self.resource.as_deref(), headers)

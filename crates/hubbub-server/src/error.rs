@@ -15,6 +15,8 @@ pub struct ApiError {
     pub retry_after: Option<Duration>,
     /// An RFC 6750 `error` code for the `WWW-Authenticate: Bearer` challenge.
     pub bearer_error: Option<&'static str>,
+    /// The RFC 9728 metadata URL a Bearer challenge points to.
+    pub resource_metadata: Option<String>,
 }
 
 impl ApiError {
@@ -24,7 +26,14 @@ impl ApiError {
             message: message.into(),
             retry_after: None,
             bearer_error: None,
+            resource_metadata: None,
         }
+    }
+
+    /// Bearer challenges of this answer point to `url` (RFC 9728 `resource_metadata`).
+    pub fn resource_metadata(mut self, url: Option<String>) -> Self {
+        self.resource_metadata = url;
+        self
     }
 
     /// A refused token: no token -> 401 with a bare challenge; a malformed
@@ -94,29 +103,30 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
-        if let Some(code) = self.bearer_error {
-            let challenge = format!(
-                "Bearer realm=\"mercure\", error=\"{code}\", error_description=\"{}\"",
-                quoted(&self.message)
-            );
+        if self.bearer_error.is_some() || self.reason == Rejection::Unauthorized {
+            let mut challenge = String::from("Bearer realm=\"mercure\"");
+            if let Some(code) = self.bearer_error {
+                challenge.push_str(&format!(
+                    ", error=\"{code}\", error_description=\"{}\"",
+                    quoted(&self.message)
+                ));
+            }
+            if let Some(url) = &self.resource_metadata {
+                challenge.push_str(&format!(", resource_metadata=\"{}\"", quoted(url)));
+            }
             if let Ok(v) = HeaderValue::from_str(&challenge) {
                 response.headers_mut().insert(header::WWW_AUTHENTICATE, v);
             }
-        } else if self.reason == Rejection::Unauthorized {
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"mercure\""),
-            );
         }
         response
     }
 }
 
 /// `text` as the inside of an RFC 6750 quoted `error_description`: printable
-/// ASCII without `"` and `\`, at most 200 characters.
+/// ASCII without `"` and `\`, at most 300 characters.
 fn quoted(text: &str) -> String {
     text.chars()
         .filter(|c| matches!(c, ' '..='~') && *c != '"' && *c != '\\')
-        .take(200)
+        .take(300)
         .collect()
 }

@@ -356,9 +356,50 @@ pub fn resource(configured: Option<&str>, headers: &http::HeaderMap) -> Option<S
     Some(format!("{scheme}://{host}{}", crate::connection::HUB_PATH))
 }
 
+/// Where RFC 9728 puts the metadata of `resource`: the well-known segment
+/// inserted between its authority and its path.
+pub fn metadata_url(resource: &str) -> Option<String> {
+    let (scheme, rest) = resource.split_once("://")?;
+    let (authority, path) = match rest.find(['/', '?', '#']) {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    let path = path.split(['?', '#']).next().unwrap_or("");
+    let path = if path == "/" { "" } else { path };
+    Some(format!("{scheme}://{authority}{METADATA_PREFIX}{path}"))
+}
+
+/// RFC 9728's well-known path prefix.
+pub const METADATA_PREFIX: &str = "/.well-known/oauth-protected-resource";
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn metadata_urls() {
+        for (resource, want) in [
+            (
+                "https://hub.example/.well-known/mercure",
+                "https://hub.example/.well-known/oauth-protected-resource/.well-known/mercure",
+            ),
+            (
+                "http://127.0.0.1:8080/.well-known/mercure?x#y",
+                "http://127.0.0.1:8080/.well-known/oauth-protected-resource/.well-known/mercure",
+            ),
+            (
+                "https://hub.example",
+                "https://hub.example/.well-known/oauth-protected-resource",
+            ),
+            (
+                "https://hub.example/",
+                "https://hub.example/.well-known/oauth-protected-resource",
+            ),
+        ] {
+            assert_eq!(metadata_url(resource).as_deref(), Some(want), "{resource}");
+        }
+        assert_eq!(metadata_url("not a url"), None);
+    }
 
     #[test]
     fn typ_forms() {

@@ -29,7 +29,12 @@ pub async fn publish(
 ) -> Response {
     match handle(&state, peer, &headers, &uri, body).await {
         Ok(id) => ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], id).into_response(),
-        Err(err) => state.reject(err).into_response(),
+        Err(err) => {
+            let metadata = state.settings.load().auth.metadata_url(&headers);
+            state
+                .reject(err.resource_metadata(metadata))
+                .into_response()
+        }
     }
 }
 

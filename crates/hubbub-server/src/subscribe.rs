@@ -74,7 +74,12 @@ pub async fn subscribe(State(state): State<SharedState>, headers: HeaderMap, uri
     };
     match result {
         Ok(sub) => sse_response(sub),
-        Err(err) => state.reject(err).into_response(),
+        Err(err) => {
+            let metadata = state.settings.load().auth.metadata_url(&headers);
+            state
+                .reject(err.resource_metadata(metadata))
+                .into_response()
+        }
     }
 }
 

@@ -574,3 +574,68 @@ fn bad_issuer_entries_are_configuration_errors() {
         assert!(c.settings().is_err(), "{entry}");
     }
 }
+
+const METADATA: &str = "/.well-known/oauth-protected-resource/.well-known/mercure";
+
+#[tokio::test]
+async fn discovery_metadata_and_challenges_point_to_it() {
+    let hub = TestHub::start(oauth_config()).await;
+    let r = hubbub_testkit::get(&format!("{}{METADATA}", hub.base_url())).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let doc: Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(doc["resource"], RESOURCE);
+    let mut servers = vec![ED_ISS, ES_ISS, HS_ISS, HS2_ISS, RS_ISS];
+    servers.sort_unstable();
+    assert_eq!(doc["authorization_servers"], json!(servers));
+    assert_eq!(
+        doc["authorization_details_types_supported"],
+        json!(["https://mercure.rocks/authorization-detail"])
+    );
+    assert_eq!(doc["bearer_methods_supported"], json!(["header"]));
+    assert_eq!(doc["mercure_cookie"], "__Secure-mercure_access_token");
+    assert_eq!(doc["mercure_matcher_types_supported"], json!(["exact"]));
+
+    let url = format!("resource_metadata=\"https://hub.example{METADATA}\"");
+    let none = publish(&hub, "", TOPIC).await;
+    assert!(
+        none.header("www-authenticate")
+            .unwrap_or_default()
+            .contains(&url),
+        "{none:?}"
+    );
+    let bad = publish(&hub, "garbage", TOPIC).await;
+    assert!(
+        bad.header("www-authenticate")
+            .unwrap_or_default()
+            .contains(&url)
+    );
+    let sub = SseClient::get(&hub.subscribe_url(&[TOPIC])).await;
+    assert!(
+        sub.header("www-authenticate")
+            .unwrap_or_default()
+            .contains(&url)
+    );
+
+    // Derived from the request's origin when not configured.
+    let derived = TestHub::start(Config {
+        oauth_resource: None,
+        ..oauth_config()
+    })
+    .await;
+    let r = hubbub_testkit::get(&format!("{}{METADATA}", derived.base_url())).await;
+    let doc: Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(
+        doc["resource"],
+        format!("http://{}/.well-known/mercure", derived.addr)
+    );
+
+    // A 0.x-only hub publishes no metadata and its challenges stay as they were.
+    let old = TestHub::start(config()).await;
+    let r = hubbub_testkit::get(&format!("{}{METADATA}", old.base_url())).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let none = publish(&old, "", TOPIC).await;
+    assert_eq!(
+        none.header("www-authenticate"),
+        Some("Bearer realm=\"mercure\"")
+    );
+}
