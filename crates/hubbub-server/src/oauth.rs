@@ -144,17 +144,25 @@ impl Issuers {
     }
 
     /// Whether `token` is to be validated as a 1.0 token (see the module doc).
+    /// Never on a hub without trusted issuers, so a 0.x-only hub judges every
+    /// token exactly as before. Bounded: only a header of at most 4 KiB is
+    /// read, and the claims only of a token of at most [`MAX_TOKEN_BYTES`] (a
+    /// larger 0.x token stays 0.x).
     pub fn is_v1(&self, token: &str) -> bool {
-        if token.len() > MAX_TOKEN_BYTES {
-            // Too large for either kind; the 1.0 path says so.
-            return true;
+        if self.is_empty() {
+            return false;
         }
-        if jsonwebtoken::decode_header(token)
-            .ok()
-            .and_then(|h| h.typ)
-            .is_some_and(|t| typ_is_at_jwt(&t))
+        let header_len = token.find('.').unwrap_or(token.len());
+        if header_len <= 4096
+            && jsonwebtoken::decode_header(token)
+                .ok()
+                .and_then(|h| h.typ)
+                .is_some_and(|t| typ_is_at_jwt(&t))
         {
             return true;
+        }
+        if token.len() > MAX_TOKEN_BYTES {
+            return false;
         }
         #[derive(Deserialize)]
         struct Iss {
@@ -421,6 +429,24 @@ mod tests {
         ] {
             assert!(!typ_is_at_jwt(t), "{t}");
         }
+    }
+
+    #[test]
+    fn which_tokens_are_1_0() {
+        let claims = serde_json::json!({"iss": "https://i", "mercure": {}});
+        let plain = hubbub_proto::token::mint_hmac("k", "HS256", &claims).unwrap();
+        let at =
+            hubbub_proto::token::mint_access_token("HS256", "k", &serde_json::json!({})).unwrap();
+        let other =
+            hubbub_proto::token::mint_hmac("k", "HS256", &serde_json::json!({"iss": "https://x"}))
+                .unwrap();
+        let none = Issuers::default();
+        assert!(!none.is_v1(&plain) && !none.is_v1(&at), "0.x-only hub");
+        let some = Issuers::parse(&["https://i|HS256|k".into()]).unwrap();
+        assert!(some.is_v1(&plain), "a trusted iss");
+        assert!(some.is_v1(&at), "typ at+jwt");
+        assert!(!some.is_v1(&other), "an unknown iss without typ is 0.x");
+        assert!(!some.is_v1("garbage"));
     }
 
     #[test]
