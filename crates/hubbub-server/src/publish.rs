@@ -68,12 +68,7 @@ async fn handle(
                 "the token grants no publish action",
             ));
         }
-        None => {
-            return Err(ApiError::new(
-                Rejection::Unauthorized,
-                "the token has no mercure.publish claim",
-            ));
-        }
+        None => return Err(ApiError::auth(&AuthError::NoPublishClaim, "")),
     };
     if source == TokenSource::Cookie && !origin_allowed(headers, &settings.publish_origins) {
         return Err(ApiError::new(
