@@ -8,6 +8,7 @@ pub mod decode;
 pub mod frame;
 pub mod selector;
 pub mod template;
+pub mod text;
 pub mod token;
 pub mod update;
 

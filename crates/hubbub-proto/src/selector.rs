@@ -42,6 +42,18 @@ impl Selector {
         Ok(Self::Exact(s.to_owned()))
     }
 
+    /// A Mercure 1.0 `exact` matcher (`match=` / `match_exact=`): the value is
+    /// compared byte for byte and never read as a URI template, so `{` is an
+    /// ordinary character. `*` stays the wildcard: 1.0 recognizes it before the
+    /// matcher type.
+    pub fn exact(s: &str) -> Self {
+        if s == "*" {
+            Self::Any
+        } else {
+            Self::Exact(s.to_owned())
+        }
+    }
+
     pub fn as_str(&self) -> &str {
         match self {
             Self::Any => "*",
@@ -84,6 +96,19 @@ mod tests {
             Selector::Template(_)
         ));
         assert!(Selector::parse("https://a/{id").is_err());
+    }
+
+    #[test]
+    fn exact_matchers_are_never_templates() {
+        assert!(matches!(Selector::exact("*"), Selector::Any));
+        let braces = Selector::exact("https://a/{id}");
+        assert!(matches!(braces, Selector::Exact(_)));
+        assert!(braces.matches("https://a/{id}"));
+        assert!(!braces.matches("https://a/1"));
+        assert!(matches!(
+            Selector::exact("https://a/{id"),
+            Selector::Exact(_)
+        ));
     }
 
     #[test]
