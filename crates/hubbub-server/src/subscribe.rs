@@ -88,6 +88,7 @@ fn resumes_after_id(headers: &HeaderMap, uri: &Uri) -> bool {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum MatcherType {
     Exact,
+    UrlPattern,
 }
 
 impl MatcherType {
@@ -104,6 +105,7 @@ impl MatcherType {
         }
         Some(match name {
             "match" | "match_exact" => Ok(Self::Exact),
+            "match_urlpattern" => Ok(Self::UrlPattern),
             _ => Err(()),
         })
     }
@@ -149,7 +151,7 @@ fn parse_query(uri: &Uri) -> Result<Query, String> {
             }
             Some(Err(())) => {
                 return Err(format!(
-                    "unsupported query parameter {name:?}: names starting with \"match\" are reserved for topic matchers; this hub serves match, match_exact"
+                    "unsupported query parameter {name:?}: names starting with \"match\" are reserved for topic matchers; this hub serves match, match_exact, match_urlpattern"
                 ));
             }
             None => {
@@ -166,6 +168,30 @@ fn parse_query(uri: &Uri) -> Result<Query, String> {
     }
     q.last_event_id = q.last_event_id.or(legacy_last_event_id);
     Ok(q)
+}
+
+/// The hub's URL, against which relative URL Patterns and topics are resolved:
+/// this endpoint on the host the client addressed (`https` when a proxy says
+/// it terminated TLS). A Host that makes no URL falls back to `localhost`; it
+/// only changes what the client's own relative patterns mean.
+fn hub_url(headers: &HeaderMap) -> String {
+    let scheme = match headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(p) if p.eq_ignore_ascii_case("https") => "https",
+        _ => "http",
+    };
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .filter(|h| {
+            !h.is_empty()
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b".-:[]_".contains(&b))
+        })
+        .unwrap_or("localhost");
+    format!("{scheme}://{host}{}", crate::connection::HUB_PATH)
 }
 
 /// Form decoding of one name or value: `+` is a space, then percent-decoding.
@@ -196,9 +222,13 @@ fn open(state: &SharedState, headers: &HeaderMap, uri: &Uri) -> Result<Subscript
         .map(|t| state.selector(t))
         .collect::<Result<Vec<Selector>, _>>()
         .map_err(|e| bad(e.to_string()))?;
+    let base = hub_url(headers);
     for (kind, value) in &query.matchers {
         selectors.push(match kind {
             MatcherType::Exact => Selector::exact(value),
+            MatcherType::UrlPattern => {
+                Selector::url_pattern(value, &base).map_err(|e| bad(e.to_string()))?
+            }
         });
     }
     crate::publish::check_template_states(&selectors, limits.max_template_states)?;
@@ -404,6 +434,11 @@ mod tests {
         let values: Vec<&str> = q.matchers.iter().map(|(_, v)| v.as_str()).collect();
         assert_eq!(values, ["b", "c{d}", "e f"]);
         assert!(q.matchers.iter().all(|(k, _)| *k == MatcherType::Exact));
+        let p = query("match_urlpattern=%2Fbooks%2F%3Aid").unwrap();
+        assert_eq!(
+            p.matchers,
+            [(MatcherType::UrlPattern, "/books/:id".to_owned())]
+        );
         assert_eq!(
             query("match").unwrap().matchers[0].1,
             "",
@@ -423,6 +458,8 @@ mod tests {
             "matchx",
             "MATCH_EXACT",
             "m%61tch_x",
+            "match_URLPattern",
+            "match_url_pattern",
         ] {
             let err = query(&format!("topic=a&{name}=x")).unwrap_err();
             assert!(err.contains("reserved"), "{name}: {err}");
@@ -450,6 +487,18 @@ mod tests {
         assert_eq!(query("match=%C3%A9").unwrap().matchers[0].1, "\u{e9}");
         // 0.x topics keep their lenient decoding.
         assert_eq!(query("topic=%FF").unwrap().topics, ["\u{FFFD}"]);
+    }
+
+    #[test]
+    fn hub_url_from_the_request() {
+        let mut h = HeaderMap::new();
+        assert_eq!(hub_url(&h), "http://localhost/.well-known/mercure");
+        h.insert(header::HOST, "hub.example:8080".parse().unwrap());
+        assert_eq!(hub_url(&h), "http://hub.example:8080/.well-known/mercure");
+        h.insert("x-forwarded-proto", "https".parse().unwrap());
+        assert_eq!(hub_url(&h), "https://hub.example:8080/.well-known/mercure");
+        h.insert(header::HOST, "evil/path?x".parse().unwrap());
+        assert_eq!(hub_url(&h), "https://localhost/.well-known/mercure");
     }
 
     #[test]

@@ -229,3 +229,95 @@ async fn private_updates_with_1_0_selectors_follow_the_claim() {
     assert_eq!(claimed.ids_until("end").await, ["secret", "public"]);
     assert_eq!(other_claim.ids_until("end").await, ["public"]);
 }
+
+#[tokio::test]
+async fn match_urlpattern_selects_by_url_pattern() {
+    let hub = TestHub::start(config()).await;
+    let books = "https://example.com/books/:id";
+    let mut pattern = subscribe(&hub, &[("match_urlpattern", books), ("match", END)]).await;
+    let mut digits = subscribe(
+        &hub,
+        &[
+            ("match_urlpattern", "https://example.com/books/:id(\\d+)"),
+            ("match", END),
+        ],
+    )
+    .await;
+    // Relative patterns and topics are resolved against the hub's URL: here
+    // http://127.0.0.1:PORT/.well-known/mercure, from the request's Host.
+    let mut relative = subscribe(&hub, &[("match_urlpattern", "/local/:id"), ("match", END)]).await;
+    let mut literal = subscribe(&hub, &[("match", books), ("match", END)]).await;
+
+    publish_on(&hub, "book", &[BOOK], false).await;
+    publish_on(&hub, "named", &["https://example.com/books/abc"], false).await;
+    publish_on(
+        &hub,
+        "deeper",
+        &["https://example.com/books/1/reviews/2"],
+        false,
+    )
+    .await;
+    publish_on(&hub, "author", &[AUTHOR], false).await;
+    publish_on(&hub, "urn", &["urn:isbn:1"], false).await;
+    publish_on(&hub, "local", &["/local/1"], false).await;
+    let here = format!("{}/local/2", hub.base_url());
+    publish_on(&hub, "local-absolute", &[&here], false).await;
+    publish_on(&hub, "elsewhere", &["https://other.example/local/3"], false).await;
+    publish_on(&hub, "end", &[END], false).await;
+
+    assert_eq!(pattern.ids_until("end").await, ["book", "named"]);
+    assert_eq!(digits.ids_until("end").await, ["book"]);
+    assert_eq!(relative.ids_until("end").await, ["local", "local-absolute"]);
+    assert_eq!(
+        literal.ids_until("end").await,
+        Vec::<String>::new(),
+        "match= is exact"
+    );
+}
+
+#[tokio::test]
+async fn bad_url_patterns_are_refused() {
+    let hub = TestHub::start(config()).await;
+    for pattern in [
+        "https://example.com/books/:id(",
+        "https://example.com/:id((?=x))",
+        "https://example.com/:id(\\w{200})",
+        "https://example.com/books/\u{200B}:id",
+    ] {
+        let r = get(&url(&hub, &[("match_urlpattern", pattern)])).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{pattern}: {}", r.body);
+    }
+    let mut cfg = config();
+    cfg.max_topic_bytes = 24;
+    let small = TestHub::start(cfg).await;
+    let long = get(&url(
+        &small,
+        &[("match_urlpattern", "https://example.com/books/:id")],
+    ))
+    .await;
+    assert_eq!(long.status, StatusCode::BAD_REQUEST, "max_topic_bytes");
+}
+
+#[tokio::test]
+async fn private_updates_with_url_patterns_follow_the_claim() {
+    let hub = TestHub::start(config()).await;
+    let params = [
+        ("match_urlpattern", "https://example.com/books/:id"),
+        ("match", END),
+    ];
+    let mut anonymous = subscribe(&hub, &params).await;
+    let mut claimed = SseClient::connect(
+        hubbub_testkit::client()
+            .get(url(&hub, &params))
+            .bearer_auth(subscriber(KEY, &[BOOK])),
+    )
+    .await;
+
+    publish_on(&hub, "secret", &[BOOK], true).await;
+    publish_on(&hub, "other-secret", &["https://example.com/books/2"], true).await;
+    publish_on(&hub, "public", &[BOOK], false).await;
+    publish_on(&hub, "end", &[END], false).await;
+
+    assert_eq!(anonymous.ids_until("end").await, ["public"]);
+    assert_eq!(claimed.ids_until("end").await, ["secret", "public"]);
+}
