@@ -226,9 +226,9 @@ fn open(state: &SharedState, headers: &HeaderMap, uri: &Uri) -> Result<Subscript
     for (kind, value) in &query.matchers {
         selectors.push(match kind {
             MatcherType::Exact => Selector::exact(value),
-            MatcherType::UrlPattern => {
-                Selector::url_pattern(value, &base).map_err(|e| bad(e.to_string()))?
-            }
+            MatcherType::UrlPattern => state
+                .url_pattern(value, &base)
+                .map_err(|e| bad(e.to_string()))?,
         });
     }
     crate::publish::check_template_states(&selectors, limits.max_template_states)?;

@@ -247,6 +247,18 @@ async fn match_urlpattern_selects_by_url_pattern() {
     // http://127.0.0.1:PORT/.well-known/mercure, from the request's Host.
     let mut relative = subscribe(&hub, &[("match_urlpattern", "/local/:id"), ("match", END)]).await;
     let mut literal = subscribe(&hub, &[("match", books), ("match", END)]).await;
+    // The same relative pattern under another hub URL (compiled apart).
+    let mut proxied = SseClient::connect(
+        hubbub_testkit::client()
+            .get(url(
+                &hub,
+                &[("match_urlpattern", "/local/:id"), ("match", END)],
+            ))
+            .header("host", "other.example")
+            .header("x-forwarded-proto", "https"),
+    )
+    .await;
+    assert_eq!(proxied.status, StatusCode::OK);
 
     publish_on(&hub, "book", &[BOOK], false).await;
     publish_on(&hub, "named", &["https://example.com/books/abc"], false).await;
@@ -273,6 +285,7 @@ async fn match_urlpattern_selects_by_url_pattern() {
         Vec::<String>::new(),
         "match= is exact"
     );
+    assert_eq!(proxied.ids_until("end").await, ["local", "elsewhere"]);
 }
 
 #[tokio::test]
