@@ -289,6 +289,26 @@ async fn match_urlpattern_selects_by_url_pattern() {
 }
 
 #[tokio::test]
+async fn url_patterns_select_the_replay_too() {
+    let hub = TestHub::start(config()).await;
+    publish_on(&hub, "book", &[BOOK], false).await;
+    publish_on(&hub, "author", &[AUTHOR], false).await;
+    publish_on(&hub, "book2", &["https://example.com/books/2"], false).await;
+    let mut sub = subscribe(
+        &hub,
+        &[
+            ("match_urlpattern", "https://example.com/books/:id"),
+            ("last_event_id", "earliest"),
+        ],
+    )
+    .await;
+    assert_eq!(sub.header("mercure-last-event-id"), Some("earliest"));
+    assert_eq!(sub.ids(2).await, ["book", "book2"]);
+    sub.expect_no_event(std::time::Duration::from_millis(200))
+        .await;
+}
+
+#[tokio::test]
 async fn bad_url_patterns_are_refused() {
     let hub = TestHub::start(config()).await;
     for pattern in [
