@@ -41,5 +41,6 @@ fuzz_target!(|input: &[u8]| {
             assert_eq!(matched, topic == selector || direct.matches(topic));
             assert_eq!(t.matches(topic), direct.matches(topic));
         }
+        Selector::UrlPattern(_) => panic!("`parse` never makes a URL Pattern: {selector:?}"),
     }
 });

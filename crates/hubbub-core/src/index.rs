@@ -1,6 +1,6 @@
 //! The topic index of one shard. Exact selectors are looked up by topic, so a
-//! publish touches only the subscribers of its topics; `*` and template selectors
-//! are the only ones checked one by one.
+//! publish touches only the subscribers of its topics; `*`, template and URL
+//! Pattern selectors are the only ones checked one by one.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,7 +16,7 @@ pub(crate) struct ShardIndex {
     /// Every subscriber of the shard (the sweeper walks this).
     pub all: Set,
     exact: HashMap<Box<str>, Set>,
-    /// Subscribers with at least one `*` or template selector.
+    /// Subscribers with at least one `*`, template or URL Pattern selector.
     wide: Set,
 }
 
@@ -31,7 +31,7 @@ impl ShardIndex {
                         .or_default()
                         .insert(sub.id, sub.clone());
                 }
-                Selector::Any | Selector::Template(_) => {
+                Selector::Any | Selector::Template(_) | Selector::UrlPattern(_) => {
                     self.wide.insert(sub.id, sub.clone());
                 }
             }

@@ -1,6 +1,6 @@
 //! Deciding whether an update is visible to a subscriber, with a bounded cache of
-//! URI-template results (templates cost far more than a hash lookup, and the same
-//! selector/topic pairs recur for every update on a busy topic).
+//! URI-template and URL-Pattern results (both cost far more than a hash lookup,
+//! and the same selector/topic pairs recur for every update on a busy topic).
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash, Hasher, RandomState};
@@ -13,7 +13,9 @@ use crate::subscriber::Subscriber;
 /// cold cache only costs template evaluations, never correctness.
 #[derive(Debug)]
 pub(crate) struct MatchCache {
-    results: HashMap<u64, (Box<str>, Box<str>, bool)>,
+    /// (kind, selector key, topic) -> matched. The kind keeps a template and a
+    /// URL Pattern with the same text apart.
+    results: HashMap<u64, (Kind, Box<str>, Box<str>, bool)>,
     capacity: usize,
     hasher: RandomState,
 }
@@ -28,12 +30,15 @@ impl MatchCache {
     }
 
     pub fn matches(&mut self, selector: &Selector, topic: &str) -> bool {
-        let Selector::Template(template) = selector else {
-            return selector.matches(topic);
+        let (kind, text) = match selector {
+            Selector::Template(template) => (Kind::Template, template.as_str()),
+            Selector::UrlPattern(pattern) => (Kind::UrlPattern, pattern.cache_key()),
+            Selector::Any | Selector::Exact(_) => return selector.matches(topic),
         };
-        let key = self.key(template.as_str(), topic);
-        if let Some((sel, top, hit)) = self.results.get(&key)
-            && &**sel == template.as_str()
+        let key = self.key(kind, text, topic);
+        if let Some((k, sel, top, hit)) = self.results.get(&key)
+            && *k == kind
+            && &**sel == text
             && &**top == topic
         {
             return *hit;
@@ -43,12 +48,13 @@ impl MatchCache {
             self.results.clear();
         }
         self.results
-            .insert(key, (template.as_str().into(), topic.into(), hit));
+            .insert(key, (kind, text.into(), topic.into(), hit));
         hit
     }
 
-    fn key(&self, selector: &str, topic: &str) -> u64 {
+    fn key(&self, kind: Kind, selector: &str, topic: &str) -> u64 {
         let mut h = self.hasher.build_hasher();
+        kind.hash(&mut h);
         selector.hash(&mut h);
         topic.hash(&mut h);
         h.finish()
@@ -77,9 +83,35 @@ impl MatchCache {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Kind {
+    Template,
+    UrlPattern,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A 0.x template may hold U+0001, so its text can equal a URL Pattern's
+    /// cache key; a shared cache entry would hand one's answer to the other.
+    #[test]
+    fn kinds_do_not_share_results() {
+        let mut cache = MatchCache::new(16);
+        let pattern = Selector::url_pattern("https://a/{x}", "https://hub/").unwrap();
+        let Selector::UrlPattern(p) = &pattern else {
+            unreachable!()
+        };
+        let template = Selector::parse(p.cache_key()).unwrap();
+        assert!(matches!(template, Selector::Template(_)));
+        let (topic, by_template, by_pattern) = ("https://a/x", false, true);
+        assert_eq!(template.matches(topic), by_template);
+        assert_eq!(pattern.matches(topic), by_pattern);
+        for _ in 0..2 {
+            assert_eq!(cache.matches(&template, topic), by_template);
+            assert_eq!(cache.matches(&pattern, topic), by_pattern);
+        }
+    }
 
     #[test]
     fn cached_results_equal_fresh_ones() {

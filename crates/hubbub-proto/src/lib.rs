@@ -8,8 +8,10 @@ pub mod decode;
 pub mod frame;
 pub mod selector;
 pub mod template;
+pub mod text;
 pub mod token;
 pub mod update;
+pub mod url_pattern;
 
 pub use frame::{HEARTBEAT, OPEN_COMMENT, encode_frame};
 pub use selector::{Selector, SelectorError};

@@ -1,8 +1,12 @@
-//! Topic selectors: `*`, an exact topic, or an RFC 6570 URI template.
+//! Topic selectors: `*`, an exact topic, an RFC 6570 URI template (0.x) or a
+//! WHATWG URL Pattern (1.0 `match_urlpattern`).
+
+use std::sync::Arc;
 
 use thiserror::Error;
 
 use crate::template::{TemplateError, UriTemplate};
+use crate::url_pattern::{UrlPatternError, UrlPatternMatcher};
 
 /// A compiled subscription (or claim) selector.
 #[derive(Debug, Clone)]
@@ -14,6 +18,8 @@ pub enum Selector {
     /// Anchored URI-template match (the literal template string matches too).
     /// Boxed: templates are rare and large, exact topics common and small.
     Template(Box<UriTemplate>),
+    /// A 1.0 URL Pattern; shared, as its compiled regexps cannot be cloned.
+    UrlPattern(Arc<UrlPatternMatcher>),
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -23,6 +29,8 @@ pub enum SelectorError {
         selector: String,
         source: TemplateError,
     },
+    #[error(transparent)]
+    UrlPattern(#[from] UrlPatternError),
 }
 
 impl Selector {
@@ -42,20 +50,46 @@ impl Selector {
         Ok(Self::Exact(s.to_owned()))
     }
 
+    /// A Mercure 1.0 `exact` matcher (`match=` / `match_exact=`): the value is
+    /// compared byte for byte and never read as a URI template, so `{` is an
+    /// ordinary character. `*` stays the wildcard: 1.0 recognizes it before the
+    /// matcher type.
+    pub fn exact(s: &str) -> Self {
+        if s == "*" {
+            Self::Any
+        } else {
+            Self::Exact(s.to_owned())
+        }
+    }
+
+    /// A Mercure 1.0 `urlpattern` matcher (`match_urlpattern=`); relative
+    /// patterns and topics are resolved against `base`, the hub's URL. `*` is
+    /// the wildcard here too.
+    pub fn url_pattern(s: &str, base: &str) -> Result<Self, SelectorError> {
+        if s == "*" {
+            return Ok(Self::Any);
+        }
+        Ok(Self::UrlPattern(Arc::new(UrlPatternMatcher::parse(
+            s, base,
+        )?)))
+    }
+
     pub fn as_str(&self) -> &str {
         match self {
             Self::Any => "*",
             Self::Exact(s) => s,
             Self::Template(t) => t.as_str(),
+            Self::UrlPattern(p) => p.as_str(),
         }
     }
 
     /// Matching cost per byte of a topic (see [`UriTemplate::states`]); 0 for
-    /// `*` and exact topics, which cost a comparison.
+    /// `*` and exact topics, which cost a comparison, and for URL Patterns,
+    /// whose regexps are size-capped when compiled (see [`crate::url_pattern`]).
     pub fn states(&self) -> usize {
         match self {
             Self::Template(t) => t.states(),
-            Self::Any | Self::Exact(_) => 0,
+            Self::Any | Self::Exact(_) | Self::UrlPattern(_) => 0,
         }
     }
 
@@ -64,6 +98,7 @@ impl Selector {
             Self::Any => true,
             Self::Exact(s) => s == topic,
             Self::Template(t) => t.as_str() == topic || t.matches(topic),
+            Self::UrlPattern(p) => p.matches(topic),
         }
     }
 }
@@ -84,6 +119,37 @@ mod tests {
             Selector::Template(_)
         ));
         assert!(Selector::parse("https://a/{id").is_err());
+    }
+
+    #[test]
+    fn exact_matchers_are_never_templates() {
+        assert!(matches!(Selector::exact("*"), Selector::Any));
+        let braces = Selector::exact("https://a/{id}");
+        assert!(matches!(braces, Selector::Exact(_)));
+        assert!(braces.matches("https://a/{id}"));
+        assert!(!braces.matches("https://a/1"));
+        assert!(matches!(
+            Selector::exact("https://a/{id"),
+            Selector::Exact(_)
+        ));
+    }
+
+    #[test]
+    fn url_patterns() {
+        let base = "https://hub.example/.well-known/mercure";
+        assert!(matches!(
+            Selector::url_pattern("*", base),
+            Ok(Selector::Any)
+        ));
+        let p = Selector::url_pattern("https://a/books/:id", base).unwrap();
+        assert!(matches!(p, Selector::UrlPattern(_)));
+        assert_eq!(p.as_str(), "https://a/books/:id");
+        assert!(p.matches("https://a/books/1"));
+        assert!(!p.matches("https://a/books/1/2"));
+        assert!(matches!(
+            Selector::url_pattern("https://a/:id(", base),
+            Err(SelectorError::UrlPattern(_))
+        ));
     }
 
     #[test]

@@ -113,7 +113,10 @@ async fn cors(State(state): State<SharedState>, request: Request, next: Next) ->
         h,
         &[
             (header::ACCESS_CONTROL_ALLOW_CREDENTIALS, "true"),
-            (header::ACCESS_CONTROL_EXPOSE_HEADERS, "last-event-id"),
+            (
+                header::ACCESS_CONTROL_EXPOSE_HEADERS,
+                "last-event-id, mercure-last-event-id",
+            ),
         ],
     );
     h.append(header::VARY, HeaderValue::from_static("origin"));

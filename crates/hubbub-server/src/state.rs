@@ -35,6 +35,10 @@ pub struct AppState {
     /// balancers send new clients elsewhere while streams drain.
     pub draining: CancellationToken,
     selectors: Mutex<HashMap<String, Selector>>,
+    /// Compiled URL Patterns by (base, pattern), apart from `selectors`: a
+    /// template's text must never find a URL Pattern. Subscribers sharing a
+    /// pattern also share its regexps (and their match caches).
+    url_patterns: Mutex<HashMap<(String, String), Selector>>,
 }
 
 pub type SharedState = Arc<AppState>;
@@ -51,6 +55,7 @@ impl AppState {
             delivered: None,
             draining: CancellationToken::new(),
             selectors: Mutex::default(),
+            url_patterns: Mutex::default(),
         }
     }
 
@@ -134,6 +139,32 @@ impl AppState {
             cache.clear();
         }
         cache.insert(s.to_owned(), sel.clone());
+        Ok(sel)
+    }
+
+    /// A 1.0 `match_urlpattern` selector, reusing the compiled form of one seen
+    /// before under the same base. Compiling (milliseconds) happens outside
+    /// the lock.
+    pub fn url_pattern(&self, s: &str, base: &str) -> Result<Selector, SelectorError> {
+        let key = (base.to_owned(), s.to_owned());
+        let cached = self
+            .url_patterns
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&key)
+            .cloned();
+        if let Some(sel) = cached {
+            return Ok(sel);
+        }
+        let sel = Selector::url_pattern(s, base)?;
+        let mut cache = self
+            .url_patterns
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if cache.len() >= SELECTOR_CACHE_CAPACITY {
+            cache.clear();
+        }
+        cache.insert(key, sel.clone());
         Ok(sel)
     }
 }

@@ -85,46 +85,157 @@ pub async fn subscribe(State(state): State<SharedState>, headers: HeaderMap, uri
 
 /// The request names a specific id to resume after (not `earliest`).
 fn resumes_after_id(headers: &HeaderMap, uri: &Uri) -> bool {
-    matches!(
-        resume(headers, parse_query(uri).last_event_id),
-        Resume::After(_)
-    )
+    parse_query(uri).is_ok_and(|q| matches!(resume(headers, q.last_event_id), Resume::After(_)))
+}
+
+/// A Mercure 1.0 topic matcher type, named by the suffix of its query
+/// parameter (`match` alone is `exact`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MatcherType {
+    Exact,
+    UrlPattern,
+}
+
+impl MatcherType {
+    /// The type a parameter name selects: `None` outside the reserved `match`
+    /// namespace, `Some(Err)` for a name inside it that is not one we serve.
+    /// Names are case-sensitive, but the namespace is ASCII case-insensitive,
+    /// so `Match` or `MATCH_EXACT` are refused rather than silently ignored.
+    fn of(name: &str) -> Option<Result<Self, ()>> {
+        if !name
+            .get(..5)
+            .is_some_and(|p| p.eq_ignore_ascii_case("match"))
+        {
+            return None;
+        }
+        Some(match name {
+            "match" | "match_exact" => Ok(Self::Exact),
+            "match_urlpattern" => Ok(Self::UrlPattern),
+            _ => Err(()),
+        })
+    }
 }
 
 #[derive(Debug, Default)]
 struct Query {
+    /// 0.x `topic=`: an exact topic or an RFC 6570 URI template.
     topics: Vec<String>,
+    /// 1.0 `match=` / `match_<type>=`, in request order.
+    matchers: Vec<(MatcherType, String)>,
+    /// 1.0 `last_event_id`, else 0.x `lastEventID` (the header beats both).
     last_event_id: Option<String>,
     authorization: Option<String>,
 }
 
-fn parse_query(uri: &Uri) -> Query {
+/// Parses the query as `application/x-www-form-urlencoded` (as
+/// `URLSearchParams` does). Matcher values are decoded strictly: 1.0 requires
+/// them to be valid UTF-8, where a lossy decoding would turn a bad byte into
+/// U+FFFD and match something else. 0.x parameters keep their lossy decoding.
+fn parse_query(uri: &Uri) -> Result<Query, String> {
     let mut q = Query::default();
-    for (k, v) in form_urlencoded::parse(uri.query().unwrap_or("").as_bytes()) {
-        match &*k {
-            "topic" => q.topics.push(v.into_owned()),
-            "lastEventID" => q.last_event_id = Some(v.into_owned()),
-            "authorization" => q.authorization = Some(v.into_owned()),
-            _ => {}
+    let mut legacy_last_event_id = None;
+    for pair in uri.query().unwrap_or("").split('&') {
+        if pair.is_empty() {
+            continue;
+        }
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let name = form_decode(name);
+        let name = String::from_utf8_lossy(&name);
+        let value = form_decode(value);
+        match MatcherType::of(&name) {
+            Some(Ok(kind)) => {
+                let value = String::from_utf8(value)
+                    .map_err(|_| format!("the value of {name} is not valid UTF-8"))?;
+                if let Some(c) = hubbub_proto::text::forbidden_char(&value) {
+                    return Err(format!(
+                        "the value of {name} contains U+{:04X}: control and format characters are not allowed",
+                        u32::from(c)
+                    ));
+                }
+                q.matchers.push((kind, value));
+            }
+            Some(Err(())) => {
+                return Err(format!(
+                    "unsupported query parameter {name:?}: names starting with \"match\" are reserved for topic matchers; this hub serves match, match_exact, match_urlpattern"
+                ));
+            }
+            None => {
+                let value = String::from_utf8_lossy(&value).into_owned();
+                match &*name {
+                    "topic" => q.topics.push(value),
+                    "last_event_id" => q.last_event_id = Some(value),
+                    "lastEventID" => legacy_last_event_id = Some(value),
+                    "authorization" => q.authorization = Some(value),
+                    _ => {}
+                }
+            }
         }
     }
-    q
+    q.last_event_id = q.last_event_id.or(legacy_last_event_id);
+    Ok(q)
+}
+
+/// The hub's URL, against which relative URL Patterns and topics are resolved:
+/// this endpoint on the host the client addressed (`https` when a proxy says
+/// it terminated TLS). A Host that makes no URL falls back to `localhost`; it
+/// only changes what the client's own relative patterns mean.
+fn hub_url(headers: &HeaderMap) -> String {
+    let scheme = match headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(p) if p.eq_ignore_ascii_case("https") => "https",
+        _ => "http",
+    };
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .filter(|h| {
+            !h.is_empty()
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b".-:[]_".contains(&b))
+        })
+        .unwrap_or("localhost");
+    format!("{scheme}://{host}{}", crate::connection::HUB_PATH)
+}
+
+/// Form decoding of one name or value: `+` is a space, then percent-decoding.
+fn form_decode(raw: &str) -> Vec<u8> {
+    let plus = raw.replace('+', " ");
+    percent_encoding::percent_decode_str(&plus).collect()
 }
 
 fn open(state: &SharedState, headers: &HeaderMap, uri: &Uri) -> Result<Subscription, ApiError> {
     let settings = state.settings.load_full();
-    let query = parse_query(uri);
-    hubbub_proto::update::validate_topics(&query.topics, settings.limits.max_topics)
-        .map_err(|e| ApiError::new(Rejection::BadRequest, e.to_string()))?;
-    crate::publish::check_topic_text(&query.topics, "topic selector")?;
+    let bad = |e: String| ApiError::new(Rejection::BadRequest, e);
+    let query = parse_query(uri).map_err(bad)?;
+    // Both generations' selectors count against the same limits.
+    let all: Vec<String> = query
+        .topics
+        .iter()
+        .cloned()
+        .chain(query.matchers.iter().map(|(_, v)| v.clone()))
+        .collect();
+    hubbub_proto::update::validate_topics(&all, settings.limits.max_topics)
+        .map_err(|e| bad(e.to_string()))?;
+    crate::publish::check_topic_text(&all, "topic selector")?;
     let limits = &settings.limits;
-    crate::publish::check_topic_lengths(&query.topics, limits.max_topic_bytes, "topic selector")?;
-    let selectors = query
+    crate::publish::check_topic_lengths(&all, limits.max_topic_bytes, "topic selector")?;
+    let mut selectors = query
         .topics
         .iter()
         .map(|t| state.selector(t))
         .collect::<Result<Vec<Selector>, _>>()
-        .map_err(|e| ApiError::new(Rejection::BadRequest, e.to_string()))?;
+        .map_err(|e| bad(e.to_string()))?;
+    let base = hub_url(headers);
+    for (kind, value) in &query.matchers {
+        selectors.push(match kind {
+            MatcherType::Exact => Selector::exact(value),
+            MatcherType::UrlPattern => state
+                .url_pattern(value, &base)
+                .map_err(|e| bad(e.to_string()))?,
+        });
+    }
     crate::publish::check_template_states(&selectors, limits.max_template_states)?;
 
     let auth = &settings.auth;
@@ -163,7 +274,8 @@ fn open(state: &SharedState, headers: &HeaderMap, uri: &Uri) -> Result<Subscript
     })
 }
 
-/// The `Last-Event-ID` header wins over the `lastEventID` query parameter.
+/// The `Last-Event-ID` header wins over the query parameter (`last_event_id`,
+/// else `lastEventID`), as both protocol generations say.
 fn resume(headers: &HeaderMap, query: Option<String>) -> Resume {
     let header = headers
         .get("last-event-id")
@@ -234,7 +346,13 @@ fn sse_response(sub: Subscription) -> Response {
             (HeaderName::from_static("x-accel-buffering"), "no"),
         ],
     );
+    // 1.0 names the response field `Mercure-Last-Event-ID` (`Last-Event-ID` is
+    // a request field); 0.x clients read `Last-Event-ID`. Both are sent, with
+    // the same value: the id the replay starts after, or `earliest`.
     if let Some(id) = last_event_id {
+        response
+            .headers_mut()
+            .insert("mercure-last-event-id", id.clone());
         response.headers_mut().insert("last-event-id", id);
     }
     response
@@ -301,6 +419,103 @@ mod tests {
         assert_eq!(resume(&h, Some("earliest".into())), Resume::Earliest);
         h.insert("last-event-id", "a".parse().unwrap());
         assert_eq!(resume(&h, Some("b".into())), Resume::After("a".into()));
+    }
+
+    fn query(q: &str) -> Result<Query, String> {
+        parse_query(&format!("/.well-known/mercure?{q}").parse().unwrap())
+    }
+
+    #[test]
+    fn matcher_parameters() {
+        let q = query("topic=a&match=b&match_exact=c%7Bd%7D&match=e+f&other=1").unwrap();
+        assert_eq!(q.topics, ["a"]);
+        let values: Vec<&str> = q.matchers.iter().map(|(_, v)| v.as_str()).collect();
+        assert_eq!(values, ["b", "c{d}", "e f"]);
+        assert!(q.matchers.iter().all(|(k, _)| *k == MatcherType::Exact));
+        let p = query("match_urlpattern=%2Fbooks%2F%3Aid").unwrap();
+        assert_eq!(
+            p.matchers,
+            [(MatcherType::UrlPattern, "/books/:id".to_owned())]
+        );
+        assert_eq!(
+            query("match").unwrap().matchers[0].1,
+            "",
+            "no '=' is an empty value"
+        );
+    }
+
+    #[test]
+    fn the_match_prefix_is_reserved() {
+        for name in [
+            "Match",
+            "MATCH",
+            "match_",
+            "match_regex",
+            "match_Exact",
+            "matches",
+            "matchx",
+            "MATCH_EXACT",
+            "m%61tch_x",
+            "match_URLPattern",
+            "match_url_pattern",
+        ] {
+            let err = query(&format!("topic=a&{name}=x")).unwrap_err();
+            assert!(err.contains("reserved"), "{name}: {err}");
+        }
+        for name in ["matc", "xmatch", "topic_match", "mat"] {
+            assert!(query(&format!("{name}=x")).is_ok(), "{name}");
+        }
+    }
+
+    #[test]
+    fn matcher_values_must_be_clean_utf8() {
+        for value in [
+            "%FF",
+            "a%C3",
+            "%00",
+            "a%0Ab",
+            "%7F",
+            "%C2%85",
+            "%E2%80%AE",
+            "%EF%BB%BF",
+        ] {
+            assert!(query(&format!("match={value}")).is_err(), "{value}");
+            assert!(query(&format!("match_exact={value}")).is_err(), "{value}");
+        }
+        assert_eq!(query("match=%C3%A9").unwrap().matchers[0].1, "\u{e9}");
+        // 0.x topics keep their lenient decoding.
+        assert_eq!(query("topic=%FF").unwrap().topics, ["\u{FFFD}"]);
+    }
+
+    #[test]
+    fn hub_url_from_the_request() {
+        let mut h = HeaderMap::new();
+        assert_eq!(hub_url(&h), "http://localhost/.well-known/mercure");
+        h.insert(header::HOST, "hub.example:8080".parse().unwrap());
+        assert_eq!(hub_url(&h), "http://hub.example:8080/.well-known/mercure");
+        h.insert("x-forwarded-proto", "https".parse().unwrap());
+        assert_eq!(hub_url(&h), "https://hub.example:8080/.well-known/mercure");
+        h.insert(header::HOST, "evil/path?x".parse().unwrap());
+        assert_eq!(hub_url(&h), "https://localhost/.well-known/mercure");
+    }
+
+    #[test]
+    fn last_event_id_names() {
+        assert_eq!(
+            query("lastEventID=a").unwrap().last_event_id.as_deref(),
+            Some("a")
+        );
+        assert_eq!(
+            query("last_event_id=b").unwrap().last_event_id.as_deref(),
+            Some("b")
+        );
+        let both = query("last_event_id=b&lastEventID=a").unwrap();
+        assert_eq!(
+            both.last_event_id.as_deref(),
+            Some("b"),
+            "the 1.0 name wins"
+        );
+        assert_eq!(query("topic=x").unwrap().last_event_id, None);
     }
 
     #[test]

@@ -40,6 +40,11 @@ async fn cors_answers_configured_origins_only() {
     assert_eq!(sse.status, StatusCode::OK);
     assert_eq!(sse.header("access-control-allow-origin"), Some(APP));
     assert_eq!(sse.header("access-control-allow-credentials"), Some("true"));
+    // Polyfill clients read the resume cursor of both protocol generations.
+    assert_eq!(
+        sse.header("access-control-expose-headers"),
+        Some("last-event-id, mercure-last-event-id")
+    );
 }
 
 #[tokio::test]
