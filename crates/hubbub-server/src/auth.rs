@@ -192,8 +192,7 @@ impl Auth {
             "authorization_details_types_supported": [crate::oauth::DETAIL_TYPE],
             "bearer_methods_supported": ["header"],
             "mercure_cookie": self.v1_cookie_name,
-            // urlpattern grants are refused for now, so say so.
-            "mercure_matcher_types_supported": ["exact"],
+            "mercure_matcher_types_supported": ["exact", "urlpattern"],
         }))
     }
 

@@ -26,6 +26,9 @@ pub const MAX_DETAILS: usize = 64;
 pub const MAX_MATCHERS: usize = 1000;
 /// Longest `match` value (bytes).
 pub const MAX_MATCH_BYTES: usize = 2048;
+/// URL-pattern matchers per token: each is compiled (regexps, size-capped)
+/// every time the token is verified.
+pub const MAX_URL_PATTERNS: usize = 16;
 
 /// The signature algorithms a trusted issuer's key may use. Never `none`
 /// (jsonwebtoken cannot even parse it); HS* only with a shared secret.
@@ -207,7 +210,7 @@ impl Issuers {
         let mut last = None;
         for key in keys.iter().filter(|k| k.alg == header.alg) {
             match jsonwebtoken::decode::<Claims>(token, &key.key, &validation) {
-                Ok(data) => return grants(data.claims),
+                Ok(data) => return grants(data.claims, resource),
                 Err(e) => last = Some(e),
             }
         }
@@ -257,7 +260,8 @@ pub struct Grants {
     pub exp: u64,
 }
 
-fn grants(claims: Claims) -> Result<Grants, TokenError> {
+/// `base` resolves relative URL patterns (the hub's resource identifier).
+fn grants(claims: Claims, base: &str) -> Result<Grants, TokenError> {
     let mut out = Grants {
         exp: claims.exp,
         ..Grants::default()
@@ -270,7 +274,7 @@ fn grants(claims: Claims) -> Result<Grants, TokenError> {
     if details.len() > MAX_DETAILS {
         return Err(bad(format!("more than {MAX_DETAILS} entries")));
     }
-    let mut matchers = 0usize;
+    let (mut matchers, mut patterns) = (0usize, 0usize);
     for detail in &details {
         let Value::Object(detail) = detail else {
             return Err(bad("an entry is not an object"));
@@ -296,7 +300,10 @@ fn grants(claims: Claims) -> Result<Grants, TokenError> {
         if matchers > MAX_MATCHERS {
             return Err(bad(format!("more than {MAX_MATCHERS} topic matchers")));
         }
-        let selectors = topics.iter().map(matcher).collect::<Result<Vec<_>, _>>()?;
+        let selectors = topics
+            .iter()
+            .map(|t| matcher(t, base, &mut patterns))
+            .collect::<Result<Vec<_>, _>>()?;
         match detail.get("payload") {
             None | Some(Value::Object(_)) => {}
             Some(_) => return Err(bad("payload must be an object")),
@@ -318,7 +325,9 @@ fn non_empty_array<'a>(v: Option<&'a Value>, name: &str) -> Result<&'a [Value], 
     }
 }
 
-fn matcher(v: &Value) -> Result<Selector, TokenError> {
+/// One topic matcher of a grant; `patterns` counts the URL patterns compiled
+/// for this token (each costs a regex compilation, so they are capped).
+fn matcher(v: &Value, base: &str, patterns: &mut usize) -> Result<Selector, TokenError> {
     let Value::Object(m) = v else {
         return Err(bad("a topic matcher is not an object"));
     };
@@ -338,9 +347,16 @@ fn matcher(v: &Value) -> Result<Selector, TokenError> {
     match kind {
         "exact" | "urlpattern" if pattern == "*" => Ok(Selector::Any),
         "exact" => Ok(Selector::Exact(pattern.clone())),
-        "urlpattern" => Err(bad(
-            "match_type urlpattern is not supported by this hub yet",
-        )),
+        "urlpattern" => {
+            *patterns += 1;
+            if *patterns > MAX_URL_PATTERNS {
+                return Err(bad(format!(
+                    "more than {MAX_URL_PATTERNS} urlpattern matchers"
+                )));
+            }
+            Selector::url_pattern(pattern, base)
+                .map_err(|e| bad(format!("bad urlpattern {pattern:?}: {e}")))
+        }
         other => Err(bad(format!("unsupported match_type {other:?}"))),
     }
 }

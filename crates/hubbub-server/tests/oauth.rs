@@ -298,10 +298,21 @@ async fn one_invalid_authorization_detail_rejects_the_whole_token() {
             ),
         ),
         (
-            "urlpattern (not supported yet)",
+            "a urlpattern that does not compile",
             detail(
                 json!(["publish"]),
-                json!([{"match": "https://example.com/books/:id", "match_type": "urlpattern"}]),
+                json!([{"match": "https://example.com/books/(?=x)", "match_type": "urlpattern"}]),
+            ),
+        ),
+        (
+            "more urlpatterns than a token may carry",
+            detail(
+                json!(["publish"]),
+                Value::Array(
+                    (0..17)
+                        .map(|i| json!({"match": format!("https://example.com/{i}/:id"), "match_type": "urlpattern"}))
+                        .collect(),
+                ),
             ),
         ),
         (
@@ -378,6 +389,13 @@ async fn publish_grants_cover_every_topic_or_403() {
         &[(&["publish"], &["https://example.com/books/{id}"])],
     ));
     assert_insufficient_scope(&publish(&hub, &template, TOPIC).await, "exact `{id}`");
+    // A urlpattern grant covers the topics its pattern matches.
+    let pattern = hs(&with_details(json!([detail(
+        json!(["publish"]),
+        json!([{"match": "https://example.com/books/:id(1)", "match_type": "urlpattern"}]),
+    )])));
+    assert_eq!(publish(&hub, &pattern, TOPIC).await.status, StatusCode::OK);
+    assert_insufficient_scope(&publish(&hub, &pattern, OTHER).await, "outside the pattern");
     // Subscribe grants do not allow publishing; no details grant nothing.
     let sub = hs(&claims(HS_ISS, &[(&["subscribe"], &["*"])]));
     assert_insufficient_scope(&publish(&hub, &sub, TOPIC).await, "subscribe grant");
@@ -593,7 +611,10 @@ async fn discovery_metadata_and_challenges_point_to_it() {
     );
     assert_eq!(doc["bearer_methods_supported"], json!(["header"]));
     assert_eq!(doc["mercure_cookie"], "__Secure-mercure_access_token");
-    assert_eq!(doc["mercure_matcher_types_supported"], json!(["exact"]));
+    assert_eq!(
+        doc["mercure_matcher_types_supported"],
+        json!(["exact", "urlpattern"])
+    );
 
     let url = format!("resource_metadata=\"https://hub.example{METADATA}\"");
     let none = publish(&hub, "", TOPIC).await;
