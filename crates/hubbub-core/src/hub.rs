@@ -221,21 +221,23 @@ impl Hub {
     }
 
     /// Waits (up to `limit`) until the fan-out backlog is at most an eighth of
-    /// `queue_capacity`; false if it is still larger then. What a publisher
-    /// awaits before publishing: updates accepted faster than the writers can
-    /// send them would overflow every queue at once and disconnect everyone
-    /// as slow, so under sustained overload publishers are slowed (and, past
-    /// `limit`, refused) instead.
-    pub async fn fanout_room(&self, limit: Duration) -> bool {
+    /// `queue_capacity`: `Ok` with the backlog it last measured, or `Err`
+    /// with it if it is still larger then. What a publisher awaits before
+    /// publishing: updates accepted faster than the writers can send them
+    /// would overflow every queue at once and disconnect everyone as slow, so
+    /// under sustained overload publishers are slowed (and, past `limit`,
+    /// refused) instead.
+    pub async fn fanout_room(&self, limit: Duration) -> Result<usize, usize> {
         const POLL: Duration = Duration::from_millis(2);
         let threshold = (self.inner.limits.load().queue_capacity / 8).max(1);
         let until = Instant::now() + limit;
         loop {
-            if self.fanout_backlog() <= threshold {
-                return true;
+            let backlog = self.fanout_backlog();
+            if backlog <= threshold {
+                return Ok(backlog);
             }
             if Instant::now() >= until {
-                return false;
+                return Err(backlog);
             }
             tokio::time::sleep(POLL.min(until.saturating_duration_since(Instant::now()))).await;
         }

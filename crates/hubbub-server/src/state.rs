@@ -67,10 +67,12 @@ impl AppState {
         let busy =
             |msg: String, reason| ApiError::new(reason, msg).retry_after(Duration::from_secs(1));
         let wait = self.settings.load().limits.fanout_wait;
+        let room = self.hub.fanout_room(wait).await;
+        let backlog = room.unwrap_or_else(|backlog| backlog);
         self.metrics
             .fanout_backlog
-            .set(i64::try_from(self.hub.fanout_backlog()).unwrap_or(i64::MAX));
-        if !self.hub.fanout_room(wait).await {
+            .set(i64::try_from(backlog).unwrap_or(i64::MAX));
+        if room.is_err() {
             return Err(busy(
                 format!(
                     "subscribers are not being written to fast enough (still behind after \

@@ -19,16 +19,6 @@ async fn subscribe(hub: &TestHub, params: &[(&str, &str)]) -> SseClient {
     sse
 }
 
-async fn publish_on(hub: &TestHub, id: &str, topics: &[&str], private: bool) {
-    let mut form: Vec<(&str, &str)> = topics.iter().map(|t| ("topic", *t)).collect();
-    form.push(("id", id));
-    form.push(("data", id));
-    if private {
-        form.push(("private", "on"));
-    }
-    assert_eq!(hub.publish_ok(&form).await, id);
-}
-
 #[tokio::test]
 async fn match_and_match_exact_select_exact_topics() {
     let hub = TestHub::start(config()).await;
@@ -47,10 +37,11 @@ async fn match_and_match_exact_select_exact_topics() {
     .await;
     let mut wildcard = subscribe(&hub, &[("match", "*")]).await;
 
-    publish_on(&hub, "book", &[BOOK], false).await;
-    publish_on(&hub, "author", &[AUTHOR], false).await;
-    publish_on(&hub, "prefix", &["https://example.com/books/10"], false).await;
-    publish_on(&hub, "end", &[END], false).await;
+    hub.publish_on("book", &[BOOK], false).await;
+    hub.publish_on("author", &[AUTHOR], false).await;
+    hub.publish_on("prefix", &["https://example.com/books/10"], false)
+        .await;
+    hub.publish_on("end", &[END], false).await;
 
     assert_eq!(bare.ids_until("end").await, ["book"], "match");
     assert_eq!(explicit.ids_until("end").await, ["book"], "match_exact");
@@ -78,9 +69,9 @@ async fn a_match_value_is_never_a_uri_template() {
     let broken = SseClient::get(&url(&hub, &[("match", "https://example.com/{id")])).await;
     assert_eq!(broken.status, StatusCode::OK);
 
-    publish_on(&hub, "book", &[BOOK], false).await;
-    publish_on(&hub, "literal", &[template], false).await;
-    publish_on(&hub, "end", &[END], false).await;
+    hub.publish_on("book", &[BOOK], false).await;
+    hub.publish_on("literal", &[template], false).await;
+    hub.publish_on("end", &[END], false).await;
 
     assert_eq!(exact.ids_until("end").await, ["literal"]);
     assert_eq!(legacy.ids_until("end").await, ["book", "literal"]);
@@ -153,7 +144,7 @@ async fn limits_count_every_kind_of_selector() {
 async fn last_event_id_resumes_and_the_response_says_where() {
     let hub = TestHub::start(config()).await;
     for id in ["u1", "u2", "u3"] {
-        publish_on(&hub, id, &[BOOK], false).await;
+        hub.publish_on(id, &[BOOK], false).await;
     }
     let mut resumed = subscribe(&hub, &[("match", BOOK), ("last_event_id", "u1")]).await;
     assert_eq!(resumed.header("mercure-last-event-id"), Some("u1"));
@@ -221,9 +212,9 @@ async fn private_updates_with_1_0_selectors_follow_the_claim() {
     )
     .await;
 
-    publish_on(&hub, "secret", &[BOOK], true).await;
-    publish_on(&hub, "public", &[BOOK], false).await;
-    publish_on(&hub, "end", &[END], false).await;
+    hub.publish_on("secret", &[BOOK], true).await;
+    hub.publish_on("public", &[BOOK], false).await;
+    hub.publish_on("end", &[END], false).await;
 
     assert_eq!(anonymous.ids_until("end").await, ["public"]);
     assert_eq!(claimed.ids_until("end").await, ["secret", "public"]);
@@ -260,22 +251,19 @@ async fn match_urlpattern_selects_by_url_pattern() {
     .await;
     assert_eq!(proxied.status, StatusCode::OK);
 
-    publish_on(&hub, "book", &[BOOK], false).await;
-    publish_on(&hub, "named", &["https://example.com/books/abc"], false).await;
-    publish_on(
-        &hub,
-        "deeper",
-        &["https://example.com/books/1/reviews/2"],
-        false,
-    )
-    .await;
-    publish_on(&hub, "author", &[AUTHOR], false).await;
-    publish_on(&hub, "urn", &["urn:isbn:1"], false).await;
-    publish_on(&hub, "local", &["/local/1"], false).await;
+    hub.publish_on("book", &[BOOK], false).await;
+    hub.publish_on("named", &["https://example.com/books/abc"], false)
+        .await;
+    hub.publish_on("deeper", &["https://example.com/books/1/reviews/2"], false)
+        .await;
+    hub.publish_on("author", &[AUTHOR], false).await;
+    hub.publish_on("urn", &["urn:isbn:1"], false).await;
+    hub.publish_on("local", &["/local/1"], false).await;
     let here = format!("{}/local/2", hub.base_url());
-    publish_on(&hub, "local-absolute", &[&here], false).await;
-    publish_on(&hub, "elsewhere", &["https://other.example/local/3"], false).await;
-    publish_on(&hub, "end", &[END], false).await;
+    hub.publish_on("local-absolute", &[&here], false).await;
+    hub.publish_on("elsewhere", &["https://other.example/local/3"], false)
+        .await;
+    hub.publish_on("end", &[END], false).await;
 
     assert_eq!(pattern.ids_until("end").await, ["book", "named"]);
     assert_eq!(digits.ids_until("end").await, ["book"]);
@@ -291,9 +279,10 @@ async fn match_urlpattern_selects_by_url_pattern() {
 #[tokio::test]
 async fn url_patterns_select_the_replay_too() {
     let hub = TestHub::start(config()).await;
-    publish_on(&hub, "book", &[BOOK], false).await;
-    publish_on(&hub, "author", &[AUTHOR], false).await;
-    publish_on(&hub, "book2", &["https://example.com/books/2"], false).await;
+    hub.publish_on("book", &[BOOK], false).await;
+    hub.publish_on("author", &[AUTHOR], false).await;
+    hub.publish_on("book2", &["https://example.com/books/2"], false)
+        .await;
     let mut sub = subscribe(
         &hub,
         &[
@@ -346,10 +335,11 @@ async fn private_updates_with_url_patterns_follow_the_claim() {
     )
     .await;
 
-    publish_on(&hub, "secret", &[BOOK], true).await;
-    publish_on(&hub, "other-secret", &["https://example.com/books/2"], true).await;
-    publish_on(&hub, "public", &[BOOK], false).await;
-    publish_on(&hub, "end", &[END], false).await;
+    hub.publish_on("secret", &[BOOK], true).await;
+    hub.publish_on("other-secret", &["https://example.com/books/2"], true)
+        .await;
+    hub.publish_on("public", &[BOOK], false).await;
+    hub.publish_on("end", &[END], false).await;
 
     assert_eq!(anonymous.ids_until("end").await, ["public"]);
     assert_eq!(claimed.ids_until("end").await, ["secret", "public"]);

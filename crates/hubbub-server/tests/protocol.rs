@@ -12,17 +12,6 @@ const BOOK: &str = "https://example.com/books/1";
 const REVIEW: &str = "https://example.com/books/1/reviews/2";
 const AUTHOR: &str = "https://example.com/authors/1";
 
-/// Publishes `id` on `topics` (the first canonical, the rest alternates).
-async fn publish_on(hub: &TestHub, id: &str, topics: &[&str], private: bool) {
-    let mut form: Vec<(&str, &str)> = topics.iter().map(|t| ("topic", *t)).collect();
-    form.push(("id", id));
-    form.push(("data", id));
-    if private {
-        form.push(("private", "on"));
-    }
-    assert_eq!(hub.publish_ok(&form).await, id);
-}
-
 #[tokio::test]
 async fn selectors_exact_any_and_templates() {
     let hub = TestHub::start(config()).await;
@@ -32,11 +21,12 @@ async fn selectors_exact_any_and_templates() {
     let mut reserved = hub.subscribe(&["https://example.com/{+path}"]).await;
     let mut other = hub.subscribe(&[AUTHOR]).await;
 
-    publish_on(&hub, "book", &[BOOK], false).await;
-    publish_on(&hub, "review", &[REVIEW], false).await;
-    publish_on(&hub, "elsewhere", &["https://other.example/books/1"], false).await;
+    hub.publish_on("book", &[BOOK], false).await;
+    hub.publish_on("review", &[REVIEW], false).await;
+    hub.publish_on("elsewhere", &["https://other.example/books/1"], false)
+        .await;
     // Reaches every subscriber above, so each one's stream is complete up to it.
-    publish_on(&hub, "end", &[BOOK, AUTHOR], false).await;
+    hub.publish_on("end", &[BOOK, AUTHOR], false).await;
 
     assert_eq!(exact.ids_until("end").await, ["book"], "exact");
     assert_eq!(
@@ -119,7 +109,7 @@ async fn a_template_selector_also_matches_its_literal_text() {
     let hub = TestHub::start(config()).await;
     let template = "https://example.com/books/{id}";
     let mut sub = hub.subscribe(&[template]).await;
-    publish_on(&hub, "literal", &[template], false).await;
+    hub.publish_on("literal", &[template], false).await;
     assert_eq!(sub.expect_event().await.id.as_deref(), Some("literal"));
 }
 
@@ -132,9 +122,9 @@ async fn alternates_reach_their_subscribers_once() {
         .subscribe(&[BOOK, AUTHOR, "*", "https://example.com/{+path}"])
         .await;
 
-    publish_on(&hub, "both", &[BOOK, AUTHOR], false).await;
-    publish_on(&hub, "book-only", &[BOOK], false).await;
-    publish_on(&hub, "end", &[AUTHOR], false).await;
+    hub.publish_on("both", &[BOOK, AUTHOR], false).await;
+    hub.publish_on("book-only", &[BOOK], false).await;
+    hub.publish_on("end", &[AUTHOR], false).await;
 
     assert_eq!(of_alternate.ids_until("end").await, ["both"]);
     assert_eq!(of_both.ids_until("end").await, ["both", "book-only"]);
@@ -167,12 +157,12 @@ async fn private_updates_need_a_matching_subscribe_claim() {
         .await;
     let mut claimed_everything = hub.subscribe_with(&["*"], &subscriber(KEY, &["*"])).await;
 
-    publish_on(&hub, "private", &[BOOK], true).await;
-    publish_on(&hub, "private-alt", &[BOOK, AUTHOR], true).await;
+    hub.publish_on("private", &[BOOK], true).await;
+    hub.publish_on("private-alt", &[BOOK, AUTHOR], true).await;
     // Presence alone makes an update private, whatever the value.
     hub.publish_ok(&[("topic", BOOK), ("id", "private-empty"), ("private", "")])
         .await;
-    publish_on(&hub, "end", &[BOOK], false).await;
+    hub.publish_on("end", &[BOOK], false).await;
 
     assert_eq!(anonymous.ids_until("end").await, Vec::<String>::new());
     assert_eq!(
@@ -191,8 +181,8 @@ async fn private_updates_need_a_matching_subscribe_claim() {
 #[tokio::test]
 async fn private_updates_are_not_replayed_to_the_unauthorized() {
     let hub = TestHub::start(config()).await;
-    publish_on(&hub, "secret", &[BOOK], true).await;
-    publish_on(&hub, "public", &[BOOK], false).await;
+    hub.publish_on("secret", &[BOOK], true).await;
+    hub.publish_on("public", &[BOOK], false).await;
 
     let url = hub.subscribe_url(&[BOOK]);
     let mut anonymous = SseClient::connect(

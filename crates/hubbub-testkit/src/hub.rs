@@ -126,6 +126,19 @@ impl TestHub {
         r.body
     }
 
+    /// Publishes update `id` (its data is the id too) on `topics` (the first
+    /// canonical, the rest alternates), private or not; asserts `200` and
+    /// that the hub kept the id.
+    pub async fn publish_on(&self, id: &str, topics: &[&str], private: bool) {
+        let mut form: Vec<(&str, &str)> = topics.iter().map(|t| ("topic", *t)).collect();
+        form.push(("id", id));
+        form.push(("data", id));
+        if private {
+            form.push(("private", "on"));
+        }
+        assert_eq!(self.publish_ok(&form).await, id);
+    }
+
     /// Subscribes without a token and asserts `200`.
     pub async fn subscribe(&self, topics: &[&str]) -> SseClient {
         let sse = SseClient::get(&self.subscribe_url(topics)).await;
