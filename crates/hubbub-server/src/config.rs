@@ -21,6 +21,11 @@ use crate::auth::{Auth, KeyError};
 /// The key every Mercure example uses. Only `--dev` falls back to it.
 pub const DEV_JWT_KEY: &str = "!ChangeThisMercureHubJWTSecretKey!";
 
+/// The trusted issuer of Mercure 1.0 access tokens that `--dev` adds (HS256
+/// with [`DEV_JWT_KEY`]), so 1.0 clients work out of the box as 0.x ones do.
+/// `.invalid` (RFC 2606): no real issuer can ever own it.
+pub const DEV_ISSUER: &str = "https://dev.hubbub.invalid";
+
 /// Declares [`Config`] and its `Default` from one list, so an option is written
 /// once: `name: Type = default` with its doc comment and attributes. The TOML
 /// key is the field name; the clap `#[arg]` attributes sit behind `cli`.
@@ -441,7 +446,11 @@ impl Config {
             self.cookie_name.clone(),
         )
         .map_err(|(role, source)| ConfigError::Key { role, source })?;
-        let issuers = crate::oauth::Issuers::parse(&self.oauth_issuers).map_err(|e| {
+        let mut entries = self.oauth_issuers.clone();
+        if self.dev {
+            entries.push(format!("{DEV_ISSUER}|HS256|{DEV_JWT_KEY}"));
+        }
+        let issuers = crate::oauth::Issuers::parse(&entries).map_err(|e| {
             ConfigError::Invalid {
                 key: "oauth_issuers",
                 reason: e.to_string(),
@@ -644,7 +653,9 @@ mod tests {
             dev: true,
             ..Config::default()
         };
-        assert!(dev.settings().unwrap().auth.anonymous());
+        let settings = dev.settings().unwrap();
+        assert!(settings.auth.anonymous());
+        assert_eq!(settings.auth.issuer_names(), [DEV_ISSUER]);
         let star = Config {
             dev: true,
             cors_origins: vec!["*".into()],

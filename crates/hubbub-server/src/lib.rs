@@ -25,7 +25,7 @@ use hubbub_core::{Hub, HubConfig};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use config::{Config, ConfigError, DEV_JWT_KEY, Settings};
+pub use config::{Config, ConfigError, DEV_ISSUER, DEV_JWT_KEY, Settings};
 pub use connection::HUB_PATH;
 use lifecycle::Lifecycle;
 pub use lifecycle::ShutdownStep;
