@@ -17,6 +17,42 @@ pub enum Target {
     Nchan,
 }
 
+/// How hubbub subscribers select their topic `https://bench.hubbub/t/<i>`
+/// (target hubbub). The pattern kinds publish to `<topic>/<publisher>-<seq>`,
+/// a new topic each time, so every publish evaluates every pattern (no match
+/// result is cached): the cost of matching itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SelectorKind {
+    /// 0.x `topic=<topic>`.
+    Exact,
+    /// 1.0 `match=<topic>`.
+    Match,
+    /// 0.x URI template `topic=<topic>/{id}`.
+    Template,
+    /// 1.0 URL Pattern `match_urlpattern=<topic>/:id`.
+    Urlpattern,
+}
+
+impl SelectorKind {
+    /// Whether each publish goes to a fresh topic under the subscribed one.
+    pub fn is_pattern(self) -> bool {
+        matches!(self, Self::Template | Self::Urlpattern)
+    }
+
+    /// The subscribe query parameter for `topic`, form-encoded.
+    pub fn parameter(self, topic: &str) -> String {
+        let (name, value) = match self {
+            Self::Exact => ("topic", topic.to_owned()),
+            Self::Match => ("match", topic.to_owned()),
+            Self::Template => ("topic", format!("{topic}/{{id}}")),
+            Self::Urlpattern => ("match_urlpattern", format!("{topic}/:id")),
+        };
+        let value: String = form_urlencoded::byte_serialize(value.as_bytes()).collect();
+        format!("{name}={value}")
+    }
+}
+
 /// A string kept out of `Debug` output.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(pub String);
@@ -45,6 +81,12 @@ pub struct BenchArgs {
     /// Server dialect.
     #[arg(long, value_enum, default_value_t = Target::Hubbub, env = "HUBBUB_BENCH_TARGET")]
     pub target: Target,
+    /// How subscribers select their topic (target hubbub): `exact` (0.x
+    /// `topic=`), `match` (1.0), `template` (0.x URI template) or
+    /// `urlpattern` (1.0 URL Pattern); the last two publish to a new topic
+    /// under the subscribed one each time, so matching is never cached.
+    #[arg(long, value_enum, default_value_t = SelectorKind::Exact, env = "HUBBUB_BENCH_SELECTOR")]
+    pub selector: SelectorKind,
     /// Mercure hub URL (target hubbub). Repeat it for a cluster: subscriber `i`
     /// connects to hub `i % n` (results are also reported per hub).
     #[arg(

@@ -27,7 +27,7 @@ mod track;
 mod wire;
 mod workers;
 
-pub use args::{BenchArgs, DEV_JWT_KEY, Secret, Target};
+pub use args::{BenchArgs, DEV_JWT_KEY, Secret, SelectorKind, Target};
 pub use error::BenchError;
 pub use hist::{LatencyBucket, LatencySummary};
 pub use report::{

@@ -48,8 +48,10 @@ pub struct Plan {
     pub sub_targets: Vec<SubTarget>,
     /// One per `--publish-hub` (one for nchan); publisher `p` uses `p % len`.
     pub pub_targets: Vec<PubTarget>,
-    /// Form body prefix `topic=...&data=` per topic (hubbub only).
+    /// Form body prefix `topic=...&data=` per topic (hubbub only); for a
+    /// pattern selector `topic=...%2F`, completed per publish.
     pub pub_form_prefix: Vec<String>,
+    pub selector: crate::args::SelectorKind,
     /// Empty: let the kernel pick the source address.
     pub source_ips: Vec<IpAddr>,
     pub source_ports: SourcePorts,
@@ -109,9 +111,7 @@ impl Plan {
                             } else {
                                 '?'
                             };
-                            let topic: String =
-                                form_urlencoded::byte_serialize(name.as_bytes()).collect();
-                            format!("{}{sep}topic={topic}", sub_base.path)
+                            format!("{}{sep}{}", sub_base.path, args.selector.parameter(name))
                         }
                         Target::Nchan => HttpUrl::parse(&fill(sub_url, name))?.path,
                     };
@@ -140,10 +140,12 @@ impl Plan {
             Target::Hubbub => names
                 .iter()
                 .map(|n| {
-                    format!(
-                        "topic={}&data=",
-                        form_urlencoded::byte_serialize(n.as_bytes()).collect::<String>()
-                    )
+                    let topic = form_urlencoded::byte_serialize(n.as_bytes()).collect::<String>();
+                    if args.selector.is_pattern() {
+                        format!("topic={topic}%2F")
+                    } else {
+                        format!("topic={topic}&data=")
+                    }
                 })
                 .collect(),
             Target::Nchan => Vec::new(),
@@ -188,6 +190,7 @@ impl Plan {
             sub_targets,
             pub_targets,
             pub_form_prefix,
+            selector: args.selector,
             source_ips,
             source_ports: SourcePorts::outside(ephemeral_range()),
             token,
@@ -272,6 +275,15 @@ impl Plan {
                     self.pub_form_prefix[topic as usize].len() + payload.len(),
                 );
                 body.push_str(&self.pub_form_prefix[topic as usize]);
+                if self.selector.is_pattern() {
+                    // `<publisher>-<seq>` from the stamp: a topic never seen before.
+                    let mut fields = payload.split(':').skip(1);
+                    let (p, seq) = (fields.next(), fields.next());
+                    body.push_str(p.unwrap_or("0"));
+                    body.push('-');
+                    body.push_str(seq.unwrap_or("0"));
+                    body.push_str("&data=");
+                }
                 body.push_str(payload);
                 http::post_request(
                     &to.host,
@@ -437,6 +449,25 @@ mod tests {
         assert!(
             publish.ends_with("\r\n\r\ntopic=https%3A%2F%2Fbench.hubbub%2Ft%2F1&data=b1:0:1:2:"),
             "{publish}"
+        );
+        let pattern = plan(&["--topics", "2", "--selector", "urlpattern"]).await;
+        let req = String::from_utf8(pattern.sub_targets[0].requests[1].clone()).unwrap();
+        assert!(
+            req.starts_with("GET /.well-known/mercure?match_urlpattern=https%3A%2F%2Fbench.hubbub%2Ft%2F1%2F%3Aid HTTP/1.1"),
+            "{req}"
+        );
+        let publish = String::from_utf8(pattern.publish_request(0, 1, "b1:3:17:2:")).unwrap();
+        assert!(
+            publish.ends_with(
+                "\r\n\r\ntopic=https%3A%2F%2Fbench.hubbub%2Ft%2F1%2F3-17&data=b1:3:17:2:"
+            ),
+            "a fresh topic per publish: {publish}"
+        );
+        let template = plan(&["--selector", "template"]).await;
+        let req = String::from_utf8(template.sub_targets[0].requests[0].clone()).unwrap();
+        assert!(
+            req.contains("?topic=https%3A%2F%2Fbench.hubbub%2Ft%2F0%2F%7Bid%7D HTTP"),
+            "{req}"
         );
         let n = plan(&["--target", "nchan", "--topics", "3"]).await;
         assert!(

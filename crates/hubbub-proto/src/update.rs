@@ -2,6 +2,8 @@
 
 use thiserror::Error;
 
+use crate::text::forbidden_char;
+
 /// Most topics (canonical + alternates) one update may carry, as in the reference hub.
 pub const MAX_TOPICS: usize = 1000;
 
@@ -34,8 +36,10 @@ pub enum UpdateError {
     TooManyTopics { count: usize, max: usize },
     #[error("invalid \"id\": {0}")]
     InvalidId(&'static str),
-    #[error("invalid \"type\": must not contain CR, LF or NUL")]
-    InvalidType,
+    #[error("invalid \"type\": {0}")]
+    InvalidType(&'static str),
+    #[error("invalid topic {0:?}: control and format characters are not allowed")]
+    InvalidTopic(String),
     #[error("topic {0:?} is reserved by the hub")]
     ReservedTopic(String),
 }
@@ -48,11 +52,23 @@ impl Update {
         if let Some(t) = self.topics.iter().find(|t| is_reserved_topic(t)) {
             return Err(UpdateError::ReservedTopic(t.clone()));
         }
+        if let Some(t) = self.topics.iter().find(|t| forbidden_char(t).is_some()) {
+            return Err(UpdateError::InvalidTopic(t.clone()));
+        }
         validate_id(&self.id)?;
-        if let Some(ty) = &self.event_type
-            && has_line_break_or_nul(ty)
-        {
-            return Err(UpdateError::InvalidType);
+        if let Some(ty) = &self.event_type {
+            if forbidden_char(ty).is_some() {
+                return Err(UpdateError::InvalidType(
+                    "control and format characters are not allowed",
+                ));
+            }
+            // Reserved for the hub's own subscription events, so that a
+            // publisher cannot forge one (draft-08, Publication).
+            if ty == "mercure" {
+                return Err(UpdateError::InvalidType(
+                    "\"mercure\" is reserved for the hub's subscription events",
+                ));
+            }
         }
         Ok(())
     }
@@ -72,8 +88,9 @@ pub fn validate_topics(topics: &[String], max: usize) -> Result<(), UpdateError>
     Ok(())
 }
 
-/// An id becomes an SSE `id:` line and a resume cursor, so it must stay on one line,
-/// and `#`-prefixed ids are reserved by the spec.
+/// An id becomes an SSE `id:` line and a resume cursor (also in the
+/// `Last-Event-ID` header), so it must stay on one line of visible text;
+/// `#`-prefixed ids and `earliest` are reserved by the spec.
 pub fn validate_id(id: &str) -> Result<(), UpdateError> {
     if id.is_empty() {
         return Err(UpdateError::InvalidId("must not be empty"));
@@ -81,14 +98,17 @@ pub fn validate_id(id: &str) -> Result<(), UpdateError> {
     if id.starts_with('#') {
         return Err(UpdateError::InvalidId("must not start with '#'"));
     }
-    if has_line_break_or_nul(id) {
-        return Err(UpdateError::InvalidId("must not contain CR, LF or NUL"));
+    if id == "earliest" {
+        return Err(UpdateError::InvalidId(
+            "\"earliest\" is reserved (it asks for the whole history)",
+        ));
+    }
+    if forbidden_char(id).is_some() {
+        return Err(UpdateError::InvalidId(
+            "control and format characters are not allowed",
+        ));
     }
     Ok(())
-}
-
-fn has_line_break_or_nul(s: &str) -> bool {
-    s.bytes().any(|b| matches!(b, b'\r' | b'\n' | 0))
 }
 
 /// True when the topic's path lies under `/.well-known/mercure`, whether the topic is
@@ -127,6 +147,22 @@ mod tests {
         assert!(update("a\rb").validate(10).is_err());
         assert!(update("a\0b").validate(10).is_err());
         assert!(update("").validate(10).is_err());
+        // Draft-08: `earliest` is reserved; no control or format characters.
+        assert!(update("earliest").validate(10).is_err());
+        assert!(update("earliestx").validate(10).is_ok());
+        assert!(update("a\tb").validate(10).is_err());
+        assert!(update("a\u{200B}b").validate(10).is_err());
+        assert!(update("a\u{85}b").validate(10).is_err());
+        assert!(update("caf\u{e9}").validate(10).is_ok());
+    }
+
+    #[test]
+    fn topics_are_one_line_of_visible_text() {
+        let mut u = update("x");
+        u.topics = vec!["https://h/a\u{202E}b".into()];
+        assert!(matches!(u.validate(2), Err(UpdateError::InvalidTopic(_))));
+        u.topics = vec!["https://h/\u{e9}t\u{e9}".into()];
+        assert_eq!(u.validate(2), Ok(()));
     }
 
     #[test]
@@ -142,10 +178,19 @@ mod tests {
     }
 
     #[test]
-    fn type_must_be_one_line() {
+    fn type_must_be_visible_text_and_not_mercure() {
         let mut u = update("x");
-        u.event_type = Some("a\nb".into());
-        assert_eq!(u.validate(2), Err(UpdateError::InvalidType));
+        for bad in ["a\nb", "a\u{7F}", "\u{2066}x", "mercure"] {
+            u.event_type = Some(bad.into());
+            assert!(
+                matches!(u.validate(2), Err(UpdateError::InvalidType(_))),
+                "{bad:?}"
+            );
+        }
+        for good in ["Mercure", "mercures", "book.updated"] {
+            u.event_type = Some(good.into());
+            assert_eq!(u.validate(2), Ok(()), "{good:?}");
+        }
     }
 
     #[test]

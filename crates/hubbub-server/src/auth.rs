@@ -53,6 +53,12 @@ pub enum AuthError {
     V1(#[from] crate::oauth::TokenError),
     #[error("no resource identifier: set oauth_resource or send a Host header")]
     NoResource,
+    /// A 0.x token (a `mercure` claim, no `typ: at+jwt` from a trusted issuer)
+    /// on a hub without `compat_0x`: its validation is weaker than the draft's.
+    #[error(
+        "Mercure 0.x tokens are not accepted: this hub speaks Mercure 1.0 (RFC 9068 access tokens from a trusted issuer); 0.x clients need compat_0x"
+    )]
+    V0Refused,
 }
 
 impl AuthError {
@@ -109,8 +115,8 @@ struct RoleKey {
 /// Verifies tokens for both roles. Cheap to clone (keys are shared).
 #[derive(Clone)]
 pub struct Auth {
-    publisher: RoleKey,
-    subscriber: RoleKey,
+    /// The 0.x keys (publisher, subscriber): `None` unless `compat_0x`.
+    v0: Option<Arc<(RoleKey, RoleKey)>>,
     anonymous: bool,
     cookie_name: String,
     issuers: Arc<crate::oauth::Issuers>,
@@ -121,8 +127,13 @@ pub struct Auth {
 impl std::fmt::Debug for Auth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Auth")
-            .field("publisher_alg", &self.publisher.validation.algorithms)
-            .field("subscriber_alg", &self.subscriber.validation.algorithms)
+            .field(
+                "v0_algs",
+                &self
+                    .v0
+                    .as_ref()
+                    .map(|k| (&k.0.validation.algorithms, &k.1.validation.algorithms)),
+            )
             .field("anonymous", &self.anonymous)
             .field("cookie_name", &self.cookie_name)
             .field("issuers", &self.issuers)
@@ -140,15 +151,34 @@ impl Auth {
         anonymous: bool,
         cookie_name: String,
     ) -> Result<Self, (&'static str, KeyError)> {
+        let keys = (
+            role_key(publisher.0, publisher.1).map_err(|e| ("publisher", e))?,
+            role_key(subscriber.0, subscriber.1).map_err(|e| ("subscriber", e))?,
+        );
         Ok(Self {
-            publisher: role_key(publisher.0, publisher.1).map_err(|e| ("publisher", e))?,
-            subscriber: role_key(subscriber.0, subscriber.1).map_err(|e| ("subscriber", e))?,
+            v0: Some(Arc::new(keys)),
+            ..Self::v1_only(anonymous, cookie_name)
+        })
+    }
+
+    /// A hub serving Mercure 1.0 clients only (no `compat_0x`): no 0.x keys,
+    /// so `mercure`-claim tokens, the `authorization` query parameter and the
+    /// 0.x cookie are refused, and the draft's token checks (`typ`, `iss`,
+    /// `aud`, `exp`) cannot be bypassed by presenting a 0.x token.
+    pub fn v1_only(anonymous: bool, cookie_name: String) -> Self {
+        Self {
+            v0: None,
             anonymous,
             cookie_name,
             issuers: Arc::default(),
             resource: None,
             v1_cookie_name: "__Secure-mercure_access_token".into(),
-        })
+        }
+    }
+
+    /// Whether 0.x clients are served (see [`Auth::v1_only`]).
+    pub fn compat_0x(&self) -> bool {
+        self.v0.is_some()
     }
 
     /// Mercure 1.0 tokens: the trusted issuers, the resource identifier (`None`:
@@ -215,7 +245,7 @@ impl Auth {
         }
         let found = self.find_token(headers, query_token);
         if let Some((token, TokenSource::Query)) = &found
-            && self.issuers.is_v1(token)
+            && (!self.compat_0x() || self.issuers.is_v1(token))
         {
             return Err(AuthError::InvalidRequest(
                 "access tokens are not accepted in the query string",
@@ -277,7 +307,9 @@ impl Auth {
     }
 
     /// First found wins: `Authorization: Bearer`, then the `authorization` query
-    /// parameter, then the 0.x cookie, then the 1.0 cookie.
+    /// parameter, then the 0.x cookie (the last two only with `compat_0x`),
+    /// then the 1.0 cookie. A query token without `compat_0x` is still found,
+    /// so that [`Auth::present`] refuses it instead of ignoring it.
     pub fn find_token(
         &self,
         headers: &HeaderMap,
@@ -293,15 +325,18 @@ impl Auth {
         if let Some(token) = query_token {
             return Some((token.to_owned(), TokenSource::Query));
         }
-        cookie(headers, &self.cookie_name)
+        self.compat_0x()
+            .then(|| cookie(headers, &self.cookie_name))
+            .flatten()
             .or_else(|| cookie(headers, &self.v1_cookie_name))
             .map(|t| (t, TokenSource::Cookie))
     }
 
     pub fn verify(&self, role: Role, token: &str) -> Result<Claims, AuthError> {
+        let keys = self.v0.as_deref().ok_or(AuthError::V0Refused)?;
         let key = match role {
-            Role::Publisher => &self.publisher,
-            Role::Subscriber => &self.subscriber,
+            Role::Publisher => &keys.0,
+            Role::Subscriber => &keys.1,
         };
         jsonwebtoken::decode::<Claims>(token, &key.key, &key.validation)
             .map(|data| data.claims)

@@ -64,6 +64,13 @@ options! {
     /// subscribers. Never in production.
     #[cfg_attr(feature = "cli", arg(long, env = "HUBBUB_DEV"))]
     dev: bool = false,
+    /// Also serve Mercure 0.x clients (`topic=` URI templates, `mercure`-claim
+    /// JWTs verified with `jwt_key`, the `mercureAuthorization` cookie and the
+    /// `authorization` query parameter, `lastEventID`, the `Last-Event-ID`
+    /// response field), alongside 1.0 ones. Off by default because 0.x tokens
+    /// skip the 1.0 checks (`typ`, `iss`, `aud`, `exp`); `--dev` turns it on.
+    #[cfg_attr(feature = "cli", arg(long = "compat-0x", env = "HUBBUB_COMPAT_0X"))]
+    compat_0x: bool = false,
     /// Allow subscribers without a token (public updates only).
     #[cfg_attr(feature = "cli", arg(long, env = "HUBBUB_ANONYMOUS"))]
     anonymous: bool = false,
@@ -304,9 +311,17 @@ pub enum ConfigError {
         source: Box<toml::de::Error>,
     },
     #[error(
-        "no JWT key configured: set jwt_key (or publisher_jwt_key and subscriber_jwt_key), or run with --dev"
+        "no JWT key configured: compat_0x needs jwt_key (or publisher_jwt_key and subscriber_jwt_key), or run with --dev"
     )]
     NoKey,
+    #[error(
+        "no trusted token issuer: set oauth_issuers (Mercure 1.0), or compat_0x = true with jwt_key to serve Mercure 0.x clients, or run with --dev"
+    )]
+    NoIssuer,
+    #[error(
+        "{0} is a Mercure 0.x setting, used only with compat_0x = true (which also accepts 0.x clients' weaker tokens)"
+    )]
+    V0Only(&'static str),
     #[error("{role} key: {source}")]
     Key {
         role: &'static str,
@@ -423,6 +438,41 @@ impl Config {
     }
 
     fn auth(&self) -> Result<Auth, ConfigError> {
+        let anonymous = self.anonymous || self.dev;
+        let auth = if self.compat_0x || self.dev {
+            self.v0_auth(anonymous)?
+        } else {
+            for (key, set) in [
+                ("jwt_key", self.jwt_key.is_some()),
+                ("publisher_jwt_key", self.publisher_jwt_key.is_some()),
+                ("subscriber_jwt_key", self.subscriber_jwt_key.is_some()),
+            ] {
+                if set {
+                    return Err(ConfigError::V0Only(key));
+                }
+            }
+            if self.oauth_issuers.is_empty() {
+                return Err(ConfigError::NoIssuer);
+            }
+            Auth::v1_only(anonymous, self.cookie_name.clone())
+        };
+        let mut entries = self.oauth_issuers.clone();
+        if self.dev {
+            entries.push(format!("{DEV_ISSUER}|HS256|{DEV_JWT_KEY}"));
+        }
+        let issuers = crate::oauth::Issuers::parse(&entries).map_err(|e| ConfigError::Invalid {
+            key: "oauth_issuers",
+            reason: e.to_string(),
+        })?;
+        Ok(auth.with_oauth(
+            issuers,
+            self.oauth_resource.clone(),
+            self.oauth_cookie_name.clone(),
+        ))
+    }
+
+    /// The 0.x keys, one per role (`compat_0x`).
+    fn v0_auth(&self, anonymous: bool) -> Result<Auth, ConfigError> {
         let shared = self
             .jwt_key
             .clone()
@@ -439,28 +489,13 @@ impl Config {
             .ok_or(ConfigError::NoKey)?;
         let publisher_alg = self.publisher_jwt_alg.as_deref().unwrap_or(&self.jwt_alg);
         let subscriber_alg = self.subscriber_jwt_alg.as_deref().unwrap_or(&self.jwt_alg);
-        let auth = Auth::new(
+        Auth::new(
             (&publisher, publisher_alg),
             (&subscriber, subscriber_alg),
-            self.anonymous || self.dev,
+            anonymous,
             self.cookie_name.clone(),
         )
-        .map_err(|(role, source)| ConfigError::Key { role, source })?;
-        let mut entries = self.oauth_issuers.clone();
-        if self.dev {
-            entries.push(format!("{DEV_ISSUER}|HS256|{DEV_JWT_KEY}"));
-        }
-        let issuers = crate::oauth::Issuers::parse(&entries).map_err(|e| {
-            ConfigError::Invalid {
-                key: "oauth_issuers",
-                reason: e.to_string(),
-            }
-        })?;
-        Ok(auth.with_oauth(
-            issuers,
-            self.oauth_resource.clone(),
-            self.oauth_cookie_name.clone(),
-        ))
+        .map_err(|(role, source)| ConfigError::Key { role, source })
     }
 
     fn limits(&self) -> LimitSettings {
@@ -633,7 +668,7 @@ mod tests {
     #[test]
     fn toml_keys_and_errors() {
         let c = Config::from_toml(
-            "heartbeat = \"2s\"\nmax_topics = 5\njwt_key = \"k\"\nrequest_timeout = \"1500ms\"",
+            "heartbeat = \"2s\"\nmax_topics = 5\ncompat_0x = true\njwt_key = \"k\"\nrequest_timeout = \"1500ms\"",
             "t",
         )
         .unwrap();
@@ -647,14 +682,20 @@ mod tests {
         assert!(Config::from_toml("nonsense = 1", "t").is_err());
         assert!(matches!(
             Config::default().settings(),
-            Err(ConfigError::NoKey)
+            Err(ConfigError::NoIssuer)
         ));
+        let compat = Config {
+            compat_0x: true,
+            ..Config::default()
+        };
+        assert!(matches!(compat.settings(), Err(ConfigError::NoKey)));
         let dev = Config {
             dev: true,
             ..Config::default()
         };
         let settings = dev.settings().unwrap();
         assert!(settings.auth.anonymous());
+        assert!(settings.auth.compat_0x(), "--dev serves both generations");
         assert_eq!(settings.auth.issuer_names(), [DEV_ISSUER]);
         let star = Config {
             dev: true,
@@ -667,6 +708,7 @@ mod tests {
     #[test]
     fn cluster_needs_a_secret_and_a_dialable_address() {
         let base = Config {
+            compat_0x: true,
             jwt_key: Some("k".into()),
             seeds: vec!["127.0.0.1:7946".into()],
             ..Config::default()
@@ -703,7 +745,7 @@ mod tests {
         );
         assert!(
             Config {
-                jwt_key: Some("k".into()),
+                oauth_issuers: vec!["https://issuer.example|HS256|k".into()],
                 ..Config::default()
             }
             .settings()
@@ -711,6 +753,48 @@ mod tests {
             .cluster
             .is_none()
         );
+    }
+
+    /// 0.x is served only when asked for: a 0.x key alone is an error, not
+    /// a silently unused setting (nor a silently weaker hub).
+    #[test]
+    fn mercure_0x_is_explicit() {
+        let issuer = vec!["https://issuer.example|HS256|k".into()];
+        let v1 = Config {
+            oauth_issuers: issuer.clone(),
+            ..Config::default()
+        };
+        assert!(!v1.settings().unwrap().auth.compat_0x());
+        for (key, config) in [
+            (
+                "jwt_key",
+                Config {
+                    jwt_key: Some("k".into()),
+                    ..v1.clone()
+                },
+            ),
+            (
+                "subscriber_jwt_key",
+                Config {
+                    subscriber_jwt_key: Some("k".into()),
+                    ..v1.clone()
+                },
+            ),
+        ] {
+            match config.settings() {
+                Err(ConfigError::V0Only(k)) => assert_eq!(k, key),
+                other => panic!("{key}: {other:?}"),
+            }
+        }
+        let both = Config {
+            compat_0x: true,
+            jwt_key: Some("k".into()),
+            oauth_issuers: issuer,
+            ..Config::default()
+        };
+        let auth = both.settings().unwrap().auth;
+        assert!(auth.compat_0x());
+        assert_eq!(auth.issuer_names(), ["https://issuer.example"]);
     }
 
     #[test]

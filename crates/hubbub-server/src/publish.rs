@@ -225,7 +225,9 @@ pub(crate) fn parse_form(body: &[u8], max_topics: usize) -> Result<Update, ApiEr
             "id" => id = Some(value.into_owned()),
             "type" => update.event_type = Some(value.into_owned()),
             "retry" => {
-                let retry: u64 = value.parse().map_err(|_| {
+                // Only ASCII digits (draft-08): `parse` alone would take "+5".
+                let digits = !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit());
+                let retry: u64 = value.parse().ok().filter(|_| digits).ok_or_else(|| {
                     ApiError::new(
                         Rejection::BadRequest,
                         format!("invalid \"retry\" {value:?}: expected an unsigned integer"),
@@ -335,6 +337,12 @@ mod tests {
             (b"topic=a&retry=-1", 400),
             (b"topic=a&id=%23x", 400),
             (b"topic=a&type=a%0Ab", 400),
+            (b"topic=a&type=mercure", 400),
+            (b"topic=a&retry=%2B5", 400),
+            (b"topic=a&retry=", 400),
+            (b"topic=a&id=earliest", 400),
+            (b"topic=a&id=a%E2%80%8Bb", 400),
+            (b"topic=a%09b", 400),
             (b"topic=a&topic=b&topic=c", 400),
             (b"topic=", 400),
             (b"topic=a&topic=", 400),

@@ -73,7 +73,7 @@ pub async fn subscribe(State(state): State<SharedState>, headers: HeaderMap, uri
         other => other,
     };
     match result {
-        Ok(sub) => sse_response(sub),
+        Ok(sub) => sse_response(sub, state.settings.load().auth.compat_0x()),
         Err(err) => {
             let metadata = state.settings.load().auth.metadata_url(&headers);
             state
@@ -125,6 +125,9 @@ struct Query {
     /// 1.0 `last_event_id`, else 0.x `lastEventID` (the header beats both).
     last_event_id: Option<String>,
     authorization: Option<String>,
+    /// The first 0.x-only parameter present (`topic`, `lastEventID`), refused
+    /// by a hub without `compat_0x`.
+    v0_parameter: Option<&'static str>,
 }
 
 /// Parses the query as `application/x-www-form-urlencoded` (as
@@ -162,9 +165,15 @@ fn parse_query(uri: &Uri) -> Result<Query, String> {
             None => {
                 let value = String::from_utf8_lossy(&value).into_owned();
                 match &*name {
-                    "topic" => q.topics.push(value),
+                    "topic" => {
+                        q.v0_parameter.get_or_insert("topic");
+                        q.topics.push(value);
+                    }
                     "last_event_id" => q.last_event_id = Some(value),
-                    "lastEventID" => legacy_last_event_id = Some(value),
+                    "lastEventID" => {
+                        q.v0_parameter.get_or_insert("lastEventID");
+                        legacy_last_event_id = Some(value);
+                    }
                     "authorization" => q.authorization = Some(value),
                     _ => {}
                 }
@@ -209,6 +218,13 @@ fn open(state: &SharedState, headers: &HeaderMap, uri: &Uri) -> Result<Subscript
     let settings = state.settings.load_full();
     let bad = |e: String| ApiError::new(Rejection::BadRequest, e);
     let query = parse_query(uri).map_err(bad)?;
+    if let Some(name) = query.v0_parameter
+        && !settings.auth.compat_0x()
+    {
+        return Err(bad(format!(
+            "{name} is a Mercure 0.x parameter and this hub serves Mercure 1.0 only: subscribe with match= (exact) or match_urlpattern=, resume with last_event_id"
+        )));
+    }
     // Both generations' selectors count against the same limits.
     let all: Vec<String> = query
         .topics
@@ -328,7 +344,8 @@ impl LiveStream {
     }
 }
 
-fn sse_response(sub: Subscription) -> Response {
+/// `compat_0x`: also send the 0.x response field `Last-Event-ID`.
+fn sse_response(sub: Subscription, compat_0x: bool) -> Response {
     let last_event_id = sub
         .response_last_event_id()
         .and_then(|id| HeaderValue::from_str(id).ok());
@@ -347,13 +364,14 @@ fn sse_response(sub: Subscription) -> Response {
         ],
     );
     // 1.0 names the response field `Mercure-Last-Event-ID` (`Last-Event-ID` is
-    // a request field); 0.x clients read `Last-Event-ID`. Both are sent, with
-    // the same value: the id the replay starts after, or `earliest`.
+    // a request field); 0.x clients read `Last-Event-ID`. With `compat_0x`
+    // both are sent, with the same value: the id the replay starts after, or
+    // `earliest`.
     if let Some(id) = last_event_id {
-        response
-            .headers_mut()
-            .insert("mercure-last-event-id", id.clone());
-        response.headers_mut().insert("last-event-id", id);
+        if compat_0x {
+            response.headers_mut().insert("last-event-id", id.clone());
+        }
+        response.headers_mut().insert("mercure-last-event-id", id);
     }
     response
 }

@@ -41,11 +41,13 @@ pub const KEY: &str = "hubbub-test-key-0123456789abcdef";
 /// How long helpers wait for something that should happen.
 pub const WAIT: Duration = Duration::from_secs(10);
 
-/// A config for tests: [`KEY`] for both roles (HS256), anonymous subscribers
-/// allowed, every other setting at its default. `listen` is ignored by
+/// A config for tests: Mercure 0.x clients served (`compat_0x`) with [`KEY`]
+/// for both roles (HS256), anonymous subscribers allowed, every other setting
+/// at its default. `listen` is ignored by
 /// [`TestHub::start`], which always binds `127.0.0.1:0`.
 pub fn config() -> Config {
     Config {
+        compat_0x: true,
         jwt_key: Some(KEY.into()),
         anonymous: true,
         ..Config::default()

@@ -172,7 +172,7 @@ async fn publish_and_subscribe_commands_round_trip() {
 async fn sighup_reloads_the_config_file_and_keeps_streams() {
     let config = TempFile::new(
         "reload.toml",
-        "jwt_key = \"first-key\"\nanonymous = true\nmax_topics = 1\n",
+        "compat_0x = true\njwt_key = \"first-key\"\nanonymous = true\nmax_topics = 1\n",
     );
     let hub = serve(&["--config", config.path()]).await;
     let mut stream = SseClient::subscribe(&hub.url(), &[TOPIC], None).await;
@@ -186,7 +186,7 @@ async fn sighup_reloads_the_config_file_and_keeps_streams() {
         .status;
     assert_eq!(status, StatusCode::BAD_REQUEST, "max_topics = 1");
 
-    config.write("jwt_key = \"second-key\"\nanonymous = true\nmax_topics = 5\n");
+    config.write("compat_0x = true\njwt_key = \"second-key\"\nanonymous = true\nmax_topics = 5\n");
     hub.signal("HUP");
     let second = publisher("second-key");
     eventually(WAIT, "the new key and max_topics apply", || async {
@@ -211,7 +211,7 @@ async fn sighup_reloads_the_config_file_and_keeps_streams() {
     );
 
     // A broken file is refused and the running configuration stays.
-    config.write("jwt_key = \"third-key\"\nbogus_key = 1\n");
+    config.write("compat_0x = true\njwt_key = \"third-key\"\nbogus_key = 1\n");
     hub.signal("HUP");
     eventually(WAIT, "the failed reload is counted", || async {
         let failed = hub.metric("hubbub_config_reloads_total{result=\"error\"}");
@@ -231,7 +231,7 @@ async fn sighup_reloads_the_config_file_and_keeps_streams() {
 async fn flags_beat_variables_beat_the_file_beat_defaults_across_reloads() {
     let config = TempFile::new(
         "precedence.toml",
-        "jwt_key = \"file-key\"\nmax_topics = 1\nanonymous = true\n",
+        "compat_0x = true\njwt_key = \"file-key\"\nmax_topics = 1\nanonymous = true\n",
     );
     let env = [
         ("HUBBUB_JWT_KEY", "env-key"),
@@ -274,7 +274,7 @@ async fn flags_beat_variables_beat_the_file_beat_defaults_across_reloads() {
         SseClient::subscribe(&hub.url(), &[TOPIC], None).await;
     };
     check().await;
-    config.write("jwt_key = \"file-key-2\"\nmax_topics = 5\nanonymous = true\n");
+    config.write("compat_0x = true\njwt_key = \"file-key-2\"\nmax_topics = 5\nanonymous = true\n");
     hub.signal("HUP");
     eventually(WAIT, "the reload is counted", || async {
         let ok = hub.metric("hubbub_config_reloads_total{result=\"ok\"}");
@@ -313,7 +313,10 @@ async fn sigterm_ends_streams_and_exits_zero() {
 
 #[tokio::test]
 async fn an_unknown_config_key_is_a_clear_error() {
-    let config = TempFile::new("unknown.toml", "jwt_key = \"k\"\nbogus_key = 1\n");
+    let config = TempFile::new(
+        "unknown.toml",
+        "compat_0x = true\njwt_key = \"k\"\nbogus_key = 1\n",
+    );
     let path = config.path();
     let out = run(BIN, &["serve", "--config", path]).await;
     assert!(!out.status.success());
@@ -327,5 +330,15 @@ async fn serving_without_a_key_outside_dev_mode_fails() {
     let out = run(BIN, &["serve", "--listen", "127.0.0.1:0"]).await;
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no trusted token issuer"), "{err}");
+    // 0.x asked for, without its key.
+    let out = run(BIN, &["serve", "--listen", "127.0.0.1:0", "--compat-0x"]).await;
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no JWT key"), "{err}");
+    // A 0.x key without compat_0x is refused rather than silently unused.
+    let out = run(BIN, &["serve", "--listen", "127.0.0.1:0", "--jwt-key", "k"]).await;
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("jwt_key is a Mercure 0.x setting"), "{err}");
 }
