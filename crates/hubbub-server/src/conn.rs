@@ -223,7 +223,8 @@ fn stream_request(head: &[u8], peer: Peer, max_body: usize) -> Option<Lean> {
             if !h.value.eq_ignore_ascii_case(b"100-continue") {
                 return None;
             }
-            expect_continue = true;
+            // An HTTP/1.0 client does not know 100 (RFC 9110, 10.1.1): it sends the body anyway.
+            expect_continue = version == Version::HTTP_11;
         }
         request = request.header(name, HeaderValue::from_bytes(h.value).ok()?);
     }
@@ -619,6 +620,8 @@ mod tests {
         assert_eq!(lean.request.method().as_str(), "QUERY");
         assert_eq!(&head[lean.body_start..], b"match=b");
         assert_eq!((lean.body_len, lean.expect_continue), (7, true));
+        let old = b"QUERY /.well-known/mercure HTTP/1.0\r\nContent-Length: 1\r\nExpect: 100-continue\r\n\r\n";
+        assert!(!stream_request(old, peer(), 10).unwrap().expect_continue);
         let partial = b"QUERY /.well-known/mercure HTTP/1.1\r\nContent-Length: 7\r\n\r\nma";
         assert_eq!(stream_request(partial, peer(), 10).unwrap().body_len, 7);
         for head in [

@@ -654,6 +654,24 @@ mod tests {
     }
 
     #[test]
+    fn bodies_are_forms_of_bytes_united_with_the_query() {
+        let body = parse_form(b"match=a&topic=t&last_event_id=body&authorization=b").unwrap();
+        let united = query("match=q&last_event_id=query").unwrap().union(body);
+        let values: Vec<&str> = united.matchers.iter().map(|(_, v)| v.as_str()).collect();
+        assert_eq!(values, ["q", "a"]);
+        assert_eq!(united.topics, ["t"]);
+        assert_eq!(united.last_event_id.as_deref(), Some("query"));
+        assert_eq!(united.authorization.as_deref(), Some("b"));
+        let body_only = Query::default().union(parse_form(b"lastEventID=x").unwrap());
+        assert_eq!(body_only.last_event_id.as_deref(), Some("x"));
+        // Raw bytes a URI could not hold: strict for matchers, lossy for 0.x.
+        assert!(parse_form(b"match=\xFF").is_err());
+        assert!(parse_form(b"match=a\nb").is_err());
+        assert_eq!(parse_form(b"topic=\xFF").unwrap().topics, ["\u{FFFD}"]);
+        assert_eq!(parse_form(b"match=a+b%2B").unwrap().matchers[0].1, "a b+");
+    }
+
+    #[test]
     fn deadline_is_the_sooner_one() {
         let (_, reason) = deadline(Some(Duration::from_secs(600)), Some(0)).unwrap();
         assert_eq!(reason, CloseReason::TokenExpired);
