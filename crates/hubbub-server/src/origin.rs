@@ -181,7 +181,11 @@ fn guarded(path: &str) -> bool {
 
 /// Middleware: 421 for a guarded path on an unlisted origin; a listed one
 /// goes on with its origin headers pinned.
-pub async fn guard(State(state): State<SharedState>, mut request: Request, next: Next) -> Response {
+pub(crate) async fn guard(
+    State(state): State<SharedState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     if !guarded(request.uri().path()) {
         return next.run(request).await;
     }
