@@ -1,8 +1,9 @@
 //! The router: Mercure endpoint, the `/` page, health, readiness, metrics, CORS.
 
 use axum::Router;
+use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
@@ -15,15 +16,53 @@ const INDEX_HTML: &str = include_str!("../assets/index.html");
 
 pub fn router(state: SharedState) -> Router {
     Router::new()
-        .route(HUB_PATH, get(subscribe::subscribe).post(publish::publish))
+        .route(
+            HUB_PATH,
+            get(subscribe::subscribe)
+                .post(publish::publish)
+                .fallback(other_hub_method),
+        )
         .route(METADATA_PATH, get(resource_metadata))
         .route("/", get(|| async { Html(INDEX_HTML) }))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/cluster", get(cluster))
+        // Inside CORS, so a 421 still carries the CORS headers a browser
+        // needs to show it to the page.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::origin::guard,
+        ))
         .layer(middleware::from_fn_with_state(state.clone(), cors))
         .with_state(state)
+}
+
+/// The methods the hub path answers (`HEAD` comes with `GET`).
+const HUB_METHODS: &str = "GET, HEAD, POST, QUERY";
+
+/// `QUERY` (RFC 10008), which axum's method router cannot name, is a
+/// subscription; any other method is 405 with `Allow`. POST stays publishing:
+/// it is not safe, so it is not a subscribe method (draft-08).
+async fn other_hub_method(
+    state: State<SharedState>,
+    method: Method,
+    headers: HeaderMap,
+    uri: Uri,
+    body: Body,
+) -> Response {
+    if method.as_str() == "QUERY" {
+        return subscribe::subscribe_query(state, headers, uri, body).await;
+    }
+    let mut r = (StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n").into_response();
+    set_static(
+        r.headers_mut(),
+        &[
+            (header::ALLOW, HUB_METHODS),
+            (HeaderName::from_static("accept-query"), subscribe::FORM),
+        ],
+    );
+    r
 }
 
 /// RFC 9728 metadata of the hub URL, [`HUB_PATH`] (Mercure 1.0 discovery).
@@ -95,7 +134,10 @@ async fn cors(State(state): State<SharedState>, request: Request, next: Next) ->
         set_static(
             r.headers_mut(),
             &[
-                (header::ACCESS_CONTROL_ALLOW_METHODS, "GET, POST, OPTIONS"),
+                (
+                    header::ACCESS_CONTROL_ALLOW_METHODS,
+                    "GET, HEAD, POST, QUERY, OPTIONS",
+                ),
                 (
                     header::ACCESS_CONTROL_ALLOW_HEADERS,
                     "authorization, cache-control, last-event-id, content-type",

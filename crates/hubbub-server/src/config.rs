@@ -105,6 +105,17 @@ options! {
     /// the hub URL on the request's origin, `http(s)://<Host>/.well-known/mercure`).
     #[cfg_attr(feature = "cli", arg(long, env = "HUBBUB_OAUTH_RESOURCE"))]
     oauth_resource: Option<String> = None,
+    /// The public URLs (`http(s)://host[:port]`, comma-separated) the hub
+    /// answers on. `Host` and `X-Forwarded-Proto` are whatever the client
+    /// sends, so without this list the hub's identity (the resource
+    /// identifier a 1.0 token's `aud` must hold, the metadata it advertises,
+    /// the base of relative URL Patterns) is the attacker's choice. When set,
+    /// a request to the hub or its RFC 9728 metadata whose origin is not listed
+    /// gets 421, and a listed one's identity is the listed URL: its scheme is
+    /// pinned (`X-Forwarded-Proto` is only consulted when a host is listed
+    /// with both schemes). Health and metrics are not affected.
+    #[cfg_attr(feature = "cli", arg(long, env = "HUBBUB_PUBLIC_URLS", value_delimiter = ','))]
+    public_urls: Vec<String> = Vec::new(),
     /// The cookie a Mercure 1.0 token may come in (besides `cookie_name`).
     #[cfg_attr(feature = "cli", arg(long, env = "HUBBUB_OAUTH_COOKIE_NAME"))]
     oauth_cookie_name: String = "__Secure-mercure_access_token".into(),
@@ -135,6 +146,11 @@ options! {
     /// Publish body limit in bytes (413 beyond).
     #[cfg_attr(feature = "cli", arg(long, env = "HUBBUB_MAX_BODY_BYTES"))]
     max_body_bytes: usize = 1 << 20,
+    /// `QUERY` subscription body limit in bytes (413 beyond). Apart from
+    /// `max_body_bytes` because it is read before the token is checked (the
+    /// parameters it holds may carry the token) and held by the control path.
+    #[cfg_attr(feature = "cli", arg(long, env = "HUBBUB_MAX_SUBSCRIBE_BODY_BYTES"))]
+    max_subscribe_body_bytes: usize = 64 << 10,
     /// Topics per publish, selectors per subscribe (400 beyond).
     #[cfg_attr(feature = "cli", arg(long, env = "HUBBUB_MAX_TOPICS"))]
     max_topics: usize = hubbub_proto::update::MAX_TOPICS,
@@ -288,6 +304,7 @@ impl std::fmt::Debug for Config {
             .field("oauth_issuers", &self.oauth_issuers.len())
             .field("oauth_resource", &self.oauth_resource)
             .field("cors_origins", &self.cors_origins)
+            .field("public_urls", &self.public_urls)
             .field("heartbeat", &self.heartbeat)
             .field("max_subscribers", &self.max_subscribers)
             .field("max_connections", &self.max_connections)
@@ -372,6 +389,15 @@ impl Config {
         if self.max_body_bytes == 0 {
             return Err(invalid("max_body_bytes", "must be at least 1"));
         }
+        if self.max_subscribe_body_bytes == 0 {
+            return Err(invalid("max_subscribe_body_bytes", "must be at least 1"));
+        }
+        let public_urls = crate::origin::PublicUrls::parse(&self.public_urls).map_err(|e| {
+            ConfigError::Invalid {
+                key: "public_urls",
+                reason: e.to_string(),
+            }
+        })?;
         if !(self.publish_rate >= 0.0 && self.global_publish_rate >= 0.0) {
             return Err(invalid("publish_rate", "must be zero (off) or positive"));
         }
@@ -386,6 +412,7 @@ impl Config {
             limits: self.limits(),
             cors_origins: self.cors_origins.clone(),
             publish_origins: self.publish_origins.clone(),
+            public_urls,
             shutdown_grace: self.shutdown_grace,
             drain_window: self.drain_window,
             publish_ack: (self.publish_ack == PublishAck::Replicated && !self.seeds.is_empty())
@@ -512,6 +539,7 @@ impl Config {
                 heartbeat: nonzero(self.heartbeat),
             },
             max_body_bytes: self.max_body_bytes,
+            max_subscribe_body_bytes: self.max_subscribe_body_bytes,
             max_topics: self.max_topics,
             max_topic_bytes: self.max_topic_bytes,
             max_template_states: self.max_template_states,
@@ -561,6 +589,8 @@ pub struct Settings {
     pub limits: LimitSettings,
     pub cors_origins: Vec<String>,
     pub publish_origins: Vec<String>,
+    /// `public_urls`, parsed (empty: every origin is answered).
+    pub public_urls: crate::origin::PublicUrls,
     pub shutdown_grace: Duration,
     pub drain_window: Duration,
     /// In a cluster with `publish_ack = replicated`: how long a publish waits
@@ -574,6 +604,7 @@ pub struct Settings {
 pub struct LimitSettings {
     pub hub: hubbub_core::Limits,
     pub max_body_bytes: usize,
+    pub max_subscribe_body_bytes: usize,
     pub max_topics: usize,
     pub max_topic_bytes: usize,
     pub max_template_states: usize,

@@ -1,9 +1,20 @@
 //! One accepted connection. We read the request head ourselves (into a small
-//! buffer, only once bytes arrive). A subscription request (`GET` on the hub
-//! path) is then served without hyper: a one-way event stream needs no 8 KiB
-//! read buffer and no 8 KiB header buffer per connection, which is most of the
-//! memory an idle subscriber would otherwise cost. Everything else, including
-//! keep-alive follow-up requests, goes to hyper with the bytes we read replayed.
+//! buffer, only once bytes arrive). A subscription request (`GET` or `QUERY`
+//! on the hub path) is then served without hyper: a one-way event stream needs
+//! no 8 KiB read buffer and no 8 KiB header buffer per connection, which is
+//! most of the memory an idle subscriber would otherwise cost. Everything
+//! else, including keep-alive follow-up requests, goes to hyper with the bytes
+//! we read replayed.
+//!
+//! A `QUERY` subscription carries its parameters in a body. Its stream moves
+//! to another runtime with the socket, and nothing read from the socket may be
+//! left behind, so the body is read here, whole and exactly (never a byte
+//! past its `Content-Length`), before the request is routed: the handler gets
+//! it as a complete in-memory body. Only the simple case is taken: a
+//! `Content-Length` within `max_subscribe_body_bytes`, at most an
+//! `Expect: 100-continue`. A chunked body, an oversized one (hyper answers
+//! 413 from the same handler) or pipelined bytes go to hyper, where the
+//! stream is served by hyper on this runtime: slower, never wrong.
 
 use std::io;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -37,23 +48,52 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_HEAD: usize = 16 * 1024;
 const MAX_HEADERS: usize = 64;
 
+/// What a connection is held to, read from the settings at accept.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnLimits {
+    /// A socket write blocked this long cuts the connection.
+    pub write_deadline: Option<Duration>,
+    /// Largest `QUERY` body read on the lean path (`max_subscribe_body_bytes`).
+    pub max_subscribe_body: usize,
+    /// How long a body may take after its head (`request_timeout`).
+    pub body_timeout: Option<Duration>,
+}
+
 pub async fn serve(
     mut stream: TcpStream,
     peer: Peer,
     router: Router,
-    deadline: Option<Duration>,
+    limits: ConnLimits,
     shutdown: CancellationToken,
     streams: StreamTasks,
     guard: ConnGuard,
 ) {
-    let head = tokio::select! {
+    let deadline = limits.write_deadline;
+    let mut head = tokio::select! {
         _ = shutdown.cancelled() => return,
         r = tokio::time::timeout(HEADER_READ_TIMEOUT, read_head(&mut stream)) => match r {
             Ok(Ok(Some(head))) => head,
             _ => return,
         },
     };
-    if let Some(request) = stream_request(&head, peer) {
+    if let Some(lean) = stream_request(&head, peer, limits.max_subscribe_body) {
+        let mut request = lean.request;
+        if lean.body_len > 0 {
+            let have = head.split_off(lean.body_start);
+            let read = read_body(&mut stream, have, lean.body_len, lean.expect_continue);
+            let body = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                r = within(limits.body_timeout, read) => match r {
+                    Some(Ok(body)) => body,
+                    Some(Err(e)) => return tracing::debug!(error = %e, "subscription body failed"),
+                    None => {
+                        let _ = write(&mut stream, &request_timeout(SystemTime::now())[..], deadline).await;
+                        return;
+                    }
+                },
+            };
+            *request.body_mut() = Body::from(body);
+        }
         drop(head);
         // The event stream continues in a task of its own whose state is only
         // what streaming needs, on the streams' runtime; this task (head
@@ -131,35 +171,119 @@ pub(crate) fn head_ends(buf: &[u8], from: usize) -> bool {
     tail.windows(2).any(|w| w == b"\n\n") || tail.windows(3).any(|w| w == b"\n\r\n")
 }
 
-/// A subscription request we can serve ourselves: a complete `GET` head for the
-/// hub path, no body, nothing pipelined behind it, HTTP/1.0 or 1.1.
-fn stream_request(head: &[u8], peer: Peer) -> Option<Request<Body>> {
+/// A subscription request we serve ourselves, and where its body is.
+#[derive(Debug)]
+struct Lean {
+    /// With an empty body; a `QUERY` body is read and put in after.
+    request: Request<Body>,
+    /// Where the body starts in the bytes read so far (the end of the head).
+    body_start: usize,
+    /// The body's `Content-Length` (0 for `GET`).
+    body_len: usize,
+    /// The client waits for `100 Continue` before it sends the body.
+    expect_continue: bool,
+}
+
+/// A subscription request we can serve ourselves: a complete `GET` head for
+/// the hub path without a body, or a `QUERY` head with at most
+/// `max_body` bytes of `Content-Length` body; nothing pipelined behind it;
+/// HTTP/1.0 or 1.1.
+fn stream_request(head: &[u8], peer: Peer, max_body: usize) -> Option<Lean> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut headers);
     let httparse::Status::Complete(len) = parsed.parse(head).ok()? else {
         return None;
     };
     let path = parsed.path?;
-    if len != head.len() || parsed.method? != "GET" || path.split('?').next() != Some(HUB_PATH) {
+    let method = parsed.method?;
+    if !matches!(method, "GET" | "QUERY") || path.split('?').next() != Some(HUB_PATH) {
         return None;
     }
     let version = match parsed.version? {
         0 => Version::HTTP_10,
         _ => Version::HTTP_11,
     };
-    let mut request = Request::builder().method("GET").uri(path).version(version);
+    let mut request = Request::builder().method(method).uri(path).version(version);
+    let mut body_len = None;
+    let mut expect_continue = false;
     for h in parsed.headers.iter() {
         let name = HeaderName::from_bytes(h.name.as_bytes()).ok()?;
-        let has_body = (name == header::CONTENT_LENGTH && h.value != b"0")
-            || name == header::TRANSFER_ENCODING;
-        if has_body || name == header::UPGRADE {
+        if name == header::TRANSFER_ENCODING || name == header::UPGRADE {
             return None;
+        }
+        if name == header::CONTENT_LENGTH {
+            let n = std::str::from_utf8(h.value).ok()?.trim();
+            // Digits only (no sign), and only one: anything else is hyper's to refuse.
+            if body_len.is_some() || n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            body_len = Some(n.parse::<usize>().ok()?);
+        }
+        if name == header::EXPECT {
+            if !h.value.eq_ignore_ascii_case(b"100-continue") {
+                return None;
+            }
+            // An HTTP/1.0 client does not know 100 (RFC 9110, 10.1.1): it sends the body anyway.
+            expect_continue = version == Version::HTTP_11;
         }
         request = request.header(name, HeaderValue::from_bytes(h.value).ok()?);
     }
+    let body_len = body_len.unwrap_or(0);
+    let fits = match method {
+        "GET" => body_len == 0,
+        _ => body_len <= max_body,
+    };
+    // Bytes past the body would be a pipelined request, left behind when the
+    // socket moves to the streams' runtime.
+    if !fits || head.len() > len + body_len {
+        return None;
+    }
     let mut request = request.body(Body::empty()).ok()?;
     request.extensions_mut().insert(peer);
-    Some(request)
+    Some(Lean {
+        request,
+        body_start: len,
+        body_len,
+        expect_continue,
+    })
+}
+
+/// Completes a body of `len` bytes whose start, `have`, came with the head,
+/// reading exactly the rest (a byte more would belong to a request after it).
+async fn read_body(
+    stream: &mut TcpStream,
+    mut have: BytesMut,
+    len: usize,
+    expect_continue: bool,
+) -> io::Result<Bytes> {
+    let start = have.len();
+    if start < len {
+        if expect_continue {
+            stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await?;
+        }
+        have.resize(len, 0);
+        stream.read_exact(&mut have[start..]).await?;
+    }
+    Ok(have.freeze())
+}
+
+/// `fut`, or None once `limit` passed.
+async fn within<T>(limit: Option<Duration>, fut: impl Future<Output = T>) -> Option<T> {
+    match limit {
+        Some(limit) => tokio::time::timeout(limit, fut).await.ok(),
+        None => Some(fut.await),
+    }
+}
+
+/// The answer to a body that did not arrive in time (the connection closes).
+fn request_timeout(now: SystemTime) -> Bytes {
+    const BODY: &str = "the body did not arrive in time (request_timeout)\n";
+    Bytes::from(format!(
+        "HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\
+         connection: close\r\ndate: {}\r\n\r\n{BODY}",
+        BODY.len(),
+        http_date(now)
+    ))
 }
 
 /// Runs the request through the router (auth, limits, CORS: the same code as
@@ -469,7 +593,7 @@ mod tests {
     fn only_plain_subscription_gets_are_taken() {
         let ok =
             b"GET /.well-known/mercure?topic=a HTTP/1.1\r\nHost: h\r\nLast-Event-ID: x\r\n\r\n";
-        let req = stream_request(ok, peer()).unwrap();
+        let req = stream_request(ok, peer(), 10).unwrap().request;
         assert_eq!(req.uri(), "/.well-known/mercure?topic=a");
         assert_eq!(req.headers()["last-event-id"], "x");
         for head in [
@@ -481,7 +605,38 @@ mod tests {
             b"GET /.well-known/mercure HTTP/1.1\r\nHost: h\r\n",
         ] {
             assert!(
-                stream_request(head, peer()).is_none(),
+                stream_request(head, peer(), 10).is_none(),
+                "{}",
+                String::from_utf8_lossy(head)
+            );
+        }
+    }
+
+    #[test]
+    fn query_subscriptions_are_taken_with_their_body() {
+        let head = b"QUERY /.well-known/mercure?match=a HTTP/1.1\r\nHost: h\r\n\
+            Content-Length: 7\r\nExpect: 100-continue\r\n\r\nmatch=b";
+        let lean = stream_request(head, peer(), 10).unwrap();
+        assert_eq!(lean.request.method().as_str(), "QUERY");
+        assert_eq!(&head[lean.body_start..], b"match=b");
+        assert_eq!((lean.body_len, lean.expect_continue), (7, true));
+        let old = b"QUERY /.well-known/mercure HTTP/1.0\r\nContent-Length: 1\r\nExpect: 100-continue\r\n\r\n";
+        assert!(!stream_request(old, peer(), 10).unwrap().expect_continue);
+        let partial = b"QUERY /.well-known/mercure HTTP/1.1\r\nContent-Length: 7\r\n\r\nma";
+        assert_eq!(stream_request(partial, peer(), 10).unwrap().body_len, 7);
+        for head in [
+            // Over the limit: hyper's, and the handler's 413.
+            &b"QUERY /.well-known/mercure HTTP/1.1\r\nContent-Length: 11\r\n\r\n"[..],
+            b"QUERY /.well-known/mercure HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"QUERY /.well-known/mercure HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n",
+            b"QUERY /.well-known/mercure HTTP/1.1\r\nContent-Length: +1\r\n\r\n",
+            b"QUERY /.well-known/mercure HTTP/1.1\r\nExpect: teapot\r\n\r\n",
+            // Pipelined past the body.
+            b"QUERY /.well-known/mercure HTTP/1.1\r\nContent-Length: 1\r\n\r\nxGET / HTTP/1.1\r\n\r\n",
+            b"QUERY /healthz HTTP/1.1\r\n\r\n",
+        ] {
+            assert!(
+                stream_request(head, peer(), 10).is_none(),
                 "{}",
                 String::from_utf8_lossy(head)
             );

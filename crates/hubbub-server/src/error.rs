@@ -76,6 +76,8 @@ impl ApiError {
             Rejection::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Rejection::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Rejection::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            Rejection::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Rejection::Misdirected => StatusCode::MISDIRECTED_REQUEST,
             Rejection::TooManySubscribers
             | Rejection::TooManyConnections
             | Rejection::Overloaded

@@ -13,6 +13,7 @@ mod io;
 mod lifecycle;
 pub mod metrics;
 pub mod oauth;
+pub mod origin;
 mod publish;
 pub mod ratelimit;
 mod serve;

@@ -27,10 +27,14 @@ pub enum Rejection {
     NotReplicated,
     /// A subscription to a node still catching up with the cluster, past the wait.
     NotReady,
+    /// A `QUERY` subscription whose body is not a form (415).
+    UnsupportedMediaType,
+    /// A hub request on an origin not in `public_urls` (421).
+    Misdirected,
 }
 
 impl Rejection {
-    pub const ALL: [Rejection; 12] = [
+    pub const ALL: [Rejection; 14] = [
         Self::BadRequest,
         Self::Unauthorized,
         Self::Forbidden,
@@ -43,6 +47,8 @@ impl Rejection {
         Self::ShuttingDown,
         Self::NotReplicated,
         Self::NotReady,
+        Self::UnsupportedMediaType,
+        Self::Misdirected,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -59,6 +65,8 @@ impl Rejection {
             Self::ShuttingDown => "shutting_down",
             Self::NotReplicated => "not_replicated",
             Self::NotReady => "not_ready",
+            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::Misdirected => "misdirected",
         }
     }
 }

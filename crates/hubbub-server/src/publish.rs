@@ -98,7 +98,11 @@ async fn handle(
 /// bounded by the header read timeout, but a body trickled a byte at a time
 /// would otherwise hold the connection (and this task) for as long as the
 /// client likes.
-async fn read_body(body: Body, max: usize, timeout: Option<Duration>) -> Result<Bytes, ApiError> {
+pub(crate) async fn read_body(
+    body: Body,
+    max: usize,
+    timeout: Option<Duration>,
+) -> Result<Bytes, ApiError> {
     let read = Limited::new(body, max).collect();
     let collected = match timeout {
         Some(limit) => tokio::time::timeout(limit, read).await.map_err(|_| {
@@ -127,7 +131,7 @@ fn too_large(max: usize) -> ApiError {
     )
 }
 
-fn content_length(headers: &HeaderMap) -> Option<usize> {
+pub(crate) fn content_length(headers: &HeaderMap) -> Option<usize> {
     headers
         .get(header::CONTENT_LENGTH)?
         .to_str()

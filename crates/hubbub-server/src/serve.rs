@@ -121,13 +121,20 @@ async fn accept(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let deadline = state.settings.load().limits.write_deadline;
+        let limits = {
+            let settings = state.settings.load();
+            crate::conn::ConnLimits {
+                write_deadline: settings.limits.write_deadline,
+                max_subscribe_body: settings.limits.max_subscribe_body_bytes,
+                body_timeout: settings.limits.request_timeout,
+            }
+        };
         let guard = ConnGuard::new(slot, state.metrics.connections.clone());
         let conn = crate::conn::serve(
             stream,
             Peer(peer),
             router.clone(),
-            deadline,
+            limits,
             shutdown.clone(),
             crate::conn::StreamTasks {
                 tracker: tracker.clone(),

@@ -1,6 +1,9 @@
-//! `GET /.well-known/mercure`: authorize, register with the hub (replay included)
-//! BEFORE any byte is sent, then stream frames until the hub ends the stream or
-//! the client leaves.
+//! Subscribing: `GET /.well-known/mercure` (parameters in the query) and
+//! `QUERY /.well-known/mercure` (draft-08: parameters also in an
+//! `application/x-www-form-urlencoded` body, for matcher lists too long for a
+//! URL). Either way: authorize, register with the hub (replay included)
+//! BEFORE any byte is sent, then stream frames until the hub ends the stream
+//! or the client leaves.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -25,7 +28,127 @@ use crate::state::SharedState;
 /// cluster (just started or restarted) is held before 503.
 const JOIN_WAIT: Duration = Duration::from_secs(20);
 
+/// The only body media type a `QUERY` subscription accepts (draft-08).
+pub const FORM: &str = "application/x-www-form-urlencoded";
+
+/// `GET`: every parameter is in the query.
 pub async fn subscribe(State(state): State<SharedState>, headers: HeaderMap, uri: Uri) -> Response {
+    let query = parse_query(&uri).map_err(|e| ApiError::new(Rejection::BadRequest, e));
+    answer(&state, &headers, query).await
+}
+
+/// `QUERY` (RFC 10008): the parameters of the query and of the form body,
+/// united (see [`Query::union`]). Everything after the parsing is the `GET`
+/// path, so authorization, private updates, limits and resume cannot differ.
+pub async fn subscribe_query(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    uri: Uri,
+    body: Body,
+) -> Response {
+    let query = query_and_body(&state, &headers, &uri, body).await;
+    answer(&state, &headers, query).await
+}
+
+async fn query_and_body(
+    state: &SharedState,
+    headers: &HeaderMap,
+    uri: &Uri,
+    body: Body,
+) -> Result<Query, ApiError> {
+    let bad = |e: String| ApiError::new(Rejection::BadRequest, e);
+    // The query is checked first: it is cheap, and its errors say the same
+    // as they would on a GET.
+    let query = parse_query(uri).map_err(bad)?;
+    let limits = state.settings.load().limits.clone();
+    let max = limits.max_subscribe_body_bytes;
+    if crate::publish::content_length(headers).is_some_and(|len| len > max) {
+        return Err(body_too_large(max));
+    }
+    let content_type = headers.get(header::CONTENT_TYPE);
+    if content_type.is_some() && !is_form(headers) {
+        return Err(unsupported_media_type(headers));
+    }
+    let raw = crate::publish::read_body(body, max, limits.request_timeout)
+        .await
+        .map_err(|e| match e.reason {
+            Rejection::BodyTooLarge => body_too_large(max),
+            _ => e,
+        })?;
+    // No body needs no media type; a body without one is not a form.
+    if content_type.is_none() && !raw.is_empty() {
+        return Err(unsupported_media_type(headers));
+    }
+    let body = parse_form(&raw).map_err(|e| bad(format!("in the body: {e}")))?;
+    Ok(query.union(body))
+}
+
+fn is_form(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|ct| ct.split(';').next())
+        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case(FORM))
+}
+
+fn body_too_large(max: usize) -> ApiError {
+    ApiError::new(
+        Rejection::BodyTooLarge,
+        format!("the subscription body exceeds {max} bytes (max_subscribe_body_bytes)"),
+    )
+}
+
+/// 415, naming the one type we take in `Accept-Query` (RFC 10008) and
+/// `Accept` (RFC 9110, 15.5.16) so a client can correct itself.
+fn unsupported_media_type(headers: &HeaderMap) -> ApiError {
+    let got = headers
+        .get(header::CONTENT_TYPE)
+        .map_or("none".into(), |v| {
+            format!("{:?}", String::from_utf8_lossy(v.as_bytes()))
+        });
+    ApiError::new(
+        Rejection::UnsupportedMediaType,
+        format!("a subscription body must be {FORM}, not {got}"),
+    )
+}
+
+async fn answer(
+    state: &SharedState,
+    headers: &HeaderMap,
+    query: Result<Query, ApiError>,
+) -> Response {
+    let result = match query {
+        Ok(query) => subscribe_with(state, headers, &query).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(sub) => sse_response(sub, state.settings.load().auth.compat_0x()),
+        Err(err) => {
+            let metadata = state.settings.load().auth.metadata_url(headers);
+            let accept_query = err.reason == Rejection::UnsupportedMediaType;
+            let mut response = state
+                .reject(err.resource_metadata(metadata))
+                .into_response();
+            if accept_query {
+                let h = response.headers_mut();
+                set_static(
+                    h,
+                    &[
+                        (HeaderName::from_static("accept-query"), FORM),
+                        (header::ACCEPT, FORM),
+                    ],
+                );
+            }
+            response
+        }
+    }
+}
+
+async fn subscribe_with(
+    state: &SharedState,
+    headers: &HeaderMap,
+    query: &Query,
+) -> Result<Subscription, ApiError> {
     // A node that is still catching up has an incomplete history: a resume
     // would miss (and then get the catch-up as live updates it already had).
     // Hold the request until the node has joined and delivered what it held.
@@ -33,12 +156,11 @@ pub async fn subscribe(State(state): State<SharedState>, headers: HeaderMap, uri
         && !cluster.has_joined()
     {
         if !cluster.joined(JOIN_WAIT).await {
-            let err = ApiError::new(
+            return Err(ApiError::new(
                 Rejection::NotReady,
                 "this node is still catching up with the cluster; retry shortly",
             )
-            .retry_after(Duration::from_secs(1));
-            return state.reject(err).into_response();
+            .retry_after(Duration::from_secs(1)));
         }
         if let (Some(delivered), Some(cfg)) =
             (state.delivered.clone(), &state.settings.load().cluster)
@@ -51,10 +173,13 @@ pub async fn subscribe(State(state): State<SharedState>, headers: HeaderMap, uri
     // from another node a moment ago: wait until our delivery has caught up
     // with this instant, then look again (else it would be replayed twice).
     let clock = state.cluster.as_ref().map(|c| c.clock());
-    let result = match open(&state, &headers, &uri) {
+    match open(state, headers, query) {
         Ok(sub)
             if sub.response_last_event_id() == Some("earliest")
-                && resumes_after_id(&headers, &uri) =>
+                && matches!(
+                    resume(headers, query.last_event_id.clone()),
+                    Resume::After(_)
+                ) =>
         {
             match (
                 clock,
@@ -65,27 +190,13 @@ pub async fn subscribe(State(state): State<SharedState>, headers: HeaderMap, uri
                     drop(sub);
                     let limit = cluster.order_wait + Duration::from_millis(250);
                     crate::clustering::wait_delivered(delivered, clock, limit).await;
-                    open(&state, &headers, &uri)
+                    open(state, headers, query)
                 }
                 _ => Ok(sub),
             }
         }
         other => other,
-    };
-    match result {
-        Ok(sub) => sse_response(sub, state.settings.load().auth.compat_0x()),
-        Err(err) => {
-            let metadata = state.settings.load().auth.metadata_url(&headers);
-            state
-                .reject(err.resource_metadata(metadata))
-                .into_response()
-        }
     }
-}
-
-/// The request names a specific id to resume after (not `earliest`).
-fn resumes_after_id(headers: &HeaderMap, uri: &Uri) -> bool {
-    parse_query(uri).is_ok_and(|q| matches!(resume(headers, q.last_event_id), Resume::After(_)))
 }
 
 /// A Mercure 1.0 topic matcher type, named by the suffix of its query
@@ -130,18 +241,41 @@ struct Query {
     v0_parameter: Option<&'static str>,
 }
 
-/// Parses the query as `application/x-www-form-urlencoded` (as
+impl Query {
+    /// The parameters of a request's query (`self`) and body together, as if
+    /// they had all been in one component (draft-08): every selector of both
+    /// counts (limits included). The single-valued `last_event_id` (and
+    /// `authorization`) is the query's when both carry one.
+    fn union(mut self, body: Query) -> Query {
+        self.topics.extend(body.topics);
+        self.matchers.extend(body.matchers);
+        self.last_event_id = self.last_event_id.or(body.last_event_id);
+        self.authorization = self.authorization.or(body.authorization);
+        self.v0_parameter = self.v0_parameter.or(body.v0_parameter);
+        self
+    }
+}
+
+fn parse_query(uri: &Uri) -> Result<Query, String> {
+    parse_form(uri.query().unwrap_or("").as_bytes())
+}
+
+/// Parses a query or a body as `application/x-www-form-urlencoded` (as
 /// `URLSearchParams` does). Matcher values are decoded strictly: 1.0 requires
 /// them to be valid UTF-8, where a lossy decoding would turn a bad byte into
 /// U+FFFD and match something else. 0.x parameters keep their lossy decoding.
-fn parse_query(uri: &Uri) -> Result<Query, String> {
+/// Works on bytes, since a body (unlike a URI) may hold any.
+fn parse_form(raw: &[u8]) -> Result<Query, String> {
     let mut q = Query::default();
     let mut legacy_last_event_id = None;
-    for pair in uri.query().unwrap_or("").split('&') {
+    for pair in raw.split(|&b| b == b'&') {
         if pair.is_empty() {
             continue;
         }
-        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let (name, value) = match pair.iter().position(|&b| b == b'=') {
+            Some(i) => (&pair[..i], &pair[i + 1..]),
+            None => (pair, &[][..]),
+        };
         let name = form_decode(name);
         let name = String::from_utf8_lossy(&name);
         let value = form_decode(value);
@@ -159,7 +293,7 @@ fn parse_query(uri: &Uri) -> Result<Query, String> {
             }
             Some(Err(())) => {
                 return Err(format!(
-                    "unsupported query parameter {name:?}: names starting with \"match\" are reserved for topic matchers; this hub serves match, match_exact, match_urlpattern"
+                    "unsupported parameter {name:?}: names starting with \"match\" are reserved for topic matchers; this hub serves match, match_exact, match_urlpattern"
                 ));
             }
             None => {
@@ -209,15 +343,17 @@ fn hub_url(headers: &HeaderMap) -> String {
 }
 
 /// Form decoding of one name or value: `+` is a space, then percent-decoding.
-fn form_decode(raw: &str) -> Vec<u8> {
-    let plus = raw.replace('+', " ");
-    percent_encoding::percent_decode_str(&plus).collect()
+fn form_decode(raw: &[u8]) -> Vec<u8> {
+    let plus: Vec<u8> = raw
+        .iter()
+        .map(|&b| if b == b'+' { b' ' } else { b })
+        .collect();
+    percent_encoding::percent_decode(&plus).collect()
 }
 
-fn open(state: &SharedState, headers: &HeaderMap, uri: &Uri) -> Result<Subscription, ApiError> {
+fn open(state: &SharedState, headers: &HeaderMap, query: &Query) -> Result<Subscription, ApiError> {
     let settings = state.settings.load_full();
     let bad = |e: String| ApiError::new(Rejection::BadRequest, e);
-    let query = parse_query(uri).map_err(bad)?;
     if let Some(name) = query.v0_parameter
         && !settings.auth.compat_0x()
     {
@@ -277,7 +413,7 @@ fn open(state: &SharedState, headers: &HeaderMap, uri: &Uri) -> Result<Subscript
     let request = SubscribeRequest {
         selectors,
         claims,
-        resume: resume(headers, query.last_event_id),
+        resume: resume(headers, query.last_event_id.clone()),
         deadline: deadline(settings.limits.lifetime, exp),
     };
     state.hub.subscribe(request).map_err(|e| match e {
@@ -534,6 +670,24 @@ mod tests {
             "the 1.0 name wins"
         );
         assert_eq!(query("topic=x").unwrap().last_event_id, None);
+    }
+
+    #[test]
+    fn bodies_are_forms_of_bytes_united_with_the_query() {
+        let body = parse_form(b"match=a&topic=t&last_event_id=body&authorization=b").unwrap();
+        let united = query("match=q&last_event_id=query").unwrap().union(body);
+        let values: Vec<&str> = united.matchers.iter().map(|(_, v)| v.as_str()).collect();
+        assert_eq!(values, ["q", "a"]);
+        assert_eq!(united.topics, ["t"]);
+        assert_eq!(united.last_event_id.as_deref(), Some("query"));
+        assert_eq!(united.authorization.as_deref(), Some("b"));
+        let body_only = Query::default().union(parse_form(b"lastEventID=x").unwrap());
+        assert_eq!(body_only.last_event_id.as_deref(), Some("x"));
+        // Raw bytes a URI could not hold: strict for matchers, lossy for 0.x.
+        assert!(parse_form(b"match=\xFF").is_err());
+        assert!(parse_form(b"match=a\nb").is_err());
+        assert_eq!(parse_form(b"topic=\xFF").unwrap().topics, ["\u{FFFD}"]);
+        assert_eq!(parse_form(b"match=a+b%2B").unwrap().matchers[0].1, "a b+");
     }
 
     #[test]
