@@ -180,3 +180,70 @@ fn print_event(e: &hubbub_proto::decode::Event, json: bool) {
         println!("[{}]{ty} {}", e.id.as_deref().unwrap_or("-"), e.data);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    fn subscribe_args(args: &[&str]) -> SubscribeArgs {
+        let argv = ["hubbub", "subscribe"].iter().chain(args);
+        match Cli::try_parse_from(argv).expect("the flags parse").command {
+            Command::Subscribe(args) => args,
+            other => panic!("not subscribe: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn each_generation_selects_with_its_own_parameters() {
+        let v1 = subscribe_args(&[
+            "--match",
+            "https://a/1",
+            "--match-urlpattern",
+            "https://a/:id",
+            "--last-event-id",
+            "x",
+        ]);
+        assert_eq!(v1.to.protocol, Protocol::V1, "1.0 by default");
+        assert_eq!(
+            subscribe_query(&v1).unwrap(),
+            [
+                ("match", "https://a/1"),
+                ("match_urlpattern", "https://a/:id"),
+                ("last_event_id", "x"),
+            ]
+        );
+        let legacy = subscribe_args(&["--protocol", "0.x", "--topic", "https://a/{id}"]);
+        assert_eq!(
+            subscribe_query(&legacy).unwrap(),
+            [("topic", "https://a/{id}")]
+        );
+        let mixed = subscribe_args(&["--topic", "https://a/1"]);
+        assert!(
+            subscribe_query(&mixed).is_err(),
+            "--topic needs --protocol 0.x"
+        );
+        let mixed = subscribe_args(&["--protocol", "0.x", "--match", "https://a/1"]);
+        assert!(subscribe_query(&mixed).is_err(), "--match is 1.0");
+        assert!(
+            Cli::try_parse_from(["hubbub", "subscribe"]).is_err(),
+            "a selector is required"
+        );
+    }
+
+    #[test]
+    fn the_audience_is_the_hub_url_without_query() {
+        assert_eq!(
+            resource_of("http://127.0.0.1:8080/.well-known/mercure?x=1#f").unwrap(),
+            "http://127.0.0.1:8080/.well-known/mercure"
+        );
+        assert_eq!(
+            resource_of("http://localhost:80/.well-known/mercure").unwrap(),
+            "http://localhost/.well-known/mercure",
+            "as the Host header names it: no default port"
+        );
+        assert!(resource_of("not a url").is_err());
+    }
+}
