@@ -143,6 +143,18 @@ impl Args for Given {
     }
 }
 
+/// Which Mercure generation `publish` and `subscribe` speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Protocol {
+    /// Mercure 1.0: RFC 9068 access tokens from `--issuer`; `subscribe` selects
+    /// with `--match` / `--match-urlpattern`.
+    #[value(name = "1.0")]
+    V1,
+    /// Mercure 0.x: tokens with a `mercure` claim; `subscribe` selects with `--topic`.
+    #[value(name = "0.x")]
+    Legacy,
+}
+
 /// Where `publish` and `subscribe` talk to, and with which token.
 #[derive(Debug, Args)]
 pub struct HubArgs {
@@ -153,10 +165,24 @@ pub struct HubArgs {
         default_value = "http://127.0.0.1:8080/.well-known/mercure"
     )]
     pub hub: String,
-    /// JWT sent as a bearer token (`publish` mints one with --jwt-key without it;
-    /// `subscribe` needs one for private updates).
+    /// The protocol generation: which token is minted and, for `subscribe`,
+    /// which query parameters select topics.
+    #[arg(long, value_enum, default_value = "1.0")]
+    pub protocol: Protocol,
+    /// JWT sent as a bearer token, as is (without it one is minted with --jwt-key).
     #[arg(long, env = "HUBBUB_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// HS256 key to mint a token with (defaults to the development key).
+    #[arg(long, env = "HUBBUB_JWT_KEY", hide_env_values = true)]
+    pub jwt_key: Option<String>,
+    /// `iss` of a minted 1.0 token (one of the hub's trusted issuers; `serve
+    /// --dev` trusts this default with the development key).
+    #[arg(long, default_value = hubbub_server::DEV_ISSUER)]
+    pub issuer: String,
+    /// `aud` of a minted 1.0 token (repeatable): the hub's resource identifier.
+    /// Defaults to the --hub URL, which is what a hub without `oauth_resource` expects.
+    #[arg(long)]
+    pub audience: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -174,18 +200,27 @@ pub struct PublishArgs {
     pub event_type: Option<String>,
     #[arg(long)]
     pub private: bool,
-    /// HS256 key to mint a token with (defaults to the development key).
-    #[arg(long, env = "HUBBUB_JWT_KEY", hide_env_values = true)]
-    pub jwt_key: Option<String>,
 }
 
 #[derive(Debug, Args)]
 pub struct SubscribeArgs {
     #[command(flatten)]
     pub to: HubArgs,
-    /// Topic selector (repeatable): exact topic, `*` or URI template.
-    #[arg(long, required = true)]
+    /// Mercure 1.0: exact topic to receive (repeatable; `*` for all).
+    #[arg(long = "match", required_unless_present_any = ["match_urlpattern", "topic"])]
+    pub match_exact: Vec<String>,
+    /// Mercure 1.0: URL pattern of the topics to receive (repeatable), e.g.
+    /// `https://example.com/books/:id`.
+    #[arg(long)]
+    pub match_urlpattern: Vec<String>,
+    /// Mercure 0.x topic selector (repeatable): exact topic, `*` or URI
+    /// template; needs `--protocol 0.x`.
+    #[arg(long)]
     pub topic: Vec<String>,
+    /// Subscribe without a token (only public updates). Without this, --token
+    /// or a minted token (subscribe on `*`) is sent.
+    #[arg(long, conflicts_with = "token")]
+    pub anonymous: bool,
     /// Resume after this id (or `earliest`).
     #[arg(long)]
     pub last_event_id: Option<String>,

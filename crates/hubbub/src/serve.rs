@@ -2,7 +2,9 @@
 //! (SIGTERM/SIGINT drain and stop, SIGHUP reloads the config file).
 
 use anyhow::Context;
-use hubbub_server::{DEV_JWT_KEY, HUB_PATH, Server};
+use std::net::SocketAddr;
+
+use hubbub_server::{Config, DEV_ISSUER, DEV_JWT_KEY, HUB_PATH, Server};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
@@ -29,7 +31,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         *http = addr.to_string();
     }
     if config.dev && config.jwt_key.is_none() {
-        print_dev_banner(addr)?;
+        print_dev_banner(addr, &config)?;
     }
     if config.dev && !config.seeds.is_empty() && config.cluster_secret.is_none() {
         tracing::warn!("dev cluster: relay links use the public development secret");
@@ -85,19 +87,111 @@ fn reload(server: &Server, args: &ServeArgs) {
     }
 }
 
-fn print_dev_banner(addr: std::net::SocketAddr) -> anyhow::Result<()> {
-    let token = crate::client::mint(
+/// How long the banner's 1.0 token lasts: a dev hub's page should keep working.
+const DEV_TOKEN_LIFETIME: std::time::Duration = std::time::Duration::from_secs(365 * 24 * 3600);
+
+fn print_dev_banner(addr: SocketAddr, config: &Config) -> anyhow::Result<()> {
+    let audiences = dev_audiences(addr, config.oauth_resource.as_deref());
+    let access_token = crate::client::mint_access_token(
+        DEV_ISSUER,
+        DEV_JWT_KEY,
+        &audiences,
+        &[(&["publish", "subscribe"], &["*"])],
+        DEV_TOKEN_LIFETIME,
+    )?;
+    let legacy_token = crate::client::mint(
         DEV_JWT_KEY,
         serde_json::json!({ "publish": ["*"], "subscribe": ["*"] }),
     )?;
-    let hub = format!("http://{addr}{HUB_PATH}");
+    let base = format!("http://{}", display_host(addr));
+    let hub = format!("{base}{HUB_PATH}");
+    let days = DEV_TOKEN_LIFETIME.as_secs() / 86_400;
+    let audiences = audiences.join("\n      ");
+    let cookie = &config.oauth_cookie_name;
+    let legacy_cookie = &config.cookie_name;
     eprintln!(
         "\n  hubbub is running in DEVELOPMENT mode: the JWT key is Mercure's public dev key\n  \
          ({DEV_JWT_KEY}) and anyone may subscribe. Do not expose it.\n\n  \
-         page:       http://{addr}/\n  hub:        {hub}\n  \
-         publisher token (also valid for private subscriptions):\n    {token}\n\n  \
-         try it:\n    curl -N '{hub}?topic=https://example.com/demo'\n    \
-         curl -d 'topic=https://example.com/demo' -d 'data=hello' -H 'Authorization: Bearer {token}' {hub}\n"
+         page:       {base}/\n  hub:        {hub}\n\n  \
+         Mercure 1.0 access token (publish and subscribe on *, expires in {days} days):\n    \
+         {access_token}\n  \
+         issued by {DEV_ISSUER}; send it as a bearer token or in the {cookie} cookie;\n  \
+         its audience (the hub's resource identifier on each name the page may be loaded from):\n      \
+         {audiences}\n\n  \
+         try it (Mercure 1.0):\n    \
+         curl -N '{hub}?match=https://example.com/demo'\n    \
+         curl -N '{hub}?match_urlpattern=https://example.com/:name'\n    \
+         curl -d 'topic=https://example.com/demo' -d 'data=hello' -H 'Authorization: Bearer {access_token}' {hub}\n\n  \
+         Mercure 0.x token, for 0.x clients (publish and subscribe on *):\n    \
+         {legacy_token}\n  \
+         a `mercure` claim signed with the JWT key; send it as a bearer token or in the {legacy_cookie} cookie\n  \
+         try it (Mercure 0.x):\n    \
+         curl -N '{hub}?topic=https://example.com/demo'\n    \
+         curl -d 'topic=https://example.com/demo' -d 'data=hello' -H 'Authorization: Bearer {legacy_token}' {hub}\n"
     );
     Ok(())
+}
+
+/// The host a URL for `addr` names: an unspecified address (listening
+/// everywhere) is reached as `localhost`.
+fn display_host(addr: SocketAddr) -> String {
+    if addr.ip().is_unspecified() {
+        format!("localhost:{}", addr.port())
+    } else {
+        addr.to_string()
+    }
+}
+
+/// The `aud` of the banner's 1.0 token: the configured resource identifier, else
+/// the hub URL (the default identifier is derived from the `Host` header) for
+/// the listen address and for the loopback names of its port, so the `/` page
+/// works whichever of them the browser loaded it from.
+fn dev_audiences(addr: SocketAddr, configured: Option<&str>) -> Vec<String> {
+    if let Some(resource) = configured {
+        return vec![resource.to_owned()];
+    }
+    let port = addr.port();
+    let mut hosts = vec![display_host(addr), format!("localhost:{port}")];
+    hosts.push(format!("127.0.0.1:{port}"));
+    if addr.is_ipv6() {
+        hosts.push(format!("[::1]:{port}"));
+    }
+    let mut audiences: Vec<String> = Vec::new();
+    for host in hosts {
+        let url = format!("http://{host}{HUB_PATH}");
+        if !audiences.contains(&url) {
+            audiences.push(url);
+        }
+    }
+    audiences
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_dev_token_names_every_loopback_spelling_of_the_hub() {
+        let addr: SocketAddr = "127.0.0.1:4321".parse().unwrap();
+        assert_eq!(
+            dev_audiences(addr, None),
+            [
+                "http://127.0.0.1:4321/.well-known/mercure",
+                "http://localhost:4321/.well-known/mercure",
+            ]
+        );
+        let everywhere: SocketAddr = "[::]:80".parse().unwrap();
+        assert_eq!(
+            dev_audiences(everywhere, None),
+            [
+                "http://localhost:80/.well-known/mercure",
+                "http://127.0.0.1:80/.well-known/mercure",
+                "http://[::1]:80/.well-known/mercure",
+            ]
+        );
+        assert_eq!(
+            dev_audiences(addr, Some("https://hub.example/.well-known/mercure")),
+            ["https://hub.example/.well-known/mercure"]
+        );
+    }
 }

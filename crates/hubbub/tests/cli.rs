@@ -1,12 +1,15 @@
-//! The real binary as separate processes: `serve --dev` and its banner token,
-//! the `publish`/`subscribe` commands, SIGHUP reload of a TOML config, SIGTERM
-//! drain, and clear failures on bad configuration.
+//! The real binary as separate processes: `serve --dev` and its banner tokens
+//! (Mercure 1.0 and 0.x), the `publish`/`subscribe` commands in both protocol
+//! generations, SIGHUP reload of a TOML config, SIGTERM drain, and clear
+//! failures on bad configuration.
 
 use std::path::PathBuf;
 use std::process::Stdio;
 
 use hubbub_testkit::process::{command, run};
-use hubbub_testkit::{HubProcess, SseClient, StatusCode, WAIT, eventually, publish, publisher};
+use hubbub_testkit::{
+    HubProcess, SseClient, StatusCode, WAIT, client, encode_form, eventually, publish, publisher,
+};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::time::timeout;
 
@@ -47,8 +50,30 @@ impl Drop for TempFile {
     }
 }
 
+/// The line after the banner line containing `label`, trimmed.
+fn banner_line_after(stderr: &str, label: &str) -> String {
+    stderr
+        .lines()
+        .skip_while(|l| !l.contains(label))
+        .nth(1)
+        .map(str::trim)
+        .unwrap_or_else(|| panic!("the banner has a line after {label:?}: {stderr}"))
+        .to_owned()
+}
+
+/// A 1.0 subscription (`match=`) to `topic` on `hub_url`, the token as a
+/// bearer, `Host` overridden when `host` is given; any status.
+async fn subscribe_v1(hub_url: &str, topic: &str, token: &str, host: Option<&str>) -> SseClient {
+    let url = format!("{hub_url}?{}", encode_form(&[("match", topic)]));
+    let mut request = client().get(url).bearer_auth(token);
+    if let Some(host) = host {
+        request = request.header("host", host);
+    }
+    SseClient::connect(request).await
+}
+
 #[tokio::test]
-async fn dev_mode_says_so_and_prints_a_working_token() {
+async fn dev_mode_says_so_and_prints_working_tokens_of_both_generations() {
     let hub = serve(&["--dev"]).await;
     let stderr = hub.stderr();
     assert!(stderr.contains("DEVELOPMENT"), "{stderr}");
@@ -56,45 +81,69 @@ async fn dev_mode_says_so_and_prints_a_working_token() {
         stderr.contains(DEV_KEY),
         "the banner names the key: {stderr}"
     );
-    let banner_token = stderr
-        .lines()
-        .skip_while(|l| !l.contains("publisher token"))
-        .nth(1)
-        .map(str::trim)
-        .expect("the banner has a token line")
-        .to_owned();
-
-    // Anonymous subscribers are allowed in dev mode, private updates need the token.
-    let mut anonymous = SseClient::subscribe(&hub.url(), &[TOPIC], None).await;
-    let mut with_token = SseClient::subscribe(&hub.url(), &[TOPIC], Some(&banner_token)).await;
-    let form = [("topic", TOPIC), ("id", "secret"), ("private", "on")];
-    let r = publish(&hub.url(), &banner_token, &form).await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
-    assert_eq!(r.body, "secret");
-    assert_eq!(
-        with_token.expect_event().await.id.as_deref(),
-        Some("secret")
+    let access_token = banner_line_after(&stderr, "Mercure 1.0 access token");
+    let legacy_token = banner_line_after(&stderr, "Mercure 0.x token");
+    assert_ne!(access_token, legacy_token);
+    let url = hub.url();
+    let port = hub.addr.port();
+    assert!(
+        stderr.contains(&format!("curl -N '{url}?match=https://example.com/demo'")),
+        "1.0 curl examples: {stderr}"
     );
-    let r = publish(
-        &hub.url(),
-        &banner_token,
-        &[("topic", TOPIC), ("id", "pub")],
-    )
-    .await;
+    assert!(
+        stderr.contains(&format!("curl -N '{url}?topic=https://example.com/demo'")),
+        "0.x curl example: {stderr}"
+    );
+
+    // The 1.0 token: accepted whether the hub is named 127.0.0.1 or localhost
+    // (its `aud` lists both), refused for another name.
+    for host in [format!("127.0.0.1:{port}"), format!("localhost:{port}")] {
+        let sse = subscribe_v1(&url, TOPIC, &access_token, Some(&host)).await;
+        assert_eq!(sse.status, StatusCode::OK, "Host {host}");
+    }
+    let elsewhere = format!("elsewhere.test:{port}");
+    let sse = subscribe_v1(&url, TOPIC, &access_token, Some(&elsewhere)).await;
+    assert_eq!(sse.status, StatusCode::UNAUTHORIZED, "not its audience");
+
+    // Anonymous subscribers are allowed in dev mode, private updates need a token:
+    // each generation's token subscribes and publishes.
+    let mut anonymous = SseClient::subscribe(&url, &[TOPIC], None).await;
+    let mut with_access = subscribe_v1(&url, TOPIC, &access_token, None).await;
+    assert_eq!(with_access.status, StatusCode::OK);
+    let mut with_legacy = SseClient::subscribe(&url, &[TOPIC], Some(&legacy_token)).await;
+    for (token, id) in [(&access_token, "secret-1.0"), (&legacy_token, "secret-0.x")] {
+        let form = [("topic", TOPIC), ("id", id), ("private", "on")];
+        let r = publish(&url, token, &form).await;
+        assert_eq!(r.status, StatusCode::OK, "{id}: {}", r.body);
+        assert_eq!(r.body, id);
+    }
+    for sub in [&mut with_access, &mut with_legacy] {
+        assert_eq!(sub.ids(2).await, ["secret-1.0", "secret-0.x"]);
+    }
+    let r = publish(&url, &access_token, &[("topic", TOPIC), ("id", "pub")]).await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(
         anonymous.expect_event().await.id.as_deref(),
         Some("pub"),
-        "the private update skipped the anonymous subscriber"
+        "the private updates skipped the anonymous subscriber"
     );
 }
 
-#[tokio::test]
-async fn publish_and_subscribe_commands_round_trip() {
+/// `hubbub publish`/`subscribe` speaking `protocol` against a `serve --dev`
+/// process: minted tokens (private updates reach the default subscriber, not
+/// an `--anonymous` one), exact and pattern selectors of that generation, a
+/// refused token failing the command.
+async fn commands_round_trip(protocol: &str, pattern_flag: &str, pattern: &str) {
     let hub = serve(&["--dev"]).await;
     let url = hub.url();
+    let exact_flag = if protocol == "1.0" {
+        "--match"
+    } else {
+        "--topic"
+    };
     let run_publish = async |extra: &[&str]| {
-        let mut args = vec!["publish", "--hub", &url, "--topic", TOPIC];
+        let mut args = vec!["publish", "--hub", &url, "--protocol", protocol];
+        args.extend_from_slice(&["--topic", TOPIC]);
         args.extend_from_slice(extra);
         run(BIN, &args).await
     };
@@ -107,26 +156,23 @@ async fn publish_and_subscribe_commands_round_trip() {
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "first");
 
-    // `earliest` replays "first", so the subscriber cannot miss it however late it connects.
-    let mut sub = command(
-        BIN,
-        &[
-            "subscribe",
-            "--hub",
-            &url,
-            "--topic",
-            TOPIC,
-            "--last-event-id",
-            "earliest",
-            "--json",
-        ],
-    )
-    .stdout(Stdio::piped())
-    .stderr(Stdio::null())
-    .spawn()
-    .expect("subscribe starts");
-    let mut lines = BufReader::new(sub.stdout.take().expect("piped stdout")).lines();
-    let mut next_json = async || -> serde_json::Value {
+    // `earliest` replays "first", so a subscriber cannot miss it however late it connects.
+    let spawn = |selector: [&str; 2], extra: &[&str]| {
+        let mut args = vec!["subscribe", "--hub", &url, "--protocol", protocol];
+        args.extend_from_slice(&selector);
+        args.extend_from_slice(&["--last-event-id", "earliest", "--json"]);
+        args.extend_from_slice(extra);
+        let mut child = command(BIN, &args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("subscribe starts");
+        let lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+        (child, lines)
+    };
+    let (mut authorized, mut authorized_lines) = spawn([exact_flag, TOPIC], &[]);
+    let (mut anonymous, mut anonymous_lines) = spawn([pattern_flag, pattern], &["--anonymous"]);
+    let next_json = async |lines: &mut tokio::io::Lines<_>| -> serde_json::Value {
         let line = timeout(WAIT, lines.next_line())
             .await
             .expect("subscribe prints in time")
@@ -134,13 +180,15 @@ async fn publish_and_subscribe_commands_round_trip() {
             .expect("subscribe is still running");
         serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line:?}: {e}"))
     };
-    let first = next_json().await;
-    assert_eq!(
-        (first["id"].as_str(), first["data"].as_str()),
-        (Some("first"), Some("hello"))
-    );
+    for lines in [&mut authorized_lines, &mut anonymous_lines] {
+        let first = next_json(lines).await;
+        assert_eq!(
+            (first["id"].as_str(), first["data"].as_str()),
+            (Some("first"), Some("hello"))
+        );
+    }
 
-    // Now it is connected: the rest arrive live.
+    // Now both are connected: the rest arrive live.
     let out = run_publish(&["--data", "two\nlines", "--type", "greet", "--id", "second"]).await;
     assert!(out.status.success());
     let out = run_publish(&["--private", "--id", "secret"]).await;
@@ -148,15 +196,24 @@ async fn publish_and_subscribe_commands_round_trip() {
     let out = run_publish(&["--id", "third"]).await;
     assert!(out.status.success());
 
-    let second = next_json().await;
-    assert_eq!(second["id"], "second");
-    assert_eq!(second["type"], "greet");
-    assert_eq!(second["data"], "two\nlines");
-    let third = next_json().await;
+    for lines in [&mut authorized_lines, &mut anonymous_lines] {
+        let second = next_json(lines).await;
+        assert_eq!(second["id"], "second");
+        assert_eq!(second["type"], "greet");
+        assert_eq!(second["data"], "two\nlines");
+    }
     assert_eq!(
-        third["id"], "third",
-        "the private update is not shown without a token"
+        next_json(&mut authorized_lines).await["id"],
+        "secret",
+        "the minted subscriber token covers private updates"
     );
+    for lines in [&mut authorized_lines, &mut anonymous_lines] {
+        assert_eq!(
+            next_json(lines).await["id"],
+            "third",
+            "the private update is not shown to --anonymous"
+        );
+    }
 
     let refused = run_publish(&["--jwt-key", "not-the-key", "--id", "nope"]).await;
     assert!(
@@ -165,7 +222,76 @@ async fn publish_and_subscribe_commands_round_trip() {
     );
     let err = String::from_utf8_lossy(&refused.stderr);
     assert!(err.contains("401"), "{err}");
-    sub.kill().await.expect("the subscriber stops");
+    authorized.kill().await.expect("the subscriber stops");
+    anonymous.kill().await.expect("the subscriber stops");
+}
+
+#[tokio::test]
+async fn publish_and_subscribe_commands_round_trip_in_mercure_1_0() {
+    commands_round_trip("1.0", "--match-urlpattern", "https://example.com/books/:id").await;
+}
+
+#[tokio::test]
+async fn publish_and_subscribe_commands_round_trip_in_mercure_0x() {
+    commands_round_trip("0.x", "--topic", "https://example.com/books/{id}").await;
+}
+
+#[tokio::test]
+async fn the_cli_mints_1_0_tokens_for_the_hub_it_is_given() {
+    let hub = serve(&["--dev"]).await;
+    let url = hub.url();
+    let publish_with = async |extra: &[&str]| {
+        let mut args = vec!["publish", "--hub", &url, "--topic", TOPIC];
+        args.extend_from_slice(extra);
+        run(BIN, &args).await
+    };
+    // No --protocol: a 1.0 token from the dev issuer, for this hub.
+    assert!(publish_with(&[]).await.status.success());
+    let localhost = format!("http://localhost:{}/.well-known/mercure", hub.addr.port());
+    for (extra, why) in [
+        (
+            &["--issuer", "https://unknown.invalid"][..],
+            "an untrusted issuer",
+        ),
+        (
+            &["--audience", "https://other.invalid/hub"][..],
+            "another hub's audience",
+        ),
+        (
+            &["--audience", localhost.as_str()][..],
+            "another name of this hub",
+        ),
+    ] {
+        let out = publish_with(extra).await;
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains("401"), "{why}: {err}");
+    }
+    let out = publish_with(&["--audience", &url]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The 0.x form of subscribing is refused in 1.0, and the other way round.
+    let out = run(BIN, &["subscribe", "--hub", &url, "--topic", TOPIC]).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("--protocol 0.x"),
+        "{err}"
+    );
+    let args = [
+        "subscribe",
+        "--hub",
+        &url,
+        "--protocol",
+        "0.x",
+        "--match",
+        TOPIC,
+    ];
+    let out = run(BIN, &args).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("--topic"), "{err}");
 }
 
 #[tokio::test]
