@@ -9,6 +9,9 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 
 use crate::connection::{HUB_PATH, set_static};
+use crate::error::ApiError;
+use crate::metrics::Rejection;
+use crate::oauth::METADATA_PREFIX;
 use crate::state::SharedState;
 use crate::{publish, subscribe};
 
@@ -30,10 +33,7 @@ pub fn router(state: SharedState) -> Router {
         .route("/cluster", get(cluster))
         // Inside CORS, so a 421 still carries the CORS headers a browser
         // needs to show it to the page.
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            crate::origin::guard,
-        ))
+        .layer(middleware::from_fn_with_state(state.clone(), origin_guard))
         .layer(middleware::from_fn_with_state(state.clone(), cors))
         .with_state(state)
 }
@@ -163,4 +163,69 @@ async fn cors(State(state): State<SharedState>, request: Request, next: Next) ->
     );
     h.append(header::VARY, HeaderValue::from_static("origin"));
     response
+}
+
+/// The paths the allowlist guards: the hub and its RFC 9728 metadata. Health,
+/// readiness, metrics and the page at `/` answer on any origin (probes and
+/// scrapers address the pod, not the public name).
+fn guarded(path: &str) -> bool {
+    let under = |prefix: &str| {
+        path.strip_prefix(prefix)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    };
+    under(HUB_PATH) || under(METADATA_PREFIX)
+}
+
+/// Middleware: 421 for a guarded path on an unlisted origin; a listed one
+/// goes on with its origin headers pinned.
+async fn origin_guard(
+    State(state): State<SharedState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    if !guarded(request.uri().path()) {
+        return next.run(request).await;
+    }
+    let listed = {
+        let settings = state.settings.load();
+        if settings.public_urls.is_empty() {
+            return next.run(request).await;
+        }
+        let uri = request.uri().clone();
+        settings.public_urls.pin(request.headers_mut(), &uri)
+    };
+    if !listed {
+        return state
+            .reject(ApiError::new(
+                Rejection::Misdirected,
+                "this hub does not answer on this origin (see public_urls)",
+            ))
+            .into_response();
+    }
+    next.run(request).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_hub_paths_are_guarded() {
+        for path in [
+            "/.well-known/mercure",
+            "/.well-known/mercure/subscriptions",
+            "/.well-known/oauth-protected-resource/.well-known/mercure",
+        ] {
+            assert!(guarded(path), "{path}");
+        }
+        for path in [
+            "/healthz",
+            "/readyz",
+            "/metrics",
+            "/",
+            "/.well-known/mercurex",
+        ] {
+            assert!(!guarded(path), "{path}");
+        }
+    }
 }

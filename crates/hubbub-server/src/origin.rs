@@ -20,18 +20,9 @@
 
 use std::str::FromStr;
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use http::uri::Authority;
 use http::{HeaderMap, HeaderName, HeaderValue, Uri, header};
 use thiserror::Error;
-
-use crate::connection::HUB_PATH;
-use crate::error::ApiError;
-use crate::metrics::Rejection;
-use crate::oauth::METADATA_PREFIX;
-use crate::state::SharedState;
 
 /// Why a `public_urls` entry was refused (at start-up or reload).
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -97,6 +88,18 @@ impl PublicUrls {
 
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+
+    /// Pins the request's origin headers to the listed origin it is for;
+    /// false (headers untouched) if it is for none.
+    pub fn pin(&self, headers: &mut HeaderMap, uri: &Uri) -> bool {
+        match self.resolve(headers, uri).cloned() {
+            Some(origin) => {
+                origin.pin(headers);
+                true
+            }
+            None => false,
+        }
     }
 
     /// The listed origin this request is for, None if it is for none.
@@ -166,51 +169,6 @@ fn parse_entry(raw: &str) -> Result<PublicOrigin, PublicUrlError> {
         port,
         authority,
     })
-}
-
-/// The paths the allowlist guards: the hub and its RFC 9728 metadata. Health,
-/// readiness, metrics and the page at `/` answer on any origin (probes and
-/// scrapers address the pod, not the public name).
-fn guarded(path: &str) -> bool {
-    let under = |prefix: &str| {
-        path.strip_prefix(prefix)
-            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
-    };
-    under(HUB_PATH) || under(METADATA_PREFIX)
-}
-
-/// Middleware: 421 for a guarded path on an unlisted origin; a listed one
-/// goes on with its origin headers pinned.
-pub(crate) async fn guard(
-    State(state): State<SharedState>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    if !guarded(request.uri().path()) {
-        return next.run(request).await;
-    }
-    let origin = {
-        let settings = state.settings.load();
-        if settings.public_urls.is_empty() {
-            return next.run(request).await;
-        }
-        settings
-            .public_urls
-            .resolve(request.headers(), request.uri())
-            .cloned()
-    };
-    match origin {
-        Some(origin) => {
-            origin.pin(request.headers_mut());
-            next.run(request).await
-        }
-        None => state
-            .reject(ApiError::new(
-                Rejection::Misdirected,
-                "this hub does not answer on this origin (see public_urls)",
-            ))
-            .into_response(),
-    }
 }
 
 #[cfg(test)]
@@ -317,25 +275,5 @@ mod tests {
             Some("https://hub.example/.well-known/mercure")
         );
         assert!(h.get("x-forwarded-host").is_none() && h.get("forwarded").is_none());
-    }
-
-    #[test]
-    fn only_hub_paths_are_guarded() {
-        for path in [
-            "/.well-known/mercure",
-            "/.well-known/mercure/subscriptions",
-            "/.well-known/oauth-protected-resource/.well-known/mercure",
-        ] {
-            assert!(guarded(path), "{path}");
-        }
-        for path in [
-            "/healthz",
-            "/readyz",
-            "/metrics",
-            "/",
-            "/.well-known/mercurex",
-        ] {
-            assert!(!guarded(path), "{path}");
-        }
     }
 }
