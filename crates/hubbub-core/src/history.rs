@@ -47,11 +47,49 @@ pub(crate) struct ResumePoint {
     pub response_id: Option<String>,
 }
 
+/// The seqs one id was used by, oldest first: one, unless a publisher reused
+/// the id (then a short queue, popped as history drops them; O(1) either way,
+/// under the log lock).
+#[derive(Debug)]
+enum Occurrences {
+    One(u64),
+    Many(VecDeque<u64>),
+}
+
+impl Occurrences {
+    fn first(&self) -> u64 {
+        match self {
+            Self::One(seq) => *seq,
+            Self::Many(seqs) => seqs.front().copied().unwrap_or(u64::MAX),
+        }
+    }
+
+    fn push(&mut self, seq: u64) {
+        match self {
+            Self::One(first) => *self = Self::Many(VecDeque::from([*first, seq])),
+            Self::Many(seqs) => seqs.push_back(seq),
+        }
+    }
+
+    /// Drops the first occurrence; true when none is left.
+    fn pop_first(&mut self) -> bool {
+        match self {
+            Self::One(_) => true,
+            Self::Many(seqs) => {
+                seqs.pop_front();
+                seqs.is_empty()
+            }
+        }
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct History {
     entries: VecDeque<Arc<Published>>,
-    /// Latest seq for each id (ids may repeat: the newest occurrence wins).
-    by_id: HashMap<Arc<str>, u64>,
+    /// The retained seqs of each id, oldest first. Ids should be unique, but
+    /// a publisher may reuse one; draft-08 then resolves a cursor to its
+    /// earliest occurrence still held.
+    by_id: HashMap<Arc<str>, Occurrences>,
     bytes: usize,
     limits: HistoryLimits,
 }
@@ -81,7 +119,10 @@ impl History {
 
     pub fn push(&mut self, entry: Arc<Published>, now: Instant) {
         self.bytes += entry.frame.len();
-        self.by_id.insert(entry.id.clone(), entry.seq);
+        self.by_id
+            .entry(entry.id.clone())
+            .and_modify(|o| o.push(entry.seq))
+            .or_insert(Occurrences::One(entry.seq));
         self.entries.push_back(entry);
         self.trim(now);
     }
@@ -107,7 +148,11 @@ impl History {
 
     fn forget(&mut self, old: &Published) {
         self.bytes -= old.frame.len();
-        if self.by_id.get(&old.id) == Some(&old.seq) {
+        // Entries leave oldest first, so `old` is its id's first occurrence.
+        if let Some(o) = self.by_id.get_mut(&old.id)
+            && o.first() == old.seq
+            && o.pop_first()
+        {
             self.by_id.remove(&old.id);
         }
     }
@@ -125,7 +170,7 @@ impl History {
                 from_seq: first_seq,
                 response_id: Some("earliest".into()),
             },
-            Resume::After(id) => match self.by_id.get(id.as_str()) {
+            Resume::After(id) => match self.by_id.get(id.as_str()).map(Occurrences::first) {
                 Some(seq) => ResumePoint {
                     from_seq: seq + 1,
                     response_id: Some(id.clone()),
@@ -211,15 +256,17 @@ mod tests {
     }
 
     #[test]
-    fn repeated_ids_resume_after_the_newest() {
+    fn repeated_ids_resume_after_the_earliest_occurrence() {
         let now = Instant::now();
         let mut h = History::new(HistoryLimits::default());
         for (seq, id) in [(1, "x"), (2, "y"), (3, "x"), (4, "z")] {
             h.push(entry(seq, id, now), now);
         }
+        // Draft-08: the earliest "x", then everything after it, the reused one too.
         let p = h.resume_point(&Resume::After("x".into()), 5);
-        assert_eq!(ids(&h, p.from_seq), ["z"]);
-        // Evicting the first "x" must not drop the index entry of the second.
+        assert_eq!((p.from_seq, p.response_id.as_deref()), (2, Some("x")));
+        assert_eq!(ids(&h, p.from_seq), ["y", "x", "z"]);
+        // Once the first "x" leaves, the cursor is the second one.
         h.set_limits(
             HistoryLimits {
                 max_entries: 3,
@@ -228,6 +275,20 @@ mod tests {
             now,
         );
         assert_eq!(h.resume_point(&Resume::After("x".into()), 5).from_seq, 4);
+        // And once that one leaves too, the id is unknown.
+        h.set_limits(
+            HistoryLimits {
+                max_entries: 1,
+                ..Default::default()
+            },
+            now,
+        );
+        let p = h.resume_point(&Resume::After("x".into()), 5);
+        assert_eq!(
+            (p.from_seq, p.response_id.as_deref()),
+            (5, Some("earliest"))
+        );
+        assert!(h.by_id.len() == 1 && h.by_id.contains_key("z"));
     }
 
     #[test]

@@ -10,6 +10,11 @@ pub const MAX_TOPICS: usize = 1000;
 /// Topics under this path are reserved for the hub's own subscription events.
 pub const RESERVED_PREFIX: &str = "/.well-known/mercure";
 
+/// A URL with the hub's path, the base topics are resolved against for the
+/// reserved-namespace test. Its authority does not matter: the rule holds
+/// "regardless of scheme or authority" (draft-08, Publication).
+const HUB_BASE: &str = "https://hub.invalid/.well-known/mercure";
+
 /// One published update, as the publisher described it. Immutable once accepted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Update {
@@ -42,6 +47,8 @@ pub enum UpdateError {
     InvalidTopic(String),
     #[error("topic {0:?} is reserved by the hub")]
     ReservedTopic(String),
+    #[error("the topic \"*\" is reserved: it is the wildcard every subscriber's \"*\" matches")]
+    WildcardTopic,
 }
 
 impl Update {
@@ -49,6 +56,9 @@ impl Update {
     /// `max_topics` is the configured limit (at most [`MAX_TOPICS`] makes sense).
     pub fn validate(&self, max_topics: usize) -> Result<(), UpdateError> {
         validate_topics(&self.topics, max_topics)?;
+        if self.topics.iter().any(|t| t == "*") {
+            return Err(UpdateError::WildcardTopic);
+        }
         if let Some(t) = self.topics.iter().find(|t| is_reserved_topic(t)) {
             return Err(UpdateError::ReservedTopic(t.clone()));
         }
@@ -111,17 +121,54 @@ pub fn validate_id(id: &str) -> Result<(), UpdateError> {
     Ok(())
 }
 
-/// True when the topic's path lies under `/.well-known/mercure`, whether the topic is
-/// a bare path or an absolute IRI (`https://host/.well-known/mercure/...`).
+/// True when the topic addresses the hub's reserved namespace (draft-08,
+/// Publication and "Reserved Hub Namespace"): resolved against the hub's URL
+/// with the WHATWG URL parser (dot segments removed, `%2e` included), its
+/// path, with percent-encoded unreserved characters decoded, is the hub path
+/// or lies under it, whatever the scheme or authority. A raw prefix test would
+/// let `https://hub.example/.well-known/mercure/...`, `/.well-known/%6Dercure/...`
+/// or `/x/../.well-known/mercure/...` forge the hub's subscription events. A
+/// topic that is no URL reference names no hub path and is not reserved.
 pub fn is_reserved_topic(topic: &str) -> bool {
-    let path = match topic.find("://") {
-        Some(i) => {
-            let rest = &topic[i + 3..];
-            rest.find('/').map_or("", |p| &rest[p..])
-        }
-        None => topic,
+    static BASE: std::sync::LazyLock<url::Url> =
+        std::sync::LazyLock::new(|| url::Url::parse(HUB_BASE).expect("a valid base URL"));
+    let Ok(url) = url::Url::options().base_url(Some(&BASE)).parse(topic) else {
+        return false;
     };
-    path == RESERVED_PREFIX || path.starts_with("/.well-known/mercure/")
+    let path = decode_unreserved(url.path());
+    path == RESERVED_PREFIX
+        || path
+            .strip_prefix(RESERVED_PREFIX)
+            .is_some_and(|rest| rest.starts_with('/'))
+}
+
+/// Decodes `%XX` escapes of RFC 3986 unreserved characters (ALPHA, DIGIT,
+/// `-`, `.`, `_`, `~`), leaving every other escape as it is: the
+/// normalization under which `%6D` and `m` are the same path.
+fn decode_unreserved(path: &str) -> std::borrow::Cow<'_, str> {
+    if !path.contains('%') {
+        return path.into();
+    }
+    let bytes = path.as_bytes();
+    let mut out = String::with_capacity(path.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(c) = path
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .filter(|c| c.is_ascii_alphanumeric() || b"-._~".contains(c))
+        {
+            out.push(c as char);
+            i += 3;
+            continue;
+        }
+        // Not a decodable escape: copy one (possibly multi-byte) character.
+        let ch = path[i..].chars().next().expect("i is a char boundary");
+        out.push(ch);
+        i += ch.len_utf8();
+    }
+    out.into()
 }
 
 #[cfg(test)]
@@ -199,15 +246,49 @@ mod tests {
             "/.well-known/mercure",
             "/.well-known/mercure/subscriptions/x",
             "https://h.example/.well-known/mercure/subscriptions",
+            // Any scheme or authority, relative references, normalization.
+            "http://other.example:8080/.well-known/mercure/x",
+            "urn-like:/.well-known/mercure/x",
+            "//h.example/.well-known/mercure/x",
+            "mercure/subscriptions/x",
+            "mercure",
+            "./mercure",
+            "/.well-known/%6Dercure/x",
+            "/.well-known/%6dercure",
+            "/%2Ewell-known/mercure/x",
+            "/a/../.well-known/mercure/x",
+            "/.well-known/mercure/../mercure/x",
+            "/.well-known/x/%2e%2e/mercure/y",
+            "https://h.example/.well-known/mercure?q=1",
+            "https://h.example/.well-known/mercure#f",
         ] {
             assert!(is_reserved_topic(t), "{t}");
         }
         for t in [
             "/.well-known/mercurex",
+            "/.well-known/mercure%2Fx",
             "https://h/books",
             "urn:a:/.well-known/mercure",
+            "books/1",
+            "/.well-known/mercure/../x",
+            "http://[::1",
         ] {
             assert!(!is_reserved_topic(t), "{t}");
         }
+    }
+
+    #[test]
+    fn the_wildcard_is_no_topic() {
+        let mut u = update("a");
+        u.topics = vec!["https://example.com/a".into(), "*".into()];
+        assert_eq!(u.validate(10), Err(UpdateError::WildcardTopic));
+        u.topics = vec!["*/x".into()];
+        assert_eq!(u.validate(10), Ok(()));
+    }
+
+    #[test]
+    fn unreserved_escapes_only_are_decoded() {
+        assert_eq!(decode_unreserved("/%41%2d%7E%2F%zz%4"), "/A-~%2F%zz%4");
+        assert_eq!(decode_unreserved("/é%6D"), "/ém");
     }
 }

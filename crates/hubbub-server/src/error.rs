@@ -73,7 +73,7 @@ impl ApiError {
             Rejection::BadRequest => StatusCode::BAD_REQUEST,
             Rejection::Unauthorized => StatusCode::UNAUTHORIZED,
             Rejection::Forbidden => StatusCode::FORBIDDEN,
-            Rejection::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Rejection::BodyTooLarge | Rejection::OverLimit => StatusCode::PAYLOAD_TOO_LARGE,
             Rejection::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Rejection::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Rejection::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,

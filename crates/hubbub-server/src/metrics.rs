@@ -31,10 +31,13 @@ pub enum Rejection {
     UnsupportedMediaType,
     /// A hub request on an origin not in `public_urls` (421).
     Misdirected,
+    /// A publish over `max_topics` or with a topic over `max_topic_bytes`
+    /// (413, draft-08: a publish limit exceeded is "Content Too Large").
+    OverLimit,
 }
 
 impl Rejection {
-    pub const ALL: [Rejection; 14] = [
+    pub const ALL: [Rejection; 15] = [
         Self::BadRequest,
         Self::Unauthorized,
         Self::Forbidden,
@@ -49,6 +52,7 @@ impl Rejection {
         Self::NotReady,
         Self::UnsupportedMediaType,
         Self::Misdirected,
+        Self::OverLimit,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -67,6 +71,7 @@ impl Rejection {
             Self::NotReady => "not_ready",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::Misdirected => "misdirected",
+            Self::OverLimit => "over_limit",
         }
     }
 }

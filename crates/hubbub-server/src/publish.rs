@@ -81,7 +81,10 @@ async fn handle(
     let form = read_body(body, max_body, limits.request_timeout).await?;
     check_content_type(headers)?;
     let update = parse_form(&form, limits.max_topics)?;
-    check_topic_lengths(&update.topics, limits.max_topic_bytes, "topic")?;
+    check_topic_lengths(&update.topics, limits.max_topic_bytes, "topic").map_err(|e| ApiError {
+        reason: Rejection::OverLimit,
+        ..e
+    })?;
     if let Some(topic) = update
         .topics
         .iter()
@@ -245,8 +248,10 @@ pub(crate) fn parse_form(body: &[u8], max_topics: usize) -> Result<Update, ApiEr
     update.id = id.unwrap_or_else(|| format!("urn:uuid:{}", uuid::Uuid::now_v7()));
     check_topic_text(&update.topics, "topic")?;
     update.validate(max_topics).map_err(|e| {
+        // Draft-08: a limit exceeded is 413; every other rule (the reserved
+        // namespace and `*` included, whatever the token) is 400.
         let reason = match e {
-            UpdateError::ReservedTopic(_) => Rejection::Forbidden,
+            UpdateError::TooManyTopics { .. } => Rejection::OverLimit,
             _ => Rejection::BadRequest,
         };
         ApiError::new(reason, e.to_string())
@@ -347,13 +352,16 @@ mod tests {
             (b"topic=a&id=earliest", 400),
             (b"topic=a&id=a%E2%80%8Bb", 400),
             (b"topic=a%09b", 400),
-            (b"topic=a&topic=b&topic=c", 400),
+            (b"topic=a&topic=b&topic=c", 413),
+            (b"topic=*", 400),
+            (b"topic=a&topic=*", 400),
+            (b"topic=%2F.well-known%2F%256Dercure%2Fx", 400),
             (b"topic=", 400),
             (b"topic=a&topic=", 400),
             (b"topic=a%0Db", 400),
             (b"topic=a%0A", 400),
             (b"topic=a%00", 400),
-            (b"topic=/.well-known/mercure/x", 403),
+            (b"topic=/.well-known/mercure/x", 400),
         ] {
             let err = parse_form(body, 2).unwrap_err();
             assert_eq!(

@@ -22,7 +22,7 @@ async fn post_raw(hub: &TestHub, content_type: Option<&str>, body: &str) -> Stat
 }
 
 #[tokio::test]
-async fn malformed_publishes_are_400_and_reserved_topics_403() {
+async fn malformed_publishes_and_reserved_topics_are_400() {
     let hub = TestHub::start(config()).await;
     let form = "application/x-www-form-urlencoded";
     let cases: &[(&str, Option<&str>, &str, StatusCode)] = &[
@@ -93,19 +93,43 @@ async fn malformed_publishes_are_400_and_reserved_topics_403() {
             "reserved topic",
             Some(form),
             "topic=%2F.well-known%2Fmercure%2Fsubscriptions%2Fx",
-            StatusCode::FORBIDDEN,
+            StatusCode::BAD_REQUEST,
         ),
         (
             "reserved absolute topic",
             Some(form),
             "topic=https%3A%2F%2Fh.example%2F.well-known%2Fmercure%2Fsubscriptions",
-            StatusCode::FORBIDDEN,
+            StatusCode::BAD_REQUEST,
         ),
         (
             "reserved alternate",
             Some(form),
             "topic=t&topic=%2F.well-known%2Fmercure",
-            StatusCode::FORBIDDEN,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "reserved topic, percent-encoded",
+            Some(form),
+            "topic=%2F.well-known%2F%256Dercure%2Fsubscriptions",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "reserved topic, dot segments",
+            Some(form),
+            "topic=https%3A%2F%2Fh.example%2Fa%2F..%2F.well-known%2Fmercure%2Fx",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "reserved topic, relative to the hub URL",
+            Some(form),
+            "topic=mercure%2Fsubscriptions%2Fx",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "the wildcard topic",
+            Some(form),
+            "topic=*",
+            StatusCode::BAD_REQUEST,
         ),
         // Positive controls.
         (
@@ -190,7 +214,11 @@ async fn topic_counts_are_capped_on_publish_and_subscribe() {
     let two = [("topic", "a"), ("topic", "b")];
     let three = [("topic", "a"), ("topic", "b"), ("topic", "c")];
     assert_eq!(hub.publish(&two).await.status, StatusCode::OK);
-    assert_eq!(hub.publish(&three).await.status, StatusCode::BAD_REQUEST);
+    // Draft-08: a publish limit exceeded is 413, a subscribe one 400.
+    assert_eq!(
+        hub.publish(&three).await.status,
+        StatusCode::PAYLOAD_TOO_LARGE
+    );
 
     let ok = SseClient::get(&hub.subscribe_url(&["a", "b"])).await;
     assert_eq!(ok.status, StatusCode::OK);
@@ -204,7 +232,10 @@ async fn the_protocol_caps_topics_at_1000_by_default() {
     let topics: Vec<String> = (0..1001).map(|i| format!("t{i}")).collect();
     let form: Vec<(&str, &str)> = topics.iter().map(|t| ("topic", t.as_str())).collect();
     assert_eq!(hub.publish(&form[..1000]).await.status, StatusCode::OK);
-    assert_eq!(hub.publish(&form).await.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        hub.publish(&form).await.status,
+        StatusCode::PAYLOAD_TOO_LARGE
+    );
     let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
     let over = SseClient::get(&hub.subscribe_url(&refs)).await;
     assert_eq!(over.status, StatusCode::BAD_REQUEST);
@@ -487,7 +518,7 @@ async fn selector_size_and_template_complexity_are_bounded() {
     assert_eq!(at_limit.status, StatusCode::OK);
     let over = format!("{longest}b");
     let refused = hub.publish(&[("topic", over.as_str())]).await;
-    assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+    assert_eq!(refused.status, StatusCode::PAYLOAD_TOO_LARGE);
     assert!(refused.body.contains("max_topic_bytes"), "{}", refused.body);
 
     // The worst accepted template: as many `{+a}` as fit in 200 states.

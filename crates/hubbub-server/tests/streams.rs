@@ -153,7 +153,10 @@ async fn reload_applies_new_settings_without_dropping_streams() {
         ("topic", "https://example.com/x"),
         ("id", "two"),
     ];
-    assert_eq!(hub.publish(&two).await.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        hub.publish(&two).await.status,
+        StatusCode::PAYLOAD_TOO_LARGE
+    );
     assert_eq!(
         sub.next_item(Duration::from_millis(600)).await,
         None,
