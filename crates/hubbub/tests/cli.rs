@@ -310,7 +310,7 @@ async fn sighup_reloads_the_config_file_and_keeps_streams() {
     let status = publish(&hub.url(), &publisher("first-key"), &two_topics)
         .await
         .status;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "max_topics = 1");
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "max_topics = 1");
 
     config.write("compat_0x = true\njwt_key = \"second-key\"\nanonymous = true\nmax_topics = 5\n");
     hub.signal("HUP");
