@@ -386,7 +386,7 @@ async fn flags_beat_variables_beat_the_file_beat_defaults_across_reloads() {
         );
         assert_eq!(
             publish_n("flag-key", 3).await,
-            StatusCode::BAD_REQUEST,
+            StatusCode::PAYLOAD_TOO_LARGE,
             "env max_topics"
         );
         assert_eq!(
