@@ -195,6 +195,18 @@ impl Auth {
         self
     }
 
+    /// Starts fetching the trusted issuers' JWK Sets (see
+    /// [`crate::oauth::Issuers::start_jwks`]). Needs a tokio runtime.
+    pub fn start_jwks(&self, fetches: &prometheus::IntCounterVec) {
+        self.issuers.start_jwks(fetches);
+    }
+
+    /// On a reload: keeps `old`'s JWK Set caches where the issuer and URI
+    /// stayed the same (see [`crate::oauth::Issuers::adopt_jwks`]).
+    pub fn adopt_jwks(&mut self, old: &Auth) {
+        Arc::make_mut(&mut self.issuers).adopt_jwks(&old.issuers);
+    }
+
     /// The trusted issuers' identifiers, sorted.
     pub fn issuer_names(&self) -> Vec<String> {
         let mut names: Vec<String> = self.issuers.names().map(str::to_owned).collect();
@@ -255,8 +267,8 @@ impl Auth {
     }
 
     /// Verifies a token of either version for `role`; `parse` compiles a 0.x
-    /// claim's selectors.
-    pub fn authorize(
+    /// claim's selectors. Async: a 1.0 token may wait for its issuer's JWK Set.
+    pub async fn authorize(
         &self,
         role: Role,
         token: &str,
@@ -265,7 +277,7 @@ impl Auth {
     ) -> Result<Granted, AuthError> {
         if self.issuers.is_v1(token) {
             let resource = self.resource(headers).ok_or(AuthError::NoResource)?;
-            let g = self.issuers.verify(token, &resource)?;
+            let g = self.issuers.verify(token, &resource).await?;
             return Ok(Granted {
                 publish: Some(g.publish),
                 subscribe: Some(g.subscribe),

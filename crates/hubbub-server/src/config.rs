@@ -98,9 +98,16 @@ options! {
     cookie_name: String = "mercureAuthorization".into(),
     /// Trusted issuers of Mercure 1.0 (RFC 9068) tokens, one key per entry
     /// `ISSUER|ALGORITHM|KEY` (KEY: HS* secret or PEM public key; repeat an
-    /// issuer for several keys). Comma-separated on the command line.
+    /// issuer for several keys), or `ISSUER|jwks|URI`: the issuer's keys are
+    /// those of the JWK Set at URI (https), fetched at start-up and refreshed
+    /// by its `Cache-Control: max-age` or when a token names an unknown `kid`.
+    /// Comma-separated on the command line.
     #[cfg_attr(feature = "cli", arg(long, env = "HUBBUB_OAUTH_ISSUERS", value_delimiter = ',', hide_env_values = true))]
     oauth_issuers: Vec<String> = Vec::new(),
+    /// Accept `http://` JWKS URIs in `oauth_issuers`. Plain HTTP lets anyone on
+    /// the path substitute the issuer's keys: for tests and local issuers only.
+    #[cfg_attr(feature = "cli", arg(long, env = "HUBBUB_OAUTH_JWKS_ALLOW_HTTP"))]
+    oauth_jwks_allow_http: bool = false,
     /// The hub's resource identifier, required in a 1.0 token's `aud` (default:
     /// the hub URL on the request's origin, `http(s)://<Host>/.well-known/mercure`).
     #[cfg_attr(feature = "cli", arg(long, env = "HUBBUB_OAUTH_RESOURCE"))]
@@ -302,6 +309,7 @@ impl std::fmt::Debug for Config {
             .field("publisher_jwt_key", &hide(&self.publisher_jwt_key))
             .field("subscriber_jwt_key", &hide(&self.subscriber_jwt_key))
             .field("oauth_issuers", &self.oauth_issuers.len())
+            .field("oauth_jwks_allow_http", &self.oauth_jwks_allow_http)
             .field("oauth_resource", &self.oauth_resource)
             .field("cors_origins", &self.cors_origins)
             .field("public_urls", &self.public_urls)
@@ -487,9 +495,14 @@ impl Config {
         if self.dev {
             entries.push(format!("{DEV_ISSUER}|HS256|{DEV_JWT_KEY}"));
         }
-        let issuers = crate::oauth::Issuers::parse(&entries).map_err(|e| ConfigError::Invalid {
-            key: "oauth_issuers",
-            reason: e.to_string(),
+        let options = crate::oauth::IssuerOptions {
+            jwks_allow_http: self.oauth_jwks_allow_http,
+        };
+        let issuers = crate::oauth::Issuers::parse_with(&entries, options).map_err(|e| {
+            ConfigError::Invalid {
+                key: "oauth_issuers",
+                reason: e.to_string(),
+            }
         })?;
         Ok(auth.with_oauth(
             issuers,
@@ -826,6 +839,29 @@ mod tests {
         let auth = both.settings().unwrap().auth;
         assert!(auth.compat_0x());
         assert_eq!(auth.issuer_names(), ["https://issuer.example"]);
+    }
+
+    #[test]
+    fn jwks_uris_are_https_unless_allowed() {
+        let toml = |allow: bool| {
+            format!(
+                "oauth_issuers = [\"https://i.example|jwks|http://127.0.0.1:9/jwks\"]\noauth_jwks_allow_http = {allow}"
+            )
+        };
+        let refused = Config::from_toml(&toml(false), "t").unwrap();
+        assert!(matches!(
+            refused.settings(),
+            Err(ConfigError::Invalid {
+                key: "oauth_issuers",
+                ..
+            })
+        ));
+        let allowed = Config::from_toml(&toml(true), "t").unwrap();
+        assert!(allowed.oauth_jwks_allow_http);
+        assert_eq!(
+            allowed.settings().unwrap().auth.issuer_names(),
+            ["https://i.example"]
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@ mod connection;
 mod error;
 pub mod fuzzing;
 mod io;
+pub mod jwks;
 mod lifecycle;
 pub mod metrics;
 pub mod oauth;
@@ -45,6 +46,7 @@ impl Server {
     /// Starts the fan-out engine, so it needs a tokio runtime.
     pub fn new(settings: Settings) -> Self {
         let (hub, metrics) = start_hub(&settings);
+        settings.auth.start_jwks(&metrics.jwks_fetches);
         Self {
             state: Arc::new(AppState::new(hub, settings, metrics, None)),
             lifecycle: Arc::default(),
@@ -76,6 +78,7 @@ impl Server {
             return Ok(Self::new(settings));
         };
         let (hub, metrics) = start_hub(&settings);
+        settings.auth.start_jwks(&metrics.jwks_fetches);
         let (cluster, ordered) = match sockets {
             Some(sockets) => hubbub_cluster::Cluster::start_on(cluster_config, sockets).await?,
             None => hubbub_cluster::Cluster::start(cluster_config).await?,
@@ -127,8 +130,12 @@ impl Server {
     }
 
     /// Swaps in new settings without dropping a connection: keys, CORS, limits,
-    /// heartbeat and history bounds apply to the next request or sweep.
-    pub fn reload(&self, settings: Settings) {
+    /// heartbeat and history bounds apply to the next request or sweep. A
+    /// trusted issuer's JWK Set whose URI did not change keeps its cache (no
+    /// refetch, never a moment without keys); new ones start fetching.
+    pub fn reload(&self, mut settings: Settings) {
+        settings.auth.adopt_jwks(&self.state.settings.load().auth);
+        settings.auth.start_jwks(&self.state.metrics.jwks_fetches);
         self.state.hub.set_limits(settings.limits.hub.clone());
         self.state.settings.store(Arc::new(settings));
         self.state.metrics.reloads.with_label_values(&["ok"]).inc();

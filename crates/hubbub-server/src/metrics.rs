@@ -92,6 +92,8 @@ pub struct Metrics {
     pub fanout_backlog: IntGauge,
     pub rejected: IntCounterVec,
     pub reloads: IntCounterVec,
+    /// JWK Set fetches of trusted issuers, by issuer and result (`ok`, `error`).
+    pub jwks_fetches: IntCounterVec,
     cluster: ClusterMetrics,
 }
 
@@ -303,6 +305,14 @@ impl Metrics {
                 &["result"],
             )
             .expect("valid"),
+            jwks_fetches: IntCounterVec::new(
+                Opts::new(
+                    "jwks_fetches_total",
+                    "JWK Set fetches of trusted issuers, by issuer and result (ok, error).",
+                ),
+                &["issuer", "result"],
+            )
+            .expect("valid"),
             cluster: ClusterMetrics::new(),
             registry,
         };
@@ -325,6 +335,7 @@ impl Metrics {
             Box::new(self.fanout_backlog.clone()),
             Box::new(self.rejected.clone()),
             Box::new(self.reloads.clone()),
+            Box::new(self.jwks_fetches.clone()),
         ];
         for c in collectors.into_iter().chain(self.cluster.collectors()) {
             r.register(c).expect("each metric is registered once");

@@ -6,15 +6,21 @@
 //! A token is treated as 1.0 when its header `typ` is `at+jwt` (or
 //! `application/at+jwt`), or when its `iss` names a configured trusted issuer;
 //! every other token is a 0.x token (a `mercure` claim) and keeps today's rules.
+//!
+//! An issuer's keys are static (`ISSUER|ALGORITHM|KEY`) or come from its JWK
+//! Set (`ISSUER|jwks|URI`, see [`crate::jwks`]), or both.
 
 use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use hubbub_proto::Selector;
 use jsonwebtoken::{Algorithm, DecodingKey, Header, Validation};
 use serde::Deserialize;
 use serde_json::Value;
 use thiserror::Error;
+
+use crate::jwks::{JwksSource, KeySet};
 
 /// The authorization detail type the draft defines (compared byte by byte).
 pub const DETAIL_TYPE: &str = "https://mercure.rocks/authorization-detail";
@@ -29,6 +35,20 @@ pub const MAX_MATCH_BYTES: usize = 2048;
 /// URL-pattern matchers per token: each is compiled (regexps, size-capped)
 /// every time the token is verified.
 pub const MAX_URL_PATTERNS: usize = 16;
+
+/// The algorithms a JWK Set key may have: the asymmetric ones of [`ALLOWED`]
+/// (a JWK Set is public, so a secret in it would be anyone's).
+const JWKS_ALLOWED: &[Algorithm] = &[
+    Algorithm::EdDSA,
+    Algorithm::ES256,
+    Algorithm::ES384,
+    Algorithm::RS256,
+    Algorithm::RS384,
+    Algorithm::RS512,
+    Algorithm::PS256,
+    Algorithm::PS384,
+    Algorithm::PS512,
+];
 
 /// The signature algorithms a trusted issuer's key may use. Never `none`
 /// (jsonwebtoken cannot even parse it); HS* only with a shared secret.
@@ -49,8 +69,13 @@ const ALLOWED: &[Algorithm] = &[
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum IssuerError {
-    #[error("{0:?} is not `ISSUER|ALGORITHM|KEY`")]
+    #[error("{0:?} is not `ISSUER|ALGORITHM|KEY` nor `ISSUER|jwks|URI`")]
     Syntax(String),
+    #[error("issuer {iss:?}: JWKS URI {source}")]
+    Jwks {
+        iss: String,
+        source: crate::jwks::UriError,
+    },
     #[error(
         "issuer {iss:?}: algorithm {alg:?} is not allowed (EdDSA, ES256/384, RS256/384/512, PS256/384/512, HS256/384/512)"
     )]
@@ -86,15 +111,30 @@ pub enum TokenError {
     Details(String),
 }
 
+#[derive(Clone)]
 struct IssuerKey {
     alg: Algorithm,
     key: DecodingKey,
 }
 
-/// The trusted issuers and their static keys.
-#[derive(Default)]
+/// One trusted issuer's keys: static ones and JWK Sets.
+#[derive(Clone, Default)]
+struct Issuer {
+    keys: Vec<IssuerKey>,
+    jwks: Vec<Arc<JwksSource>>,
+}
+
+/// How `oauth_issuers` entries are read.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct IssuerOptions {
+    /// Accept `http://` JWKS URIs (`oauth_jwks_allow_http`; tests only).
+    pub jwks_allow_http: bool,
+}
+
+/// The trusted issuers and their keys. Cloning shares the JWK Set caches.
+#[derive(Clone, Default)]
 pub struct Issuers {
-    by_iss: HashMap<String, Vec<IssuerKey>>,
+    by_iss: HashMap<String, Issuer>,
 }
 
 impl std::fmt::Debug for Issuers {
@@ -107,7 +147,14 @@ impl Issuers {
     /// Entries `ISSUER|ALGORITHM|KEY` (KEY: an HS* secret or a PEM public key);
     /// one issuer may appear several times (key rotation).
     pub fn parse(entries: &[String]) -> Result<Self, IssuerError> {
-        let mut by_iss: HashMap<String, Vec<IssuerKey>> = HashMap::new();
+        Self::parse_with(entries, IssuerOptions::default())
+    }
+
+    /// As [`parse`](Self::parse), also reading `ISSUER|jwks|URI` entries
+    /// (`https://` unless `options` allow http). Nothing is fetched here: see
+    /// [`Issuers::start_jwks`].
+    pub fn parse_with(entries: &[String], options: IssuerOptions) -> Result<Self, IssuerError> {
+        let mut by_iss: HashMap<String, Issuer> = HashMap::new();
         for entry in entries {
             let mut parts = entry.splitn(3, '|');
             let (Some(iss), Some(alg_name), Some(key)) = (parts.next(), parts.next(), parts.next())
@@ -117,6 +164,22 @@ impl Issuers {
             let (iss, alg_name) = (iss.trim(), alg_name.trim());
             if iss.is_empty() || key.is_empty() {
                 return Err(IssuerError::Syntax(entry.chars().take(80).collect()));
+            }
+            if alg_name.eq_ignore_ascii_case("jwks") {
+                let uri =
+                    crate::jwks::check_uri(key, options.jwks_allow_http).map_err(|source| {
+                        IssuerError::Jwks {
+                            iss: iss.into(),
+                            source,
+                        }
+                    })?;
+                let issuer = by_iss.entry(iss.to_owned()).or_default();
+                if !issuer.jwks.iter().any(|s| *s.uri() == uri) {
+                    issuer
+                        .jwks
+                        .push(Arc::new(JwksSource::new(iss, uri, JWKS_ALLOWED)));
+                }
+                continue;
             }
             let alg = Algorithm::from_str(alg_name)
                 .ok()
@@ -133,9 +196,34 @@ impl Issuers {
             by_iss
                 .entry(iss.to_owned())
                 .or_default()
+                .keys
                 .push(IssuerKey { alg, key });
         }
         Ok(Self { by_iss })
+    }
+
+    /// Starts fetching every JWK Set (in the background) and counts fetches
+    /// in `fetches` (`issuer`, `result`). Sources already started (kept by a
+    /// reload) are left alone. Needs a tokio runtime.
+    pub fn start_jwks(&self, fetches: &prometheus::IntCounterVec) {
+        for source in self.by_iss.values().flat_map(|i| &i.jwks) {
+            source.start(fetches);
+        }
+    }
+
+    /// Takes over `old`'s JWK Set caches for the same issuer and URI, so a
+    /// reload neither refetches every set nor has a moment without keys.
+    pub fn adopt_jwks(&mut self, old: &Issuers) {
+        for (iss, issuer) in &mut self.by_iss {
+            let Some(previous) = old.by_iss.get(iss) else {
+                continue;
+            };
+            for source in &mut issuer.jwks {
+                if let Some(kept) = previous.jwks.iter().find(|s| s.uri() == source.uri()) {
+                    *source = Arc::clone(kept);
+                }
+            }
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -179,7 +267,9 @@ impl Issuers {
     }
 
     /// Validates a 1.0 token for the hub whose resource identifier is `resource`.
-    pub fn verify(&self, token: &str, resource: &str) -> Result<Grants, TokenError> {
+    /// Async because a token whose `kid` the cached JWK Set lacks may wait (at
+    /// most [`crate::jwks::REFRESH_WAIT`]) for a rate-limited refresh.
+    pub async fn verify(&self, token: &str, resource: &str) -> Result<Grants, TokenError> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(TokenError::TooLarge);
         }
@@ -199,7 +289,7 @@ impl Issuers {
         let iss = jsonwebtoken::dangerous::insecure_decode_claims::<Iss>(token)
             .map_err(|_| TokenError::UnknownIssuer)?
             .iss;
-        let keys = self.by_iss.get(&iss).ok_or(TokenError::UnknownIssuer)?;
+        let issuer = self.by_iss.get(&iss).ok_or(TokenError::UnknownIssuer)?;
         let mut validation = Validation::new(header.alg);
         validation.set_required_spec_claims(&["exp", "iss", "aud"]);
         validation.set_issuer(&[&iss]);
@@ -207,17 +297,65 @@ impl Issuers {
         validation.validate_exp = true;
         validation.validate_nbf = true;
         validation.leeway = 0;
-        let mut last = None;
-        for key in keys.iter().filter(|k| k.alg == header.alg) {
-            match jsonwebtoken::decode::<Claims>(token, &key.key, &validation) {
-                Ok(data) => return grants(data.claims, resource),
-                Err(e) => last = Some(e),
+        let mut attempt = Attempt {
+            token,
+            validation: &validation,
+            last: None,
+        };
+        for key in issuer.keys.iter().filter(|k| k.alg == header.alg) {
+            if let Some(claims) = attempt.key(&key.key) {
+                return grants(claims, resource);
             }
         }
+        let kid = header.kid.as_deref();
+        let mut missed = Vec::new();
+        for source in &issuer.jwks {
+            match attempt.set(&source.keys(), kid, header.alg) {
+                (Some(claims), _) => return grants(claims, resource),
+                (None, false) => missed.push(source),
+                (None, true) => {}
+            }
+        }
+        // The key may be new (rotation): refresh those sets (rate-limited) and
+        // try again with what they hold then.
+        for source in missed {
+            source.refresh_on_demand().await;
+            if let (Some(claims), _) = attempt.set(&source.keys(), kid, header.alg) {
+                return grants(claims, resource);
+            }
+        }
+        let last = attempt.last;
         Err(match last {
             None => TokenError::NoKey(header.alg),
             Some(e) => TokenError::Validation(e.to_string()),
         })
+    }
+}
+
+/// Verifying one token with key after key, keeping the last failure (the
+/// reason told to the client when no key verifies it).
+struct Attempt<'a> {
+    token: &'a str,
+    validation: &'a Validation,
+    last: Option<jsonwebtoken::errors::Error>,
+}
+
+impl Attempt<'_> {
+    fn key(&mut self, key: &DecodingKey) -> Option<Claims> {
+        match jsonwebtoken::decode::<Claims>(self.token, key, self.validation) {
+            Ok(data) => Some(data.claims),
+            Err(e) => {
+                self.last = Some(e);
+                None
+            }
+        }
+    }
+
+    /// Tries the keys of a JWK Set fit for `kid` and `alg`; the flag is
+    /// [`KeySet::candidates`]'s `known` (false: a refresh may find the key).
+    fn set(&mut self, set: &KeySet, kid: Option<&str>, alg: Algorithm) -> (Option<Claims>, bool) {
+        let (keys, known) = set.candidates(kid, alg);
+        (keys.into_iter().find_map(|k| self.key(&k.key)), known)
     }
 }
 
@@ -463,6 +601,77 @@ mod tests {
         assert!(some.is_v1(&at), "typ at+jwt");
         assert!(!some.is_v1(&other), "an unknown iss without typ is 0.x");
         assert!(!some.is_v1("garbage"));
+    }
+
+    #[test]
+    fn jwks_entries() {
+        let http = "https://i|jwks|http://127.0.0.1:9/jwks".to_owned();
+        assert!(matches!(
+            Issuers::parse(std::slice::from_ref(&http)),
+            Err(IssuerError::Jwks {
+                source: crate::jwks::UriError::Insecure(_),
+                ..
+            })
+        ));
+        let allow = IssuerOptions {
+            jwks_allow_http: true,
+        };
+        let entries = vec![
+            http.clone(),
+            http.clone(),
+            "https://i|HS256|secret".into(),
+            "https://j|JWKS|https://j.example/jwks".into(),
+        ];
+        let issuers = Issuers::parse_with(&entries, allow).unwrap();
+        let i = &issuers.by_iss["https://i"];
+        assert_eq!((i.keys.len(), i.jwks.len()), (1, 1), "mixed, deduplicated");
+        assert!(
+            issuers.is_v1(
+                &hubbub_proto::token::mint_hmac(
+                    "k",
+                    "HS256",
+                    &serde_json::json!({"iss": "https://j"})
+                )
+                .unwrap()
+            )
+        );
+        assert!(matches!(
+            Issuers::parse_with(&["https://i|jwks|ftp://x/jwks".into()], allow),
+            Err(IssuerError::Jwks { .. })
+        ));
+    }
+
+    /// A reload keeps the cache (the same `Arc`) of an unchanged issuer and
+    /// URI, and only of those.
+    #[test]
+    fn a_reload_adopts_unchanged_jwks_sources() {
+        let parse = |entries: &[&str]| {
+            let entries: Vec<String> = entries.iter().map(|e| (*e).to_owned()).collect();
+            Issuers::parse_with(&entries, IssuerOptions::default()).unwrap()
+        };
+        let old = parse(&[
+            "https://a|jwks|https://a.example/jwks",
+            "https://b|jwks|https://b.example/jwks",
+        ]);
+        let mut new = parse(&[
+            "https://a|jwks|https://a.example/jwks",
+            "https://b|jwks|https://b.example/moved",
+            "https://c|jwks|https://a.example/jwks",
+        ]);
+        new.adopt_jwks(&old);
+        let source = |i: &Issuers, iss: &str| Arc::clone(&i.by_iss[iss].jwks[0]);
+        assert!(Arc::ptr_eq(
+            &source(&new, "https://a"),
+            &source(&old, "https://a")
+        ));
+        assert!(!Arc::ptr_eq(
+            &source(&new, "https://b"),
+            &source(&old, "https://b")
+        ));
+        assert!(
+            !Arc::ptr_eq(&source(&new, "https://c"), &source(&old, "https://a")),
+            "another issuer's set is never shared"
+        );
     }
 
     #[test]

@@ -60,6 +60,7 @@ async fn handle(
         .map_err(|e| ApiError::auth(&e, "publishing requires a JWT"))?;
     let granted = auth
         .authorize(Role::Publisher, &token, headers, |s| state.selector(s))
+        .await
         .map_err(|e| ApiError::auth(&e, ""))?;
     let allowed = match granted.publish {
         Some(list) if !(granted.v1 && list.is_empty()) => list,

@@ -173,7 +173,7 @@ async fn subscribe_with(
     // from another node a moment ago: wait until our delivery has caught up
     // with this instant, then look again (else it would be replayed twice).
     let clock = state.cluster.as_ref().map(|c| c.clock());
-    match open(state, headers, query) {
+    match open(state, headers, query).await {
         Ok(sub)
             if sub.response_last_event_id() == Some("earliest")
                 && matches!(
@@ -190,7 +190,7 @@ async fn subscribe_with(
                     drop(sub);
                     let limit = cluster.order_wait + Duration::from_millis(250);
                     crate::clustering::wait_delivered(delivered, clock, limit).await;
-                    open(state, headers, query)
+                    open(state, headers, query).await
                 }
                 _ => Ok(sub),
             }
@@ -351,7 +351,11 @@ fn form_decode(raw: &[u8]) -> Vec<u8> {
     percent_encoding::percent_decode(&plus).collect()
 }
 
-fn open(state: &SharedState, headers: &HeaderMap, query: &Query) -> Result<Subscription, ApiError> {
+async fn open(
+    state: &SharedState,
+    headers: &HeaderMap,
+    query: &Query,
+) -> Result<Subscription, ApiError> {
     let settings = state.settings.load_full();
     let bad = |e: String| ApiError::new(Rejection::BadRequest, e);
     if let Some(name) = query.v0_parameter
@@ -405,6 +409,7 @@ fn open(state: &SharedState, headers: &HeaderMap, query: &Query) -> Result<Subsc
         Some((token, _)) => {
             let granted = auth
                 .authorize(Role::Subscriber, &token, headers, |s| state.selector(s))
+                .await
                 .map_err(|e| ApiError::auth(&e, ""))?;
             (granted.subscribe, granted.exp)
         }
