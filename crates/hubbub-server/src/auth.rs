@@ -238,6 +238,11 @@ impl Auth {
         }))
     }
 
+    /// The configured resource identifier (`oauth_resource`), if any.
+    pub fn configured_resource(&self) -> Option<&str> {
+        self.resource.as_deref()
+    }
+
     /// The resource identifier a 1.0 token's `aud` must contain for this request.
     pub fn resource(&self, headers: &HeaderMap) -> Option<String> {
         crate::oauth::resource(self.resource.as_deref(), headers)

@@ -318,8 +318,8 @@ fn parse_form(raw: &[u8]) -> Result<Query, String> {
     Ok(q)
 }
 
-/// The hub's URL, against which relative URL Patterns and topics are resolved:
-/// this endpoint on the host the client addressed (`https` when a proxy says
+/// The hub's URL, against which relative URL Patterns and topics are resolved
+/// when no `oauth_resource` is configured: this endpoint on the host the client addressed (`https` when a proxy says
 /// it terminated TLS). A Host that makes no URL falls back to `localhost`; it
 /// only changes what the client's own relative patterns mean.
 fn hub_url(headers: &HeaderMap) -> String {
@@ -383,7 +383,12 @@ async fn open(
         .map(|t| state.selector(t))
         .collect::<Result<Vec<Selector>, _>>()
         .map_err(|e| bad(e.to_string()))?;
-    let base = hub_url(headers);
+    // The same base as `urlpattern` grants (the resource identifier), so a
+    // relative pattern means one thing to a subscription and to a token.
+    let base = settings
+        .auth
+        .configured_resource()
+        .map_or_else(|| hub_url(headers), str::to_owned);
     for (kind, value) in &query.matchers {
         selectors.push(match kind {
             MatcherType::Exact => Selector::exact(value),

@@ -276,6 +276,22 @@ async fn match_urlpattern_selects_by_url_pattern() {
     assert_eq!(proxied.ids_until("end").await, ["local", "elsewhere"]);
 }
 
+/// With `oauth_resource` configured, relative patterns resolve against it,
+/// as `urlpattern` grants do, not against the request's Host.
+#[tokio::test]
+async fn relative_patterns_resolve_against_the_configured_resource() {
+    let mut cfg = config();
+    cfg.oauth_resource = Some("https://hub.example.com/.well-known/mercure".into());
+    let hub = TestHub::start(cfg).await;
+    let mut relative = subscribe(&hub, &[("match_urlpattern", "/local/:id"), ("match", END)]).await;
+    hub.publish_on("resource", &["https://hub.example.com/local/1"], false)
+        .await;
+    let here = format!("{}/local/2", hub.base_url());
+    hub.publish_on("host", &[&here], false).await;
+    hub.publish_on("end", &[END], false).await;
+    assert_eq!(relative.ids_until("end").await, ["resource"]);
+}
+
 #[tokio::test]
 async fn url_patterns_select_the_replay_too() {
     let hub = TestHub::start(config()).await;
