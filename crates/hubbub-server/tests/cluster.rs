@@ -201,7 +201,30 @@ async fn five_nodes_agree_and_a_roaming_subscriber_resumes_exactly() {
         } else {
             50
         };
-        let got = sub.wait_len(stop_at, EVENTS_WAIT).await;
+        let deadline = tokio::time::Instant::now() + EVENTS_WAIT;
+        while sub.len() < stop_at && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let got = sub.ids();
+        if got.len() < stop_at {
+            // Say where the nodes' orders part (a resume on a node whose
+            // order differs skips or repeats updates), not only how many.
+            let orders: Vec<(String, Vec<String>)> = subs
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (format!("n{}", i + 1), s.ids()))
+                .collect();
+            let labelled: Vec<(&str, &[String])> = orders
+                .iter()
+                .map(|(l, o)| (l.as_str(), o.as_slice()))
+                .collect();
+            panic!(
+                "hop {n} (n{}) got {} of {stop_at} after {last:?}: {got:?}\nroamed so far: {roamed:?}\n{}",
+                node + 1,
+                got.len(),
+                order_difference(&labelled).unwrap_or_else(|| "the nodes' orders agree".into())
+            );
+        }
         let got = got[..stop_at].to_vec();
         sub.stop();
         last = got.last().cloned();
