@@ -8,43 +8,28 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use hubbub_proto::Update;
 use tokio::sync::watch;
 
-use crate::stamp::{Hlc, Origin, Stamp, Stamped};
+use crate::stamp::{Hlc, Origin, OriginClock, Stamp, Stamped};
 
 #[derive(Debug)]
 struct Inner {
-    clock: Hlc,
+    /// Stamps, and promises (with a lease when quiet).
+    clock: OriginClock,
     next_seq: u64,
     log: VecDeque<Arc<Stamped>>,
     capacity: usize,
     /// Set when the node leaves: nothing more is stamped, so our watermark is
     /// "everything": peers stop waiting for us as soon as they read it.
     sealed: bool,
-    /// How far ahead of the wall clock a quiet node's watermark promises (clock
-    /// units; 0: never ahead). See [`LocalOrigin::lease_when_quiet`].
-    lease: u64,
-    /// Wall clock (clock units) of our last stamp.
-    last_stamp_wall: u64,
 }
 
-/// Quiet this long (no stamp of ours), a node leases: its watermarks promise
-/// ahead of its clock.
-const QUIET: u64 = 1000 << 16;
-
 impl Inner {
-    /// Our promise: nothing we stamp from now on is at or below it. A quiet
-    /// node promises `lease` ahead of the wall clock (and moves its clock
-    /// there, so the promise holds): peers then release another node's
-    /// update as soon as they have it, instead of waiting for our next
-    /// watermark. The cost is ours: if we do stamp again, that stamp lies up
-    /// to `lease` ahead, and peers hold it until their clocks get there.
+    /// Our promise: nothing we stamp from now on is at or below it (with a
+    /// lease when quiet: [`OriginClock::watermark`]).
     fn watermark(&mut self) -> u64 {
         if self.sealed {
             return u64::MAX;
         }
-        let wall = Hlc::wall();
-        let quiet = wall.saturating_sub(self.last_stamp_wall) >= QUIET;
-        let promise = if quiet { wall + self.lease } else { wall };
-        self.clock.watermark(promise)
+        self.clock.watermark(Hlc::wall())
     }
 }
 
@@ -76,13 +61,11 @@ pub struct Batch {
 impl LocalOrigin {
     pub fn new(origin: Origin, capacity: usize) -> Self {
         let inner = Inner {
-            clock: Hlc::default(),
+            clock: OriginClock::default(),
             next_seq: 1,
             log: VecDeque::new(),
             capacity: capacity.max(1),
             sealed: false,
-            lease: 0,
-            last_stamp_wall: 0,
         };
         Self {
             origin,
@@ -94,13 +77,12 @@ impl LocalOrigin {
     }
 
     /// Leases while quiet: once we have stamped nothing for a second, our
-    /// watermarks promise `ahead` past the wall clock (see `Inner::watermark`).
+    /// watermarks promise `ahead` past the wall clock (see `OriginClock::watermark`).
     /// With `ahead` longer than the links' watermark pacing, a cluster where
     /// one node publishes releases its updates everywhere without waiting for
     /// the quiet nodes' next watermarks, at no extra relay traffic.
     pub fn lease_when_quiet(self, ahead: std::time::Duration) -> Self {
-        let millis = u64::try_from(ahead.as_millis()).unwrap_or(u64::MAX >> 17);
-        self.lock().lease = millis.min(u64::MAX >> 17) << 16;
+        self.lock().clock = OriginClock::leasing(ahead);
         self
     }
 
@@ -121,9 +103,7 @@ impl LocalOrigin {
         if inner.sealed {
             return None;
         }
-        let wall = Hlc::wall();
-        let hlc = inner.clock.tick(wall);
-        inner.last_stamp_wall = wall;
+        let hlc = inner.clock.stamp(Hlc::wall());
         let seq = inner.next_seq;
         inner.next_seq += 1;
         let stamped = Arc::new(Stamped {
@@ -192,7 +172,7 @@ impl LocalOrigin {
     /// The clock now: at least the wall clock and every stamp seen (unlike
     /// [`watermark`](Self::watermark), also after sealing).
     pub fn now(&self) -> u64 {
-        self.lock().clock.watermark(Hlc::wall())
+        self.lock().clock.now(Hlc::wall())
     }
 
     /// The seq of the newest update stamped here (0 before the first).

@@ -95,6 +95,15 @@ pub struct Node {
     seq: Sequencer,
     timing: Timing,
     peers: BTreeMap<String, Peer>,
+    /// Peers gossip no longer lists that were heard on their relay link within
+    /// `order_wait`: still waited for in the bound (and their outbound link
+    /// kept) until that link has been silent for `order_wait` too
+    /// (`forget_silent`). Gossip's failure detector misfires under load; a
+    /// peer dropped at once let us release past updates still on its way.
+    dropped: BTreeMap<String, Peer>,
+    /// When `release` last ran: a longer gap than `stall_allowance` is our own
+    /// stall, not our peers' silence (see `discount_stall`).
+    last_turn: Option<Duration>,
     /// Pulls in flight per origin, with when they were sent.
     pulls: HashMap<Origin, Duration>,
     /// The vector as last handed to gossip.
@@ -116,6 +125,8 @@ impl Node {
             seq,
             timing,
             peers: BTreeMap::new(),
+            dropped: BTreeMap::new(),
+            last_turn: None,
             pulls: HashMap::new(),
             gossiped: BTreeMap::new(),
             acks_owed: BTreeSet::new(),
@@ -137,6 +148,12 @@ impl Node {
 
     pub fn peers(&self) -> &BTreeMap<String, Peer> {
         &self.peers
+    }
+
+    /// Peers gossip dropped that the bound still waits for (see `dropped`).
+    #[cfg(test)]
+    pub fn dropped(&self) -> &BTreeMap<String, Peer> {
+        &self.dropped
     }
 
     pub fn stats(&self) -> NodeStats {
@@ -181,9 +198,12 @@ impl Node {
         match msg {
             Msg::Update(update) => self.on_update(from, update),
             Msg::Watermark(hlc) => {
-                if let Some(peer) = self.peers.get_mut(&*from.node)
-                    && peer.member.origin == from
-                {
+                let node = &*from.node;
+                let peer = [self.peers.get_mut(node), self.dropped.get_mut(node)]
+                    .into_iter()
+                    .flatten()
+                    .find(|p| p.member.origin == from);
+                if let Some(peer) = peer {
                     peer.watermark = peer.watermark.max(hlc);
                     peer.last_heard = Some(now);
                 }
@@ -271,7 +291,10 @@ impl Node {
         });
     }
 
-    /// Gossip's list of live members changed: links follow it.
+    /// Gossip's list of live members changed: links follow it. A member gossip
+    /// dropped that we heard from lately moves to `dropped`, its link kept:
+    /// gossip under load declares live peers dead, and the bound must keep
+    /// waiting for a peer whose link still talks (see `forget_silent`).
     pub fn on_members(&mut self, members: BTreeMap<String, Member>) {
         let gone: Vec<String> = self
             .peers
@@ -286,7 +309,12 @@ impl Node {
         for node in gone {
             if let Some(peer) = self.peers.remove(&node) {
                 tracing::warn!(peer = %peer.member.origin, "cluster member left or was declared dead");
-                if peer.has_link() {
+                if peer.last_heard.is_some() && peer.watermark < u64::MAX {
+                    // Waited for until its link is silent for order_wait; its
+                    // link stays up unless a new generation takes it over
+                    // (`join` below closes it then).
+                    self.dropped.insert(node, peer);
+                } else if peer.has_link() {
                     self.actions.push(Action::Close { node });
                 }
             }
@@ -299,9 +327,89 @@ impl Node {
         }
     }
 
+    /// Forgets dropped peers (gossip no longer lists them) whose relay link has
+    /// been silent for `order_wait` too: only then does the bound stop
+    /// waiting for them, and their link closes.
+    fn forget_silent(&mut self, now: Duration) {
+        let order_wait = self.timing.order_wait;
+        let silent: Vec<String> = self
+            .dropped
+            .iter()
+            .filter(|(_, p)| !heard_within(p, now, order_wait))
+            .map(|(node, _)| node.clone())
+            .collect();
+        for node in silent {
+            let Some(peer) = self.dropped.remove(&node) else {
+                continue;
+            };
+            tracing::info!(peer = %peer.member.origin, "a dropped member's link is silent too: no longer waited for");
+            if peer.has_link() && !self.peers.contains_key(&node) {
+                self.actions.push(Action::Close { node });
+            }
+        }
+    }
+
+    /// How long a turn of the engine may take to come round again: it turns on
+    /// every event and at least every anti-entropy round (and every tick
+    /// while updates wait).
+    fn stall_allowance(&self) -> Duration {
+        2 * self.timing.tick.max(self.timing.anti_entropy)
+    }
+
+    /// A gap between two turns longer than `stall_allowance` is our own stall
+    /// (CPU starvation, the process descheduled): what peers sent meanwhile
+    /// waits unread in our queues, so the gap's excess is not their silence.
+    /// Every peer's last-heard time moves forward by that excess (never past
+    /// `now`), so a stall alone never makes us stop waiting for a peer.
+    fn discount_stall(&mut self, now: Duration) {
+        let last = self.last_turn.replace(now);
+        let Some(gap) = last.map(|t| now.saturating_sub(t)) else {
+            return;
+        };
+        let Some(excess) = gap
+            .checked_sub(self.stall_allowance())
+            .filter(|e| !e.is_zero())
+        else {
+            return;
+        };
+        tracing::warn!(
+            stalled_ms = excess.as_millis() as u64,
+            "the cluster engine stalled: not counted as peers' silence"
+        );
+        for peer in self.peers.values_mut().chain(self.dropped.values_mut()) {
+            if let Some(t) = &mut peer.last_heard {
+                *t = (*t + excess).min(now);
+            }
+        }
+    }
+
     /// A member we did not know (or whose relay address changed): a fresh link.
     fn join(&mut self, node: String, member: Member) {
-        if self.peers.remove(&node).is_some_and(|p| p.has_link()) {
+        // Gossip lists a dropped peer again (a hiccup): what we heard of it
+        // still counts, and its link, never closed, is kept if it still
+        // leads there.
+        let back = self
+            .dropped
+            .get(&node)
+            .is_some_and(|p| p.member.origin == member.origin)
+            .then(|| self.dropped.remove(&node))
+            .flatten();
+        if let Some(back) = &back
+            && back.member.relay_addr == member.relay_addr
+            && !self.peers.contains_key(&node)
+        {
+            tracing::info!(peer = %member.origin, "cluster member is back");
+            let peer = Peer {
+                member,
+                ..back.clone()
+            };
+            self.peers.insert(node, peer);
+            return;
+        }
+        if self.peers.remove(&node).is_some_and(|p| p.has_link())
+            || self.dropped.get(&node).is_some_and(Peer::has_link)
+            || back.as_ref().is_some_and(Peer::has_link)
+        {
             self.actions.push(Action::Close { node: node.clone() });
         }
         tracing::info!(peer = %member.origin, relay = member.relay_addr.as_deref().unwrap_or("-"), "cluster member joined");
@@ -315,31 +423,32 @@ impl Node {
         let peer = Peer {
             member,
             linked: false,
-            watermark: 0,
-            last_heard: None,
+            watermark: back.as_ref().map_or(0, |p| p.watermark),
+            last_heard: back.and_then(|p| p.last_heard),
         };
         self.peers.insert(node, peer);
     }
 
     /// The stamp up to which we (`own_watermark`) and every peer we still wait
-    /// for (heard within `order_wait`) have spoken. The caller reads its own
-    /// watermark before handing over its queued own updates (`on_own`):
-    /// stamping hands over under the clock's lock, so nothing at or below it
-    /// is missed.
+    /// for (heard within `order_wait`, gossip listing it or not) have spoken.
+    /// The caller reads its own watermark before handing over its queued own
+    /// updates (`on_own`): stamping hands over under the clock's lock, so
+    /// nothing at or below it is missed.
     pub fn bound(&self, now: Duration, own_watermark: u64) -> u64 {
         self.peers
             .values()
-            .filter(|p| {
-                p.last_heard
-                    .is_some_and(|t| now.saturating_sub(t) < self.timing.order_wait)
-            })
+            .chain(self.dropped.values())
+            .filter(|p| heard_within(p, now, self.timing.order_wait))
             .map(|p| p.watermark)
             .fold(own_watermark, u64::min)
     }
 
     /// What may go to the hub now, in order, ending with a `Through` marker
-    /// when the settled part of the order moved.
+    /// when the settled part of the order moved. Every turn of the engine
+    /// calls it, so it also tells our own stalls from peers' silence.
     pub fn release(&mut self, now: Duration, own_watermark: u64) -> Vec<Delivery> {
+        self.discount_stall(now);
+        self.forget_silent(now);
         let bound = self.bound(now, own_watermark);
         let late_before = self.seq.stats().late;
         let mut out: Vec<Delivery> = self
@@ -516,6 +625,12 @@ impl Node {
     }
 }
 
+/// Whether `peer`'s last watermark reached us within `window` of `now`.
+fn heard_within(peer: &Peer, now: Duration, window: Duration) -> bool {
+    peer.last_heard
+        .is_some_and(|t| now.saturating_sub(t) < window)
+}
+
 #[cfg(test)]
 mod tests {
     use std::net::SocketAddr;
@@ -613,7 +728,7 @@ mod tests {
         n.on_msg(Origin::new("a", 1), Msg::Watermark(80), 30 * MS);
         assert_eq!(released(&n.release(40 * MS, 100)), ["me-2"]);
         n.on_own(update("me", 3, 90));
-        assert!(released(&n.release(500 * MS, 100)).is_empty());
+        assert!(turns(&mut n, 100 * MS..=500 * MS, 100).is_empty());
         assert_eq!(
             released(&n.release(530 * MS, 100)),
             ["me-3"],
@@ -624,6 +739,102 @@ mod tests {
             n.bound(540 * MS, 100),
             100,
             "strangers' watermarks do not count"
+        );
+    }
+
+    /// Turns of the engine every anti-entropy round (100 ms) over `times`:
+    /// what they released.
+    fn turns(n: &mut Node, times: std::ops::RangeInclusive<Duration>, own: u64) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut at = *times.start();
+        while at <= *times.end() {
+            out.extend(released(&n.release(at, own)));
+            at += 100 * MS;
+        }
+        out
+    }
+
+    #[test]
+    fn a_peer_gossip_drops_is_waited_for_while_its_link_talks() {
+        let mut n = node(false);
+        n.on_members(members(&[member("a", &[])]));
+        n.take_actions();
+        let a = Origin::new("a", 1);
+        n.on_msg(a.clone(), Msg::Watermark(60), 10 * MS);
+        n.on_own(update("me", 1, 80));
+        assert!(released(&n.release(20 * MS, 100)).is_empty());
+
+        // Gossip (under load) declares a dead, but its link goes on talking.
+        n.on_members(BTreeMap::new());
+        assert!(
+            turns(&mut n, 100 * MS..=400 * MS, 100).is_empty(),
+            "a was heard within order_wait: still waited for"
+        );
+        assert!(
+            n.take_actions().is_empty(),
+            "the link to a stays up while a may still be alive"
+        );
+        n.on_msg(a.clone(), Msg::Watermark(70), 400 * MS);
+        // An update of a's stamped before our own one, still on its way
+        // when gossip dropped a: it must come out first.
+        n.on_msg(a.clone(), Msg::Update(update("a", 1, 75)), 700 * MS);
+        assert!(turns(&mut n, 500 * MS..=800 * MS, 100).is_empty());
+        n.on_msg(a.clone(), Msg::Watermark(90), 850 * MS);
+        assert_eq!(
+            released(&n.release(860 * MS, 100)),
+            ["a-1", "me-1"],
+            "one order: a's earlier update first"
+        );
+
+        // Gossip lists a again: same peer, same link, what we heard counts.
+        n.take_actions();
+        n.on_members(members(&[member("a", &[])]));
+        assert!(n.take_actions().is_empty(), "no new link");
+        assert_eq!(n.peers()["a"].watermark, 90);
+        assert!(n.dropped().is_empty());
+
+        // Dropped again, and now silent on its link too: forgotten after
+        // order_wait, and only then is its link closed.
+        n.on_members(BTreeMap::new());
+        n.on_own(update("me", 2, 95));
+        assert!(turns(&mut n, 900 * MS..=1300 * MS, 100).is_empty());
+        assert!(n.take_actions().is_empty());
+        assert_eq!(released(&n.release(1350 * MS, 100)), ["me-2"]);
+        assert!(n.dropped().is_empty());
+        assert_eq!(n.take_actions(), [Action::Close { node: "a".into() }]);
+    }
+
+    #[test]
+    fn our_own_stall_is_no_silence_of_our_peers() {
+        let mut n = node(false);
+        n.on_members(members(&[member("a", &[]), member("b", &[])]));
+        let (a, b) = (Origin::new("a", 1), Origin::new("b", 1));
+        n.on_msg(a.clone(), Msg::Watermark(60), 10 * MS);
+        n.on_msg(b.clone(), Msg::Watermark(60), 10 * MS);
+        n.on_own(update("me", 1, 80));
+        assert!(released(&n.release(20 * MS, 100)).is_empty());
+        // Our task is descheduled for 1.5 s. Meanwhile a sent an update
+        // stamped before ours and watermarks, all still unread in our queue;
+        // the first thing we do on waking is a turn.
+        assert!(
+            released(&n.release(1520 * MS, 100)).is_empty(),
+            "a and b look silent for 1.5 s, but that was our stall"
+        );
+        // Then the queue: a's update, then both watermarks.
+        n.on_msg(a.clone(), Msg::Update(update("a", 1, 70)), 1521 * MS);
+        assert!(released(&n.release(1521 * MS, 100)).is_empty());
+        n.on_msg(a.clone(), Msg::Watermark(90), 1522 * MS);
+        n.on_msg(b.clone(), Msg::Watermark(90), 1522 * MS);
+        assert_eq!(released(&n.release(1523 * MS, 100)), ["a-1", "me-1"]);
+
+        // A real silence, with turns coming round, still ends the wait.
+        n.on_own(update("me", 2, 95));
+        n.on_msg(a.clone(), Msg::Watermark(100), 1600 * MS);
+        assert!(turns(&mut n, 1600 * MS..=2000 * MS, 100).is_empty());
+        assert_eq!(
+            turns(&mut n, 2100 * MS..=2100 * MS, 100),
+            ["me-2"],
+            "b silent for order_wait while we turned"
         );
     }
 

@@ -29,7 +29,7 @@ use hubbub_proto::Update;
 use crate::membership::{Member, parse_hwm_key};
 use crate::node::{Action, Delivery, Node, Timing};
 use crate::sequencer::{Sequencer, SequencerLimits};
-use crate::stamp::{Hlc, Origin, Stamp, Stamped};
+use crate::stamp::{Origin, OriginClock, Stamp, Stamped};
 use crate::wire::Msg;
 
 /// Milliseconds of simulated time.
@@ -44,6 +44,8 @@ const JOIN_TIMEOUT: Ms = 500;
 const WATERMARK_INTERVAL: Ms = 5;
 /// `keepalive()` in cluster.rs for these settings: min(order_wait / 4, 100 ms).
 const KEEPALIVE: Ms = 100;
+/// What cluster.rs leases a quiet origin: two watermark intervals.
+const LEASE: Ms = 2 * WATERMARK_INTERVAL;
 const BACKOFF_MIN: Ms = 50;
 const BACKOFF_MAX: Ms = 2_000;
 /// Faults happen before this; then everything heals.
@@ -82,6 +84,34 @@ impl Rng {
 pub struct Knobs {
     /// Faults off: latency only (one order must hold throughout).
     pub calm: bool,
+    /// Gossip's failure detector misfires: a node's gossip drops a live peer
+    /// for a while (up to longer than `order_wait`) while their relay links
+    /// go on talking. Not a fault: one order must hold throughout.
+    pub gossip_hiccups: bool,
+    /// A node's engine task freezes for a while (CPU starvation): what its
+    /// peers send it waits in its queues until it wakes and takes it all.
+    /// Its links and its stamping are tasks of their own and go on (so
+    /// peers keep hearing its watermarks). Not a fault either: one order
+    /// must hold throughout.
+    pub stalls: bool,
+}
+
+impl Knobs {
+    /// Whether the run has no fault that may bend the order, so one order
+    /// must hold for every update, not only the healthy phase's.
+    fn orderly(self) -> bool {
+        self.calm
+    }
+
+    /// The test that runs these knobs (for the replay hint).
+    fn test_name(self) -> &'static str {
+        match (self.calm, self.gossip_hiccups, self.stalls) {
+            (_, true, _) => "gossip_hiccups_keep_one_order",
+            (_, _, true) => "stalled_nodes_keep_one_order",
+            (true, ..) => "calm",
+            _ => "faults",
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -115,7 +145,8 @@ struct SimNode {
     origin: Origin,
     started: Ms,
     skew: Ms,
-    clock: Hlc,
+    /// The same clock and lease `LocalOrigin` stamps and promises with.
+    clock: OriginClock,
     /// Our origin's log; seq n is at n - 1.
     log: Vec<Arc<Stamped>>,
     node: Node,
@@ -146,7 +177,7 @@ impl SimNode {
             origin,
             started: now,
             skew,
-            clock: Hlc::default(),
+            clock: OriginClock::leasing(Duration::from_millis(LEASE)),
             log: Vec::new(),
             links: BTreeMap::new(),
             delivered: Vec::new(),
@@ -213,6 +244,30 @@ enum Event {
         from: usize,
         to: usize,
     },
+    /// `node`'s gossip stops listing `peer` until `until` (relay unaffected).
+    Hiccup {
+        node: usize,
+        peer: usize,
+        until: Ms,
+    },
+    /// `node`'s task freezes until `until`.
+    Stall {
+        node: usize,
+        until: Ms,
+    },
+}
+
+impl Event {
+    /// The node whose engine task handles the event (deferred while that
+    /// task is stalled). Ticks, publishes and link welcomes are handled by
+    /// the link and stamping side, which a stall leaves running.
+    fn engine(&self) -> Option<usize> {
+        match self {
+            Self::AntiEntropy(i) => Some(*i),
+            Self::Dial { to, .. } | Self::Frame { to, .. } => Some(*to),
+            _ => None,
+        }
+    }
 }
 
 /// An event due at `at`; `order` keeps equal times first-in first-out.
@@ -256,6 +311,11 @@ pub struct Sim {
     trace: Option<Vec<String>>,
     /// Every `Msg::Ack` delivered: (who acknowledged, whose updates, up to).
     acks: Vec<(Origin, Origin, u64)>,
+    /// Until when node i's gossip does not list node j (`Knobs::gossip_hiccups`).
+    hiccup_until: Vec<Vec<Ms>>,
+    /// Until when node i's task is frozen (`Knobs::stalls`).
+    stalled_until: Vec<Ms>,
+    knobs: Knobs,
 }
 
 impl Sim {
@@ -281,6 +341,9 @@ impl Sim {
             loss,
             trace: tracing.then(Vec::new),
             acks: Vec::new(),
+            hiccup_until: vec![vec![0; n]; n],
+            stalled_until: vec![0; n],
+            knobs,
         };
         sim.schedule(knobs);
         sim
@@ -324,7 +387,48 @@ impl Sim {
         if !knobs.calm {
             self.schedule_faults();
         }
+        if knobs.gossip_hiccups {
+            self.schedule_hiccups();
+        }
+        if knobs.stalls {
+            self.schedule_stalls();
+        }
         self.at(HEAL_AT, Event::Heal);
+    }
+
+    /// Gossip drops live peers for 50 ms to 1.5 s (often both ways), while
+    /// publishes go on.
+    fn schedule_hiccups(&mut self) {
+        let n = self.nodes.len() as u64;
+        for _ in 0..self.rng.range(4..12) {
+            let at = self.rng.range(600..HEALTHY.end);
+            let node = self.rng.range(0..n) as usize;
+            let peer = (node + self.rng.range(1..n) as usize) % n as usize;
+            let until = at + self.rng.range(50..1_500);
+            self.at(at, Event::Hiccup { node, peer, until });
+            if self.rng.chance(500) {
+                let (node, peer) = (peer, node);
+                self.at(at, Event::Hiccup { node, peer, until });
+            }
+        }
+    }
+
+    /// Nodes freeze for 100 ms to 1.5 s, right after some publish, while
+    /// updates are on their way to them.
+    fn schedule_stalls(&mut self) {
+        let n = self.nodes.len() as u64;
+        for _ in 0..self.rng.range(4..12) {
+            let at = self.rng.range(600..HEALTHY.end - 1_500);
+            let node = self.rng.range(0..n) as usize;
+            let until = at + self.rng.range(100..1_500);
+            self.at(at, Event::Stall { node, until });
+            // Publishes around it, so the node holds some and some are in flight.
+            for _ in 0..3 {
+                let other = self.rng.range(0..n) as usize;
+                let when = at.saturating_sub(self.rng.range(0..40));
+                self.at(when, Event::Publish(other));
+            }
+        }
     }
 
     fn schedule_faults(&mut self) {
@@ -363,6 +467,15 @@ impl Sim {
             if due.at > END {
                 break;
             }
+            if let Some(i) = due.event.engine()
+                && self.stalled_until[i] > due.at
+            {
+                // Waits in the frozen node's queues: keeping its place among
+                // the events due then keeps every link FIFO.
+                let until = self.stalled_until[i];
+                self.queue.push(Due { at: until, ..due });
+                continue;
+            }
             self.now = due.at;
             self.handle(due.event);
         }
@@ -374,7 +487,7 @@ impl Sim {
             // holds updates; its links keep their own keepalive timers.
             Event::Tick(i) => {
                 self.at(self.now + TICK, Event::Tick(i));
-                if self.nodes[i].node.needs_ticks() {
+                if self.nodes[i].node.needs_ticks() && !self.stalled(i) {
                     self.turn(i);
                 } else if self.nodes[i].alive {
                     self.pump(i);
@@ -420,6 +533,33 @@ impl Sim {
                 self.log(|| format!("drop link n{from} -> n{to}"));
                 self.drop_link(from, to);
             }
+            Event::Hiccup { node, peer, until } => {
+                self.log(|| format!("n{node}'s gossip drops n{peer} until {until}"));
+                let slot = &mut self.hiccup_until[node][peer];
+                *slot = (*slot).max(until);
+            }
+            Event::Stall { node, until } => {
+                self.log(|| format!("n{node} stalls until {until}"));
+                let slot = &mut self.stalled_until[node];
+                *slot = (*slot).max(until);
+            }
+        }
+    }
+
+    /// Whether node `i`'s engine task is frozen now (`Knobs::stalls`).
+    fn stalled(&self, i: usize) -> bool {
+        self.stalled_until[i] > self.now
+    }
+
+    /// After an event: a turn of the engine, or (while it is stalled) only
+    /// the links', which stream the log and watermarks on their own.
+    fn turn_or_pump(&mut self, i: usize) {
+        if self.stalled(i) {
+            if self.nodes[i].alive {
+                self.pump(i);
+            }
+        } else {
+            self.turn(i);
         }
     }
 
@@ -445,12 +585,17 @@ impl Sim {
         let n = &mut self.nodes[i];
         let own = n.clock.watermark(n.wall(now));
         let at = n.since_start(now);
+        let mut released = Vec::new();
         for delivery in n.node.release(at, own) {
             if let Delivery::Update(u) = delivery {
+                released.push(u.update.id.clone());
                 n.delivered.push(u);
             }
         }
         n.node.send_acks();
+        if !released.is_empty() {
+            self.log(|| format!("n{i} releases {}", released.join(" ")));
+        }
         self.carry_out(i);
         self.pump(i);
     }
@@ -524,9 +669,13 @@ impl Sim {
     }
 
     /// One gossip round: nodes that can talk exchange their states; a member
-    /// not heard for `FAILURE_DETECTION` is dead to the others.
+    /// not heard for `FAILURE_DETECTION` is dead to the others (and a member
+    /// in a hiccup, to the node that has it). A stalled engine reads the
+    /// member list when it wakes.
     fn gossip(&mut self) {
         let n = self.nodes.len();
+        let now = self.now;
+        let stalled: Vec<bool> = (0..n).map(|i| self.stalled(i)).collect();
         let states: Vec<Member> = self.nodes.iter().map(SimNode::member).collect();
         for i in 0..n {
             for (j, state) in states.iter().enumerate() {
@@ -535,11 +684,15 @@ impl Sim {
                 }
             }
         }
-        let alive: Vec<usize> = (0..n).filter(|i| self.nodes[*i].alive).collect();
+        let alive: Vec<usize> = (0..n)
+            .filter(|i| self.nodes[*i].alive && !stalled[*i])
+            .collect();
         for i in alive {
             let members: BTreeMap<String, Member> = self.heard[i]
                 .iter()
-                .flatten()
+                .enumerate()
+                .filter(|(j, _)| self.hiccup_until[i][*j] <= now)
+                .filter_map(|(_, heard)| heard.as_ref())
                 .filter(|(at, _)| self.now - at < FAILURE_DETECTION)
                 .map(|(_, m)| (m.origin.node.to_string(), m.clone()))
                 .collect();
@@ -558,7 +711,7 @@ impl Sim {
             return;
         }
         let seq = n.log.len() as u64 + 1;
-        let hlc = n.clock.tick(n.wall(now));
+        let hlc = n.clock.stamp(n.wall(now));
         let update = Arc::new(Stamped {
             stamp: Stamp {
                 hlc,
@@ -577,7 +730,7 @@ impl Sim {
         n.log.push(update.clone());
         n.node.on_own(update);
         self.log(|| format!("n{i} publishes seq {seq}"));
-        self.turn(i);
+        self.turn_or_pump(i);
     }
 
     // ------------------------------------------------------------ links
@@ -760,7 +913,7 @@ impl Sim {
         link.backoff = BACKOFF_MIN;
         link.last_wm_at = 0;
         self.log(|| format!("link n{from} -> n{to} up, resuming after {have}"));
-        self.turn(from);
+        self.turn_or_pump(from);
     }
 
     fn on_frame(&mut self, from: usize, to: usize, conn: u64, msg: Msg) {
@@ -795,6 +948,7 @@ impl Sim {
         self.log(|| format!("restart n{i} as generation {generation}"));
         self.nodes[i] = SimNode::new(&name, generation, self.now, skew);
         self.heard[i].fill(None);
+        self.stalled_until[i] = 0;
     }
 
     // ------------------------------------------------------------ checks
@@ -804,7 +958,7 @@ impl Sim {
     pub fn check(&self) -> Result<(), String> {
         let live: Vec<&SimNode> = self.nodes.iter().filter(|n| n.alive).collect();
         for n in &live {
-            check_node(n)?;
+            check_node(n, self.knobs)?;
         }
         let first = live.first().ok_or("no node is alive")?;
         let vector = first.node.sequencer().vector();
@@ -851,7 +1005,7 @@ impl Sim {
 /// Invariants of one live node: it joined, delivered exactly what its vector
 /// says it holds (nothing lost, nothing twice, each origin in order),
 /// gossips that vector, and delivered the healthy phase in the total order.
-fn check_node(n: &SimNode) -> Result<(), String> {
+fn check_node(n: &SimNode, knobs: Knobs) -> Result<(), String> {
     let me = &n.origin;
     if !n.node.has_joined() {
         return Err(format!("{me} never joined"));
@@ -891,28 +1045,35 @@ fn check_node(n: &SimNode) -> Result<(), String> {
             ));
         }
     }
-    check_healthy_order(n)
+    check_healthy_order(n, knobs)
 }
 
-/// Updates published while the cluster was healthy come out in stamp order.
-fn check_healthy_order(n: &SimNode) -> Result<(), String> {
+/// Updates published while the cluster was healthy (throughout, in a run
+/// without faults) come out in stamp order.
+fn check_healthy_order(n: &SimNode, knobs: Knobs) -> Result<(), String> {
     let healthy: Vec<&Arc<Stamped>> = n
         .delivered
         .iter()
         .filter(|u| {
-            u.update
-                .data
-                .parse::<Ms>()
-                .is_ok_and(|at| HEALTHY.contains(&at))
+            knobs.orderly()
+                || u.update
+                    .data
+                    .parse::<Ms>()
+                    .is_ok_and(|at| HEALTHY.contains(&at))
         })
         .collect();
     for pair in healthy.windows(2) {
         if pair[0].stamp.key() > pair[1].stamp.key() {
             return Err(format!(
-                "{} delivered {} before {} in a healthy period (order {:?} > {:?})",
+                "{} delivered {} before {} {} (order {:?} > {:?})",
                 n.origin,
                 pair[0].update.id,
                 pair[1].update.id,
+                if knobs.orderly() {
+                    "in a run without faults"
+                } else {
+                    "in a healthy period"
+                },
                 pair[0].stamp.key(),
                 pair[1].stamp.key()
             ));
@@ -935,7 +1096,7 @@ pub fn run_seed(seed: u64, knobs: Knobs, trace: bool) -> Result<(), String> {
             println!("{}: {seq:?} {node:?}", n.origin);
         }
     }
-    let filter = if knobs.calm { "calm" } else { "faults" };
+    let filter = knobs.test_name();
     result.map_err(|e| {
         format!("SIM_SEED={seed} failed: {e}\n  replay: SIM_SEED={seed} cargo nextest run -p hubbub-cluster sim::tests::{filter} --no-capture")
     })
@@ -989,8 +1150,41 @@ mod tests {
 
     #[test]
     fn calm_clusters_keep_one_order() {
+        let knobs = Knobs {
+            calm: true,
+            ..Knobs::default()
+        };
         for shard in 0..4 {
-            run_shard(shard, Knobs { calm: true }, 40);
+            run_shard(shard, knobs, 40);
+        }
+    }
+
+    /// Gossip declaring live peers dead (as chitchat does under load) while
+    /// their links talk bends no order: a dropped peer is waited for until
+    /// its link is silent too.
+    #[test]
+    fn gossip_hiccups_keep_one_order() {
+        let knobs = Knobs {
+            calm: true,
+            gossip_hiccups: true,
+            ..Knobs::default()
+        };
+        for shard in 0..4 {
+            run_shard(shard, knobs, 40);
+        }
+    }
+
+    /// A node whose task froze does not take its own stall for its peers'
+    /// silence: what they sent meanwhile is still ordered in.
+    #[test]
+    fn stalled_nodes_keep_one_order() {
+        let knobs = Knobs {
+            calm: true,
+            stalls: true,
+            ..Knobs::default()
+        };
+        for shard in 0..4 {
+            run_shard(shard, knobs, 40);
         }
     }
 

@@ -103,6 +103,62 @@ pub(crate) fn stamped(node: &str, seq: u64, hlc: u64) -> std::sync::Arc<Stamped>
     })
 }
 
+/// Quiet this long (no stamp of ours), an origin leases: its watermarks
+/// promise ahead of its clock (see [`OriginClock::watermark`]).
+const QUIET: u64 = 1000 << LOGICAL_BITS;
+
+/// An origin's clock as it stamps and promises: the [`Hlc`] plus the lease
+/// a quiet origin takes. `LocalOrigin` keeps one under its lock; the
+/// simulator gives each simulated node one, so both promise alike.
+#[derive(Debug, Default)]
+pub struct OriginClock {
+    clock: Hlc,
+    /// How far ahead of the wall clock a quiet origin's watermark promises
+    /// (clock units; 0: never ahead).
+    lease: u64,
+    /// Wall clock (clock units) of our last stamp.
+    last_stamp_wall: u64,
+}
+
+impl OriginClock {
+    /// Leases `ahead` past the wall clock once quiet (none if zero).
+    pub fn leasing(ahead: std::time::Duration) -> Self {
+        let millis = u64::try_from(ahead.as_millis()).unwrap_or(u64::MAX >> 17);
+        Self {
+            lease: millis.min(u64::MAX >> 17) << LOGICAL_BITS,
+            ..Self::default()
+        }
+    }
+
+    /// A fresh stamp for one of our updates, at wall clock `wall`.
+    pub fn stamp(&mut self, wall: u64) -> u64 {
+        self.last_stamp_wall = wall;
+        self.clock.tick(wall)
+    }
+
+    /// Folds in a peer's stamp (see [`Hlc::observe`]).
+    pub fn observe(&mut self, remote: u64) {
+        self.clock.observe(remote);
+    }
+
+    /// Our promise: nothing we stamp from now on is at or below it. A quiet
+    /// origin promises `lease` ahead of the wall clock (and moves its clock
+    /// there, so the promise holds): peers then release another node's
+    /// update as soon as they have it, instead of waiting for our next
+    /// watermark. The cost is ours: if we do stamp again, that stamp lies up
+    /// to `lease` ahead, and peers hold it until their clocks get there.
+    pub fn watermark(&mut self, wall: u64) -> u64 {
+        let quiet = wall.saturating_sub(self.last_stamp_wall) >= QUIET;
+        let promise = if quiet { wall + self.lease } else { wall };
+        self.clock.watermark(promise)
+    }
+
+    /// The clock now, without a lease: at least `wall` and every stamp seen.
+    pub fn now(&mut self, wall: u64) -> u64 {
+        self.clock.watermark(wall)
+    }
+}
+
 /// Hybrid logical clock: milliseconds since the epoch in the high 48 bits, a
 /// counter in the low 16. Never goes backwards, even if the wall clock does.
 #[derive(Debug, Default)]

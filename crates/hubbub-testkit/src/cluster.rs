@@ -613,6 +613,39 @@ impl Drop for Collector {
     }
 }
 
+/// Where the delivery orders of several nodes part, if they do: the first
+/// index at which some order differs from the first one (or one is shorter),
+/// with the items around it in every order, labelled; `None` when all agree.
+/// Meant for failure messages, so a flaky ordering failure can be read.
+pub fn order_difference(orders: &[(&str, &[String])]) -> Option<String> {
+    const AROUND: usize = 5;
+    let (_, first) = orders.first()?;
+    let at = orders
+        .iter()
+        .filter_map(|(_, order)| {
+            let common = order.len().min(first.len());
+            let at = (0..common).find(|i| order[*i] != first[*i]);
+            at.or((order.len() != first.len()).then_some(common))
+        })
+        .min()?;
+    let from = at.saturating_sub(AROUND);
+    let mut out = format!("the orders part at index {at}:\n");
+    for (label, order) in orders {
+        let to = (at + AROUND + 1).min(order.len());
+        let shown: Vec<String> = (from..to)
+            .map(|i| {
+                let mark = if i == at { ">" } else { " " };
+                format!("{mark}{i}:{}", order[i])
+            })
+            .collect();
+        out += &format!("  {label} ({} items): {}\n", order.len(), shown.join(" "));
+    }
+    for (label, order) in orders {
+        out += &format!("  {label} in full: {order:?}\n");
+    }
+    Some(out)
+}
+
 /// What a [`FaultProxy`] does with traffic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProxyMode {
@@ -835,6 +868,19 @@ async fn pipe(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn order_differences_name_the_index_and_show_every_order() {
+        let ids = |s: &str| -> Vec<String> { s.split(' ').map(String::from).collect() };
+        let (a, b, c) = (ids("x y z w"), ids("x y w z"), ids("x y z"));
+        assert_eq!(order_difference(&[("n1", &a), ("n2", &a)]), None);
+        let d = order_difference(&[("n1", &a), ("n2", &b)]).expect("they differ");
+        assert!(d.contains("index 2"), "{d}");
+        assert!(d.contains("n1 (4 items):  0:x  1:y >2:z  3:w"), "{d}");
+        assert!(d.contains("n2 (4 items):  0:x  1:y >2:w  3:z"), "{d}");
+        let d = order_difference(&[("n1", &a), ("n3", &c)]).expect("one is shorter");
+        assert!(d.contains("index 3"), "{d}");
+    }
 
     async fn echo_server() -> SocketAddr {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 pub use cluster::{
     CLUSTER_WAIT, Collector, FaultProxy, MemberAddrs, MemberSockets, NewMember, ProxyMode,
-    TestCluster, View, member_config, new_members,
+    TestCluster, View, member_config, new_members, order_difference,
 };
 pub use http::{HttpResponse, client, encode_form, get, publish, send, subscribe_url};
 pub use hub::{TestHub, metric_value};

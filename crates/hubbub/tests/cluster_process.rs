@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use hubbub_server::HUB_PATH;
 use hubbub_testkit::cluster::{converged_within, fetch_view, mesh_within};
-use hubbub_testkit::{Collector, HubProcess, MemberAddrs, StatusCode, View, publish, publisher};
+use hubbub_testkit::{
+    Collector, HubProcess, MemberAddrs, StatusCode, View, order_difference, publish, publisher,
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_hubbub");
 /// Joining, catching up, converging: gossip rounds, a join timeout, backoff.
@@ -200,8 +202,15 @@ async fn wait_mesh(nodes: &[Node]) {
 }
 
 /// Waits for at least `n` ids, then a little longer for extras; returns all.
+/// Does not fail when fewer arrive in time: the caller's checks then say
+/// what is missing and where the orders part, with the nodes' logs.
 async fn settle(sub: &Collector, n: usize) -> Vec<String> {
-    sub.settle(n, CLUSTER_WAIT, SETTLE_EXTRA).await
+    let deadline = tokio::time::Instant::now() + CLUSTER_WAIT;
+    while sub.len() < n && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(SETTLE_EXTRA).await;
+    sub.ids()
 }
 
 async fn publish_series(node: &Node, prefix: String, n: usize) -> Vec<String> {
@@ -226,12 +235,41 @@ async fn publish_everywhere(nodes: &[&Node], prefix: &str, n: usize) -> Vec<Stri
     all.into_iter().flatten().collect()
 }
 
+/// Every labelled order is the same; if not, the failure shows where they
+/// part (first differing index, the items around it in each order) and
+/// every node's log, so a rare ordering failure can be diagnosed.
 #[track_caller]
-fn assert_exactly(node: &str, got: &[String], expected: &[String]) {
-    let unique: HashSet<&String> = got.iter().collect();
-    assert_eq!(unique.len(), got.len(), "{node} got duplicates: {got:?}");
+fn assert_one_order(nodes: &[Node], orders: &[(&str, &[String])], what: &str) {
+    if let Some(difference) = order_difference(orders) {
+        panic!("{what}: {difference}{}", all_logs(nodes));
+    }
+}
+
+fn all_logs(nodes: &[Node]) -> String {
+    let logs: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("---- {} log:\n{}", n.id, n.logs()))
+        .collect();
+    logs.join("\n")
+}
+
+/// `got` holds every id of `expected` once and nothing else; if not, the
+/// failure lists what is missing, extra or twice, with the nodes' logs.
+#[track_caller]
+fn assert_exactly(nodes: &[Node], node: &str, got: &[String], expected: &[String]) {
+    let mut seen = HashSet::new();
+    let twice: Vec<&String> = got.iter().filter(|id| !seen.insert(*id)).collect();
     let want: HashSet<&String> = expected.iter().collect();
-    assert_eq!(unique, want, "{node} got another set");
+    let missing: Vec<&String> = expected.iter().filter(|id| !seen.contains(id)).collect();
+    let extra: Vec<&String> = got.iter().filter(|id| !want.contains(id)).collect();
+    if !(twice.is_empty() && missing.is_empty() && extra.is_empty()) {
+        panic!(
+            "{node} got {} of {} ids: missing {missing:?}, extra {extra:?}, twice {twice:?}\n{got:?}\n{}",
+            got.len(),
+            expected.len(),
+            all_logs(nodes)
+        );
+    }
 }
 
 #[tokio::test]
@@ -244,16 +282,18 @@ async fn three_processes_share_one_order_and_survive_a_kill_9() {
         subs.push(n.subscribe(None).await);
     }
     let first = publish_everywhere(&nodes.iter().collect::<Vec<_>>(), "a", 30).await;
-    let reference = settle(&subs[0], first.len()).await;
-    assert_exactly("n1", &reference, &first);
-    for (i, sub) in subs.iter().enumerate() {
-        assert_eq!(
-            settle(sub, first.len()).await,
-            reference,
-            "n{} delivered another order than n1",
-            i + 1
-        );
+    let mut orders = Vec::new();
+    for sub in &subs {
+        orders.push(settle(sub, first.len()).await);
     }
+    let labelled: Vec<(&str, &[String])> = nodes
+        .iter()
+        .zip(&orders)
+        .map(|(n, o)| (n.id.as_str(), o.as_slice()))
+        .collect();
+    assert_one_order(&nodes, &labelled, "the nodes delivered different orders");
+    let reference = orders.swap_remove(0);
+    assert_exactly(&nodes, "n1", &reference, &first);
     let generation = nodes[1].view().await.generation;
 
     // A client of n2 read up to here; then n2 is killed outright.
@@ -278,12 +318,13 @@ async fn three_processes_share_one_order_and_survive_a_kill_9() {
     everything.extend(during);
     everything.extend(after);
     let reference = settle(&subs[0], everything.len()).await;
-    assert_exactly("n1", &reference, &everything);
-    assert_eq!(
-        settle(&subs[1], everything.len()).await,
-        reference,
-        "n3 and n1 agree"
+    let n3 = settle(&subs[1], everything.len()).await;
+    assert_one_order(
+        &nodes,
+        &[("n1", &reference), ("n3", &n3)],
+        "n3 and n1 disagree",
     );
+    assert_exactly(&nodes, "n1", &reference, &everything);
     let pos = reference
         .iter()
         .position(|id| *id == cursor)
@@ -293,10 +334,11 @@ async fn three_processes_share_one_order_and_survive_a_kill_9() {
         reference[pos + 1..],
         "the resumed client got exactly what it missed"
     );
-    assert_eq!(
-        settle(&history, reference.len()).await,
-        reference,
-        "the restarted process holds the whole history in the cluster order"
+    let n2_history = settle(&history, reference.len()).await;
+    assert_one_order(
+        &nodes,
+        &[("n1", &reference), ("n2 (restarted) history", &n2_history)],
+        "the restarted process holds the whole history in another order",
     );
     let vector = converged_within(&base_urls(&nodes), CLUSTER_WAIT)
         .await
