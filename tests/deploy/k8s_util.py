@@ -169,6 +169,12 @@ def service_link_env(services: list[dict], namespace_ips: dict[str, str]) -> dic
     return env
 
 
+def secret_has(secrets: list[dict], name: str, key_: str) -> bool:
+    """Whether the rendered Secret `name` holds `key_` (for an `optional: true` reference)."""
+    secret = next((s for s in secrets if s["metadata"]["name"] == name), None)
+    return secret is not None and (key_ in secret.get("stringData", {}) or key_ in secret.get("data", {}))
+
+
 def secret_value(secrets: list[dict], name: str, key_: str) -> str:
     secret = next((s for s in secrets if s["metadata"]["name"] == name), None)
     assert secret is not None, f"secretKeyRef names Secret {name!r}, which the manifests do not define"
@@ -202,6 +208,8 @@ def container_env(
                 env[name] = pod_fields[path]
             elif "secretKeyRef" in src:
                 ref = src["secretKeyRef"]
+                if ref.get("optional") and not secret_has(secrets, ref["name"], ref["key"]):
+                    continue  # the kubelet leaves the variable unset
                 env[name] = secret_value(secrets, ref["name"], ref["key"])
             else:
                 raise AssertionError(f"env {name}: valueFrom {sorted(src)} is not emulated")
