@@ -388,12 +388,10 @@ impl Node {
         // Gossip lists a dropped peer again (a hiccup): what we heard of it
         // still counts, and its link, never closed, is kept if it still
         // leads there.
-        let back = self
-            .dropped
-            .get(&node)
-            .is_some_and(|p| p.member.origin == member.origin)
-            .then(|| self.dropped.remove(&node))
-            .flatten();
+        let back = match self.dropped.get(&node) {
+            Some(p) if p.member.origin == member.origin => self.dropped.remove(&node),
+            _ => None,
+        };
         if let Some(back) = &back
             && back.member.relay_addr == member.relay_addr
             && !self.peers.contains_key(&node)

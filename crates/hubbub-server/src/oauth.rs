@@ -36,9 +36,9 @@ pub const MAX_MATCH_BYTES: usize = 2048;
 /// every time the token is verified.
 pub const MAX_URL_PATTERNS: usize = 16;
 
-/// The algorithms a JWK Set key may have: the asymmetric ones of [`ALLOWED`]
-/// (a JWK Set is public, so a secret in it would be anyone's).
-const JWKS_ALLOWED: &[Algorithm] = &[
+/// The asymmetric algorithms a trusted issuer's key may use: all a JWK Set
+/// key may have (a JWK Set is public, so a secret in it would be anyone's).
+const ASYMMETRIC: &[Algorithm] = &[
     Algorithm::EdDSA,
     Algorithm::ES256,
     Algorithm::ES384,
@@ -50,22 +50,14 @@ const JWKS_ALLOWED: &[Algorithm] = &[
     Algorithm::PS512,
 ];
 
-/// The signature algorithms a trusted issuer's key may use. Never `none`
-/// (jsonwebtoken cannot even parse it); HS* only with a shared secret.
-const ALLOWED: &[Algorithm] = &[
-    Algorithm::EdDSA,
-    Algorithm::ES256,
-    Algorithm::ES384,
-    Algorithm::RS256,
-    Algorithm::RS384,
-    Algorithm::RS512,
-    Algorithm::PS256,
-    Algorithm::PS384,
-    Algorithm::PS512,
-    Algorithm::HS256,
-    Algorithm::HS384,
-    Algorithm::HS512,
-];
+/// The HMAC algorithms, allowed only with a statically configured shared secret.
+const HMAC: &[Algorithm] = &[Algorithm::HS256, Algorithm::HS384, Algorithm::HS512];
+
+/// Whether a static key may use `alg`. Never `none` (jsonwebtoken cannot even
+/// parse it).
+fn allowed(alg: &Algorithm) -> bool {
+    ASYMMETRIC.contains(alg) || HMAC.contains(alg)
+}
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum IssuerError {
@@ -177,13 +169,13 @@ impl Issuers {
                 if !issuer.jwks.iter().any(|s| *s.uri() == uri) {
                     issuer
                         .jwks
-                        .push(Arc::new(JwksSource::new(iss, uri, JWKS_ALLOWED)));
+                        .push(Arc::new(JwksSource::new(iss, uri, ASYMMETRIC)));
                 }
                 continue;
             }
             let alg = Algorithm::from_str(alg_name)
                 .ok()
-                .filter(|a| ALLOWED.contains(a))
+                .filter(allowed)
                 .ok_or_else(|| IssuerError::Algorithm {
                     iss: iss.into(),
                     alg: alg_name.into(),
