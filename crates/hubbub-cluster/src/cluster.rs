@@ -438,6 +438,26 @@ impl Cluster {
         self.flags.subscribers.store(n, Ordering::Relaxed);
     }
 
+    /// Gossips `value` under the application key `name` (at most
+    /// [`MAX_APP_KEYS`](crate::membership::MAX_APP_KEYS) names, values at most
+    /// [`MAX_APP_VALUE`](crate::membership::MAX_APP_VALUE) bytes; others are
+    /// refused with `false`). Peers see it in [`MemberView::app`](crate::MemberView)
+    /// within a gossip round or two.
+    pub fn set_app_key(&self, name: &str, value: &str) -> bool {
+        use crate::membership::{APP_PREFIX, MAX_APP_KEYS, MAX_APP_VALUE};
+        let mut app = self
+            .flags
+            .app
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let key = format!("{APP_PREFIX}{name}");
+        if value.len() > MAX_APP_VALUE || (app.len() >= MAX_APP_KEYS && !app.contains_key(&key)) {
+            return false;
+        }
+        app.insert(key, value.to_owned());
+        true
+    }
+
     /// The latest view (refreshed every anti-entropy round).
     pub fn view(&self) -> ClusterView {
         self.view.borrow().clone()

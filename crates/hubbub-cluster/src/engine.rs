@@ -45,6 +45,8 @@ pub struct Flags {
     /// Set by `Cluster::leave`: gossiped, and readiness reads false.
     pub leaving: AtomicBool,
     pub subscribers: AtomicU64,
+    /// The application's own gossiped keys (`Cluster::set_app_key`).
+    pub app: std::sync::Mutex<BTreeMap<String, String>>,
 }
 
 /// Requests from the `Cluster` handle that the engine answers.
@@ -301,6 +303,13 @@ impl Engine {
             membership::KEY_SUBSCRIBERS.into(),
             self.flags.subscribers.load(Ordering::Relaxed).to_string(),
         ));
+        let app = self
+            .flags
+            .app
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        keys.extend(app);
         self.membership.set(keys, remove).await;
     }
 
@@ -324,6 +333,7 @@ impl Engine {
                     ready: p.member.ready,
                     leaving: p.member.leaving,
                     subscribers: p.member.subscribers,
+                    app: p.member.app.clone(),
                     vector: vector_view(&p.member.vector),
                     link: match link {
                         Some(l) if l.is_up() => "connected",

@@ -22,6 +22,14 @@ pub const KEY_SUBSCRIBERS: &str = "subscribers";
 pub const KEY_LEAVING: &str = "leaving";
 /// Set (to `true`) by a node whose publishes wait for a peer's `Msg::Ack`.
 pub const KEY_WANTS_ACKS: &str = "wants_acks";
+/// Keys the application gossips about itself start with this
+/// (`Cluster::set_app_key`); the cluster only carries them.
+pub const APP_PREFIX: &str = "app.";
+/// At most this many application keys are read from a member, each value at
+/// most [`MAX_APP_VALUE`] bytes: gossip is hostile input until proven
+/// otherwise, and the view is cloned often.
+pub const MAX_APP_KEYS: usize = 8;
+pub const MAX_APP_VALUE: usize = 256;
 const HWM_PREFIX: &str = "hwm:";
 
 /// The gossip key of one origin's high-water mark: `hwm:<generation>:<node>`
@@ -49,6 +57,8 @@ pub struct Member {
     pub wants_acks: bool,
     pub subscribers: u64,
     pub vector: BTreeMap<Origin, u64>,
+    /// Its application keys, without the prefix (bounded, see [`MAX_APP_KEYS`]).
+    pub app: BTreeMap<String, String>,
 }
 
 impl Member {
@@ -70,6 +80,13 @@ impl Member {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0),
             vector,
+            app: state
+                .key_values()
+                .filter_map(|(k, v)| Some((k.strip_prefix(APP_PREFIX)?, v)))
+                .filter(|(_, v)| v.len() <= MAX_APP_VALUE)
+                .take(MAX_APP_KEYS)
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
         }
     }
 }

@@ -659,6 +659,7 @@ mod tests {
             leaving: false,
             wants_acks: false,
             subscribers: 0,
+            app: BTreeMap::new(),
             vector: vector
                 .iter()
                 .map(|(o, h)| (Origin::new(*o, 1), *h))

@@ -206,6 +206,7 @@ impl SimNode {
             leaving: false,
             wants_acks: true,
             subscribers: 0,
+            app: BTreeMap::new(),
             vector: self.gossiped.clone(),
         }
     }

@@ -36,6 +36,9 @@ pub struct MemberView {
     /// It announced a graceful leave (it no longer holds delivery back).
     pub leaving: bool,
     pub subscribers: u64,
+    /// Its application keys (`Cluster::set_app_key`), without the prefix.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub app: BTreeMap<String, String>,
     pub vector: BTreeMap<String, u64>,
     /// Our outbound relay link to it.
     pub link: &'static str,

@@ -108,6 +108,10 @@ impl History {
         self.entries.len()
     }
 
+    pub fn last_id(&self) -> Option<Arc<str>> {
+        self.entries.back().map(|e| e.id.clone())
+    }
+
     pub fn bytes(&self) -> usize {
         self.bytes
     }

@@ -308,6 +308,7 @@ impl Hub {
             response_id: point.response_id,
             hub: Arc::downgrade(inner) as Weak<dyn Registry>,
             clock: inner.clock.clone(),
+            attached: Default::default(),
         })
     }
 
@@ -333,6 +334,12 @@ impl Hub {
     pub fn history_size(&self) -> (usize, usize) {
         let log = self.inner.lock_log();
         (log.history.len(), log.history.bytes())
+    }
+
+    /// The id of the newest update in the history (`None`: none retained), a
+    /// cursor for "everything after now" that `Last-Event-ID` resolves.
+    pub fn last_event_id(&self) -> Option<Arc<str>> {
+        self.inner.lock_log().history.last_id()
     }
 
     /// The seq the next update will get (so `last_seq() == next - 1`).

@@ -241,12 +241,32 @@ pub struct Subscription {
     pub(crate) hub: Weak<dyn Registry>,
     /// The hub's coarse clock (ms), advanced by the sweeper; cheaper than a syscall.
     pub(crate) clock: Arc<AtomicU64>,
+    /// Whatever the caller tied to this stream's life (see [`Subscription::attach`]).
+    pub(crate) attached: Attached,
+}
+
+/// Values dropped with a [`Subscription`], after it has unregistered.
+#[derive(Default)]
+pub(crate) struct Attached(Vec<Box<dyn Send + Sync>>);
+
+impl std::fmt::Debug for Attached {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Attached({})", self.0.len())
+    }
 }
 
 impl Subscription {
     /// The `Last-Event-ID` to send in the response headers, if the request resumed.
     pub fn response_last_event_id(&self) -> Option<&str> {
         self.response_id.as_deref()
+    }
+
+    /// Ties `value` to this stream: it is dropped when the stream ends, however
+    /// it ends (client gone, slow consumer, lifetime, shutdown), right after
+    /// the subscriber has left the hub. The core knows nothing of what it is
+    /// (the server hangs the end of a tracked subscription on it).
+    pub fn attach(&mut self, value: impl Send + Sync + 'static) {
+        self.attached.0.push(Box::new(value));
     }
 
     /// Number of history entries queued for replay (before live ones).

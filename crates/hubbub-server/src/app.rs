@@ -13,7 +13,7 @@ use crate::error::ApiError;
 use crate::metrics::Rejection;
 use crate::oauth::METADATA_PREFIX;
 use crate::state::SharedState;
-use crate::{publish, subscribe};
+use crate::{publish, subscribe, subscriptions};
 
 const INDEX_HTML: &str = include_str!("../assets/index.html");
 
@@ -25,6 +25,8 @@ pub fn router(state: SharedState) -> Router {
                 .post(publish::publish)
                 .fallback(other_hub_method),
         )
+        .route(SUBSCRIPTIONS_PATH, get(subscriptions::get))
+        .route(SUBSCRIPTIONS_REST, get(subscriptions::get))
         .route(METADATA_PATH, get(resource_metadata))
         .route("/", get(|| async { Html(INDEX_HTML) }))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -37,6 +39,12 @@ pub fn router(state: SharedState) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), cors))
         .with_state(state)
 }
+
+/// The subscriptions API (draft-08 "Active Subscriptions").
+const SUBSCRIPTIONS_PATH: &str = crate::presence::event::PREFIX;
+
+/// Everything under [`SUBSCRIPTIONS_PATH`].
+const SUBSCRIPTIONS_REST: &str = "/.well-known/mercure/subscriptions/{*rest}";
 
 /// The methods the hub path answers (`HEAD` comes with `GET`).
 const HUB_METHODS: &str = "GET, HEAD, POST, QUERY";
@@ -71,7 +79,12 @@ const METADATA_PATH: &str = "/.well-known/oauth-protected-resource/.well-known/m
 /// The protected resource metadata; 404 on a hub without trusted issuers.
 async fn resource_metadata(State(state): State<SharedState>, headers: HeaderMap) -> Response {
     match state.settings.load().auth.metadata(&headers) {
-        Some(doc) => axum::Json(doc).into_response(),
+        Some(mut doc) => {
+            if state.presence.enabled() {
+                doc["mercure_subscriptions"] = true.into();
+            }
+            axum::Json(doc).into_response()
+        }
         None => (StatusCode::NOT_FOUND, "no Mercure 1.0 issuers configured\n").into_response(),
     }
 }
@@ -157,7 +170,7 @@ async fn cors(State(state): State<SharedState>, request: Request, next: Next) ->
             (header::ACCESS_CONTROL_ALLOW_CREDENTIALS, "true"),
             (
                 header::ACCESS_CONTROL_EXPOSE_HEADERS,
-                "last-event-id, mercure-last-event-id",
+                "last-event-id, mercure-last-event-id, link",
             ),
         ],
     );

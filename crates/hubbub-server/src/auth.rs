@@ -82,6 +82,9 @@ pub struct Granted {
     pub exp: Option<u64>,
     /// A Mercure 1.0 (RFC 9068) token.
     pub v1: bool,
+    /// The subscriber's `payload` (0.x: `mercure.payload`; 1.0: the first
+    /// subscribe detail's), copied into its subscription events.
+    pub payload: Option<serde_json::Value>,
 }
 
 /// Where a token came from; cookie-authenticated publishes need an origin check.
@@ -288,6 +291,7 @@ impl Auth {
                 subscribe: Some(g.subscribe),
                 exp: Some(g.exp),
                 v1: true,
+                payload: g.payload,
             });
         }
         let claims = self.verify(role, token)?;
@@ -316,6 +320,7 @@ impl Auth {
             subscribe,
             exp: claims.exp,
             v1: false,
+            payload: claims.mercure.payload,
         })
     }
 

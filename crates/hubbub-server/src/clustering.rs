@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 /// the hub.
 pub async fn deliver(
     hub: Hub,
+    presence: std::sync::Arc<crate::presence::Presence>,
     mut ordered: Ordered,
     delivered: watch::Sender<u64>,
     stop: CancellationToken,
@@ -30,6 +31,14 @@ pub async fn deliver(
                 continue;
             }
         };
+        // Subscription events change the table first, and reach the hub only
+        // if they changed it (the same decision on every node).
+        if crate::presence::event::is_event(&stamped.update) {
+            presence
+                .apply(&stamped.update, &stamped.stamp.origin.to_string())
+                .await;
+            continue;
+        }
         loop {
             match hub.publish(stamped.update.clone()) {
                 Ok(_) => break,

@@ -168,6 +168,16 @@ options! {
     /// matching one costs up to this many steps per byte of a topic.
     #[cfg_attr(feature = "cli", arg(long, env = "HUBBUB_MAX_TEMPLATE_STATES"))]
     max_template_states: usize = 200,
+    /// Mercure's active subscriptions: an event (private, SSE type `mercure`)
+    /// when a subscription starts or ends, and the subscriptions API at
+    /// `/.well-known/mercure/subscriptions`, cluster-wide. `--dev` turns it on.
+    /// Fixed at start-up.
+    #[cfg_attr(feature = "cli", arg(long, env = "HUBBUB_SUBSCRIPTIONS"))]
+    subscriptions: bool = false,
+    /// Most active subscriptions tracked (cluster-wide); beyond, new ones are
+    /// served but not tracked (no event, not listed). Fixed at start-up.
+    #[cfg_attr(feature = "cli", arg(long, env = "HUBBUB_MAX_TRACKED_SUBSCRIPTIONS"))]
+    max_tracked_subscriptions: usize = 100_000,
     /// Concurrent subscribers (0 = no limit).
     #[cfg_attr(feature = "cli", arg(long, env = "HUBBUB_MAX_SUBSCRIBERS"))]
     max_subscribers: usize = 0,
@@ -316,6 +326,7 @@ impl std::fmt::Debug for Config {
             .field("heartbeat", &self.heartbeat)
             .field("max_subscribers", &self.max_subscribers)
             .field("max_connections", &self.max_connections)
+            .field("subscriptions", &self.subscriptions)
             .field("seeds", &self.seeds)
             .field("node_id", &self.node_id)
             .field("cluster_secret", &hide(&self.cluster_secret))
@@ -426,6 +437,10 @@ impl Config {
             publish_ack: (self.publish_ack == PublishAck::Replicated && !self.seeds.is_empty())
                 .then_some(self.publish_ack_timeout),
             cluster: self.cluster()?,
+            presence: PresenceSettings {
+                enabled: self.subscriptions || self.dev,
+                max_tracked: self.max_tracked_subscriptions.max(1),
+            },
         })
     }
 
@@ -611,6 +626,14 @@ pub struct Settings {
     pub publish_ack: Option<Duration>,
     /// Fixed at start-up (a reload does not change it).
     pub cluster: Option<ClusterConfig>,
+    /// Active subscriptions (fixed at start-up).
+    pub presence: PresenceSettings,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PresenceSettings {
+    pub enabled: bool,
+    pub max_tracked: usize,
 }
 
 #[derive(Debug, Clone, PartialEq)]

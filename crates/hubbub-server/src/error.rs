@@ -78,6 +78,7 @@ impl ApiError {
             Rejection::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Rejection::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Rejection::Misdirected => StatusCode::MISDIRECTED_REQUEST,
+            Rejection::NotFound => StatusCode::NOT_FOUND,
             Rejection::TooManySubscribers
             | Rejection::TooManyConnections
             | Rejection::Overloaded

@@ -15,11 +15,13 @@ mod lifecycle;
 pub mod metrics;
 pub mod oauth;
 pub mod origin;
+pub mod presence;
 mod publish;
 pub mod ratelimit;
 mod serve;
 mod state;
 mod subscribe;
+mod subscriptions;
 
 use std::sync::Arc;
 
@@ -47,10 +49,11 @@ impl Server {
     pub fn new(settings: Settings) -> Self {
         let (hub, metrics) = start_hub(&settings);
         settings.auth.start_jwks(&metrics.jwks_fetches);
-        Self {
-            state: Arc::new(AppState::new(hub, settings, metrics, None)),
-            lifecycle: Arc::default(),
-        }
+        let state = Arc::new(AppState::new(hub, settings, metrics, None));
+        let lifecycle = Arc::new(Lifecycle::default());
+        let presence = state.presence.clone();
+        lifecycle.spawn(|stop| presence.run(stop));
+        Self { state, lifecycle }
     }
 
     /// A single node, or a cluster member when the settings have seeds: joins
@@ -85,12 +88,14 @@ impl Server {
         };
         let (delivered_tx, delivered) = tokio::sync::watch::channel(0);
         let lifecycle = Arc::new(Lifecycle::default());
-        let h = hub.clone();
-        lifecycle.spawn(|stop| clustering::deliver(h, ordered, delivered_tx, stop));
         let (h, c) = (hub.clone(), cluster.clone());
         lifecycle.spawn(|stop| clustering::report_subscribers(h, c, stop));
-        let mut state = AppState::new(hub, settings, metrics, Some(cluster));
+        let mut state = AppState::new(hub.clone(), settings, metrics, Some(cluster));
         state.delivered = Some(delivered);
+        let presence = state.presence.clone();
+        lifecycle
+            .spawn(|stop| clustering::deliver(hub, presence.clone(), ordered, delivered_tx, stop));
+        lifecycle.spawn(|stop| presence.run(stop));
         Ok(Self {
             state: Arc::new(state),
             lifecycle,

@@ -127,6 +127,9 @@ fn stop_accepting(state: &SharedState, listener: TcpListener) {
 async fn leave_cluster(state: &SharedState) {
     if let Some(cluster) = &state.cluster {
         let grace = state.settings.load().shutdown_grace;
+        // Our subscriptions end as we leave, in order, on every peer (rather
+        // than after the peers' grace for departed nodes).
+        state.presence.farewell(LEAVE_LIMIT.min(grace)).await;
         let flushed = cluster.leave(LEAVE_LIMIT.min(grace)).await;
         tracing::info!(flushed, "left the cluster");
     }

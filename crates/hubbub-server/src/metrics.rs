@@ -34,10 +34,12 @@ pub enum Rejection {
     /// A publish over `max_topics` or with a topic over `max_topic_bytes`
     /// (413, draft-08: a publish limit exceeded is "Content Too Large").
     OverLimit,
+    /// The subscriptions API: the feature is off, or no such subscription (404).
+    NotFound,
 }
 
 impl Rejection {
-    pub const ALL: [Rejection; 15] = [
+    pub const ALL: [Rejection; 16] = [
         Self::BadRequest,
         Self::Unauthorized,
         Self::Forbidden,
@@ -53,6 +55,7 @@ impl Rejection {
         Self::UnsupportedMediaType,
         Self::Misdirected,
         Self::OverLimit,
+        Self::NotFound,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -72,6 +75,7 @@ impl Rejection {
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::Misdirected => "misdirected",
             Self::OverLimit => "over_limit",
+            Self::NotFound => "not_found",
         }
     }
 }
@@ -94,7 +98,78 @@ pub struct Metrics {
     pub reloads: IntCounterVec,
     /// JWK Set fetches of trusted issuers, by issuer and result (`ok`, `error`).
     pub jwks_fetches: IntCounterVec,
+    pub presence: PresenceMetrics,
     cluster: ClusterMetrics,
+}
+
+/// Active subscriptions (the `subscriptions` option).
+#[derive(Debug, Clone)]
+pub struct PresenceMetrics {
+    /// Subscriptions in this node's table: the whole cluster's.
+    pub tracked: IntGauge,
+    /// Tracked subscriptions whose connection is on this node.
+    pub local: IntGauge,
+    /// Subscription events delivered here, by `active` (`true`, `false`).
+    pub events: IntCounterVec,
+    /// Events that changed nothing (`unchanged`) or found the table full (`full`).
+    pub dropped: IntCounterVec,
+    /// Corrections this node emitted, by kind: `reannounce` (an own
+    /// subscription missing from the table), `end_own` (an own entry whose
+    /// connection is gone), `end_departed` (a departed node's), `resync` (a
+    /// full re-announcement a peer asked for, or for a new member).
+    pub repairs: IntCounterVec,
+    /// Times a member's gossiped summary and our table disagreed for a while.
+    pub diverged: IntCounter,
+}
+
+impl PresenceMetrics {
+    fn new() -> Self {
+        let vec =
+            |n: &str, h: &str, l: &str| IntCounterVec::new(Opts::new(n, h), &[l]).expect("valid");
+        Self {
+            tracked: IntGauge::new(
+                "presence_tracked_subscriptions",
+                "Active subscriptions this node's table holds (cluster-wide).",
+            )
+            .expect("valid"),
+            local: IntGauge::new(
+                "presence_local_subscriptions",
+                "Tracked subscriptions whose connection is on this node.",
+            )
+            .expect("valid"),
+            events: vec(
+                "presence_events_total",
+                "Subscription events delivered here, by active.",
+                "active",
+            ),
+            dropped: vec(
+                "presence_events_dropped_total",
+                "Subscription events that changed nothing (unchanged) or met a full table (full).",
+                "reason",
+            ),
+            repairs: vec(
+                "presence_repairs_total",
+                "Corrections emitted by this node, by kind.",
+                "kind",
+            ),
+            diverged: IntCounter::new(
+                "presence_diverged_total",
+                "Times a member's gossiped subscription summary disagreed with this node's table.",
+            )
+            .expect("valid"),
+        }
+    }
+
+    fn collectors(&self) -> Vec<Box<dyn prometheus::core::Collector>> {
+        vec![
+            Box::new(self.tracked.clone()),
+            Box::new(self.local.clone()),
+            Box::new(self.events.clone()),
+            Box::new(self.dropped.clone()),
+            Box::new(self.repairs.clone()),
+            Box::new(self.diverged.clone()),
+        ]
+    }
 }
 
 /// Cluster figures, copied from the cluster's own counters at scrape time.
@@ -313,6 +388,7 @@ impl Metrics {
                 &["issuer", "result"],
             )
             .expect("valid"),
+            presence: PresenceMetrics::new(),
             cluster: ClusterMetrics::new(),
             registry,
         };
@@ -337,7 +413,11 @@ impl Metrics {
             Box::new(self.reloads.clone()),
             Box::new(self.jwks_fetches.clone()),
         ];
-        for c in collectors.into_iter().chain(self.cluster.collectors()) {
+        for c in collectors
+            .into_iter()
+            .chain(self.cluster.collectors())
+            .chain(self.presence.collectors())
+        {
             r.register(c).expect("each metric is registered once");
         }
         // Process RSS, CPU and open fds (Linux): hubbub_process_resident_memory_bytes etc.

@@ -388,6 +388,8 @@ pub struct Grants {
     pub publish: Vec<Selector>,
     pub subscribe: Vec<Selector>,
     pub exp: u64,
+    /// The first subscribe detail's `payload` (an object).
+    pub payload: Option<Value>,
 }
 
 /// `base` resolves relative URL patterns (the hub's resource identifier).
@@ -435,7 +437,11 @@ fn grants(claims: Claims, base: &str) -> Result<Grants, TokenError> {
             .map(|t| matcher(t, base, &mut patterns))
             .collect::<Result<Vec<_>, _>>()?;
         match detail.get("payload") {
-            None | Some(Value::Object(_)) => {}
+            None => {}
+            Some(p @ Value::Object(_)) if subscribe && out.payload.is_none() => {
+                out.payload = Some(p.clone());
+            }
+            Some(Value::Object(_)) => {}
             Some(_) => return Err(bad("payload must be an object")),
         }
         if publish {

@@ -34,6 +34,8 @@ pub struct AppState {
     /// Cancelled when shutdown begins: readiness fails at once so load
     /// balancers send new clients elsewhere while streams drain.
     pub draining: CancellationToken,
+    /// Active subscriptions (the table and its events; inert unless enabled).
+    pub presence: Arc<crate::presence::Presence>,
     selectors: Mutex<HashMap<String, Selector>>,
     /// Compiled URL Patterns by (base, pattern), apart from `selectors`: a
     /// template's text must never find a URL Pattern. Subscribers sharing a
@@ -45,7 +47,23 @@ pub type SharedState = Arc<AppState>;
 
 impl AppState {
     pub fn new(hub: Hub, settings: Settings, metrics: Metrics, cluster: Option<Cluster>) -> Self {
+        let timing = settings
+            .cluster
+            .as_ref()
+            .map_or_else(crate::presence::Timing::default, |c| {
+                crate::presence::Timing::for_cluster(c.order_wait, c.gossip_interval)
+            });
+        let presence = Arc::new(crate::presence::Presence::new(
+            settings.presence.enabled,
+            settings.presence.max_tracked,
+            hub.clone(),
+            cluster.clone(),
+            settings.auth.compat_0x(),
+            metrics.presence.clone(),
+            timing,
+        ));
         Self {
+            presence,
             hub,
             settings: ArcSwap::from_pointee(settings),
             metrics,

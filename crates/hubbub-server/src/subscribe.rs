@@ -22,6 +22,7 @@ use crate::auth::{AuthError, Role};
 use crate::connection::set_static;
 use crate::error::ApiError;
 use crate::metrics::Rejection;
+use crate::presence::event::{MatchType, Tracked};
 use crate::state::SharedState;
 
 /// How long a subscription that reaches a node still catching up with the
@@ -173,8 +174,8 @@ async fn subscribe_with(
     // from another node a moment ago: wait until our delivery has caught up
     // with this instant, then look again (else it would be replayed twice).
     let clock = state.cluster.as_ref().map(|c| c.clock());
-    match open(state, headers, query).await {
-        Ok(sub)
+    let opened = match open(state, headers, query).await {
+        Ok((sub, payload))
             if sub.response_last_event_id() == Some("earliest")
                 && matches!(
                     resume(headers, query.last_event_id.clone()),
@@ -192,11 +193,45 @@ async fn subscribe_with(
                     crate::clustering::wait_delivered(delivered, clock, limit).await;
                     open(state, headers, query).await
                 }
-                _ => Ok(sub),
+                _ => Ok((sub, payload)),
             }
         }
         other => other,
+    };
+    let (mut sub, payload) = opened?;
+    if state.presence.enabled() {
+        sub.attach(state.presence.announce(tracked(query, payload)));
     }
+    Ok(sub)
+}
+
+/// The subscriptions one connection holds, one per matcher, under a fresh
+/// random subscriber id (never anything the client sent: draft-08,
+/// "Subscriber Identifier Assignment").
+fn tracked(query: &Query, payload: Option<serde_json::Value>) -> Vec<Tracked> {
+    let subscriber = format!("urn:uuid:{}", uuid::Uuid::new_v4());
+    let payload = payload
+        .map(|p| p.to_string())
+        .filter(|p| p.len() <= crate::presence::MAX_PAYLOAD_BYTES);
+    let one = |match_type, matcher: &str| Tracked {
+        match_type,
+        matcher: matcher.to_owned(),
+        subscriber: subscriber.clone(),
+        payload: payload.clone(),
+    };
+    let v0 = query.topics.iter().map(|t| {
+        let kind = if t.contains('{') {
+            MatchType::Template
+        } else {
+            MatchType::Exact
+        };
+        one(kind, t)
+    });
+    let v1 = query.matchers.iter().map(|(kind, m)| match kind {
+        MatcherType::Exact => one(MatchType::Exact, m),
+        MatcherType::UrlPattern => one(MatchType::UrlPattern, m),
+    });
+    v0.chain(v1).collect()
 }
 
 /// A Mercure 1.0 topic matcher type, named by the suffix of its query
@@ -322,7 +357,7 @@ fn parse_form(raw: &[u8]) -> Result<Query, String> {
 /// when no `oauth_resource` is configured: this endpoint on the host the client addressed (`https` when a proxy says
 /// it terminated TLS). A Host that makes no URL falls back to `localhost`; it
 /// only changes what the client's own relative patterns mean.
-fn hub_url(headers: &HeaderMap) -> String {
+pub(crate) fn hub_url(headers: &HeaderMap) -> String {
     let scheme = match headers
         .get("x-forwarded-proto")
         .and_then(|v| v.to_str().ok())
@@ -355,7 +390,7 @@ async fn open(
     state: &SharedState,
     headers: &HeaderMap,
     query: &Query,
-) -> Result<Subscription, ApiError> {
+) -> Result<(Subscription, Option<serde_json::Value>), ApiError> {
     let settings = state.settings.load_full();
     let bad = |e: String| ApiError::new(Rejection::BadRequest, e);
     if let Some(name) = query.v0_parameter
@@ -403,8 +438,8 @@ async fn open(
     let found = auth
         .present(headers, query.authorization.as_deref())
         .map_err(|e| ApiError::auth(&e, ""))?;
-    let (claims, exp) = match found {
-        None if auth.anonymous() => (None, None),
+    let (claims, exp, payload) = match found {
+        None if auth.anonymous() => (None, None, None),
         None => {
             return Err(ApiError::auth(
                 &AuthError::Missing,
@@ -416,7 +451,7 @@ async fn open(
                 .authorize(Role::Subscriber, &token, headers, |s| state.selector(s))
                 .await
                 .map_err(|e| ApiError::auth(&e, ""))?;
-            (granted.subscribe, granted.exp)
+            (granted.subscribe, granted.exp, granted.payload)
         }
     };
 
@@ -426,14 +461,15 @@ async fn open(
         resume: resume(headers, query.last_event_id.clone()),
         deadline: deadline(settings.limits.lifetime, exp),
     };
-    state.hub.subscribe(request).map_err(|e| match e {
+    let sub = state.hub.subscribe(request).map_err(|e| match e {
         SubscribeError::TooManySubscribers(_) => {
             ApiError::new(Rejection::TooManySubscribers, e.to_string())
                 .retry_after(Duration::from_secs(5))
         }
         SubscribeError::ShuttingDown => ApiError::new(Rejection::ShuttingDown, e.to_string())
             .retry_after(Duration::from_secs(1)),
-    })
+    })?;
+    Ok((sub, payload))
 }
 
 /// The `Last-Event-ID` header wins over the query parameter (`last_event_id`,

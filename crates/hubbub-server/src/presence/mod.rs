@@ -1,0 +1,571 @@
+//! Mercure's active subscriptions, cluster-wide: subscription events when a
+//! subscription starts or ends, and the table the subscriptions API reads.
+//!
+//! Events are updates, and on a cluster they travel the ordered relay like any
+//! other: the owner (the node holding the connection) stamps the `active`
+//! event and, when the connection ends, the `inactive` one. Every node applies
+//! the released events to its [`table::Table`] in the cluster's one order and
+//! delivers those that change it, so "the list at cursor X, then the events
+//! after X" is the same on every node.
+//!
+//! Faults are repaired by more events, never by editing a table on the side:
+//! - a node that departs (killed, partitioned away, restarted as a new
+//!   generation) leaves entries nobody will end: after `grace`, the lowest
+//!   ready node ends each of them (any other node too, should they still be
+//!   there later); the table drops all but the first end, so each
+//!   subscription ends exactly once in every node's history;
+//! - an owner whose own subscription is missing from the table (ended by a
+//!   node that thought it dead, or a lost event) announces it again, and
+//!   one whose table holds a subscription it no longer has ends it;
+//! - a node that joins, or one whose table disagrees with an owner's gossiped
+//!   summary (count and digest), gets a full re-announcement from that owner:
+//!   nodes holding those subscriptions drop it as unchanged.
+//!
+//! Threat model: only the hub writes events (publishers cannot use the type
+//! `mercure` nor the reserved topics: 400), relay peers are authenticated,
+//! subscriber ids are random and never client-supplied, a payload comes from a
+//! verified token, and events are private. Gossiped summaries are read only to
+//! decide to ask for a re-announcement, at most once per `settle` per node.
+
+pub mod event;
+pub mod table;
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use hubbub_cluster::{Cluster, SubmitError};
+use hubbub_core::{Hub, PublishError};
+use hubbub_proto::Update;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::PresenceMetrics;
+use event::Tracked;
+use table::{Applied, Entry, Summary, Table};
+
+/// Gossip keys (`Cluster::set_app_key`): this node's own subscriptions'
+/// summary, and a counter it bumps to ask owners for a re-announcement.
+const KEY_SUMMARY: &str = "presence";
+const KEY_RESYNC: &str = "presence_resync";
+
+/// A token `payload` longer than this is not copied into events (every event
+/// and table entry carries it): the subscription is tracked without it.
+pub const MAX_PAYLOAD_BYTES: usize = 4096;
+
+/// How the repairs are paced.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    /// How often the table is checked against reality.
+    pub tick: Duration,
+    /// How long an event may take to come back through the cluster's order
+    /// before its absence counts as a loss.
+    pub settle: Duration,
+    /// How long a departed origin's subscriptions wait before being ended.
+    pub grace: Duration,
+}
+
+impl Timing {
+    /// From the cluster's `order_wait` (the longest a healthy release takes)
+    /// and gossip interval (how fast membership news travels).
+    pub fn for_cluster(order_wait: Duration, gossip_interval: Duration) -> Self {
+        Self {
+            tick: Duration::from_millis(500),
+            settle: (order_wait * 2 + Duration::from_secs(1)).max(Duration::from_secs(2)),
+            grace: (gossip_interval * 10).max(Duration::from_secs(1)),
+        }
+    }
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Self::for_cluster(Duration::from_secs(1), Duration::from_millis(100))
+    }
+}
+
+/// What this node's own connections hold, and what it still has to send.
+#[derive(Debug, Default)]
+struct Local {
+    outbox: VecDeque<(Tracked, bool)>,
+    /// Own live subscriptions by topic, with when they were (re)announced.
+    live: HashMap<String, (Tracked, Instant)>,
+    summary: Summary,
+    /// Ends emitted and not yet seen applied, with when.
+    ending: HashMap<String, Instant>,
+}
+
+/// The active-subscriptions service of one node. Shared (`Arc`).
+#[derive(Debug)]
+pub struct Presence {
+    enabled: bool,
+    /// This node's origin as the table names owners (`node/generation`, or
+    /// `local` on a single node).
+    owner: Arc<str>,
+    hub: Hub,
+    cluster: Option<Cluster>,
+    compat_0x: bool,
+    table: tokio::sync::Mutex<Table>,
+    local: Mutex<Local>,
+    wake: Notify,
+    metrics: PresenceMetrics,
+    timing: Timing,
+}
+
+/// Ends the tracked subscriptions of one connection when dropped (it is
+/// attached to the connection's `Subscription`).
+#[derive(Debug)]
+pub struct Departure {
+    presence: Arc<Presence>,
+    topics: Vec<String>,
+}
+
+impl Drop for Departure {
+    fn drop(&mut self) {
+        self.presence.depart(&self.topics);
+    }
+}
+
+impl Presence {
+    pub fn new(
+        enabled: bool,
+        max_tracked: usize,
+        hub: Hub,
+        cluster: Option<Cluster>,
+        compat_0x: bool,
+        metrics: PresenceMetrics,
+        timing: Timing,
+    ) -> Self {
+        let owner = cluster
+            .as_ref()
+            .map_or_else(|| "local".into(), |c| c.origin().to_string().into());
+        Self {
+            enabled,
+            owner,
+            hub,
+            cluster,
+            compat_0x,
+            table: tokio::sync::Mutex::new(Table::new(max_tracked)),
+            local: Mutex::default(),
+            wake: Notify::new(),
+            metrics,
+            timing,
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    fn local(&self) -> std::sync::MutexGuard<'_, Local> {
+        self.local.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Starts tracking one connection's subscriptions (one per matcher);
+    /// they end when the returned value is dropped.
+    pub fn announce(self: &Arc<Self>, tracked: Vec<Tracked>) -> Departure {
+        let now = Instant::now();
+        let mut topics = Vec::with_capacity(tracked.len());
+        {
+            let mut local = self.local();
+            for t in tracked {
+                let topic = t.topic();
+                if local.live.contains_key(&topic) {
+                    continue; // the same matcher twice on one connection
+                }
+                local.summary.add(&topic);
+                local.outbox.push_back((t.clone(), true));
+                local.live.insert(topic.clone(), (t, now));
+                topics.push(topic);
+            }
+            self.metrics.local.set(local.live.len() as i64);
+        }
+        self.wake.notify_one();
+        Departure {
+            presence: self.clone(),
+            topics,
+        }
+    }
+
+    fn depart(&self, topics: &[String]) {
+        let now = Instant::now();
+        {
+            let mut local = self.local();
+            for topic in topics {
+                if let Some((t, _)) = local.live.remove(topic) {
+                    local.summary.remove(topic);
+                    local.ending.insert(topic.clone(), now);
+                    local.outbox.push_back((t, false));
+                }
+            }
+            self.metrics.local.set(local.live.len() as i64);
+        }
+        self.wake.notify_one();
+    }
+
+    /// Before this node leaves its cluster: sends what is queued, then ends
+    /// every own subscription, so peers see them end in order rather than
+    /// after their `grace` for a departed node. Streams still open here stay
+    /// open until drained; they are no longer tracked.
+    pub async fn farewell(&self, limit: Duration) {
+        if self.cluster.is_none() {
+            return;
+        }
+        let stop = CancellationToken::new();
+        let deadline = tokio::time::sleep(limit);
+        tokio::pin!(deadline);
+        let done = async {
+            self.flush(&stop).await;
+            let own: Vec<(Tracked, bool)> = {
+                let mut local = self.local();
+                let now = Instant::now();
+                let own: Vec<_> = local
+                    .live
+                    .drain()
+                    .map(|(topic, (t, _))| (topic, t))
+                    .collect();
+                local.summary = Summary::default();
+                for (topic, _) in &own {
+                    local.ending.insert(topic.clone(), now);
+                }
+                own.into_iter().map(|(_, t)| (t, false)).collect()
+            };
+            self.metrics.local.set(0);
+            self.local().outbox.extend(own);
+            self.flush(&stop).await;
+        };
+        tokio::select! {
+            () = done => {}
+            () = &mut deadline => tracing::warn!(?limit, "leaving: not every subscription end was sent in time"),
+        }
+    }
+
+    /// Applies one released subscription event (from any origin) and, if it
+    /// changed the table, delivers it (and its 0.x twin) to the local hub,
+    /// all under the table's lock, so a [`snapshot`](Self::snapshot) sees
+    /// the table and the hub's history agree.
+    pub async fn apply(&self, update: &Update, origin: &str) {
+        let Some((tracked, active)) = event::parse(update) else {
+            tracing::warn!(id = %update.id, "malformed subscription event dropped");
+            return;
+        };
+        let mut table = self.table.lock().await;
+        match table.apply(tracked.clone(), active, origin) {
+            Applied::Changed => {
+                self.metrics.tracked.set(table.len() as i64);
+                self.metrics
+                    .events
+                    .with_label_values(&[if active { "true" } else { "false" }])
+                    .inc();
+                publish(&self.hub, update.clone()).await;
+                if self.compat_0x {
+                    publish(&self.hub, event::twin_v0(update, &tracked, active)).await;
+                }
+            }
+            Applied::Unchanged => self.metrics.dropped.with_label_values(&["unchanged"]).inc(),
+            Applied::Full => self.metrics.dropped.with_label_values(&["full"]).inc(),
+        }
+    }
+
+    /// The subscriptions whose topic starts with `prefix`, and the cursor to
+    /// follow them from: the id of the newest update in the hub, read under
+    /// the table's lock (every event enters the hub under it), so the list
+    /// holds exactly the events up to the cursor. `earliest` when the hub
+    /// holds nothing.
+    pub async fn snapshot(&self, prefix: &str) -> (Vec<Entry>, String) {
+        let table = self.table.lock().await;
+        let list = table.with_prefix(prefix).cloned().collect();
+        (list, self.cursor())
+    }
+
+    /// One subscription (by its topic) and the cursor, as [`snapshot`](Self::snapshot).
+    pub async fn get(&self, topic: &str) -> (Option<Entry>, String) {
+        let table = self.table.lock().await;
+        (table.get(topic).cloned(), self.cursor())
+    }
+
+    fn cursor(&self) -> String {
+        self.hub
+            .last_event_id()
+            .map_or_else(|| "earliest".to_owned(), |id| id.to_string())
+    }
+
+    /// Sends queued events and repairs the table until `stop` fires.
+    pub async fn run(self: Arc<Self>, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(self.timing.tick);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut watch = Watch::default();
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = self.wake.notified() => {}
+                _ = tick.tick() => self.reconcile(&mut watch).await,
+            }
+            self.flush(&stop).await;
+        }
+    }
+
+    async fn flush(&self, stop: &CancellationToken) {
+        loop {
+            let Some((tracked, active)) = self.local().outbox.pop_front() else {
+                return;
+            };
+            let update = tracked.event(active, format!("urn:uuid:{}", uuid::Uuid::now_v7()));
+            let Some(cluster) = &self.cluster else {
+                self.apply(&update, &self.owner).await;
+                continue;
+            };
+            loop {
+                match cluster.submit(update.clone()) {
+                    Ok(_) => break,
+                    Err(SubmitError::Overloaded) => {
+                        if stop
+                            .run_until_cancelled(tokio::time::sleep(Duration::from_millis(10)))
+                            .await
+                            .is_none()
+                        {
+                            return;
+                        }
+                    }
+                    Err(SubmitError::ShuttingDown) => return,
+                }
+            }
+        }
+    }
+
+    fn queue(&self, events: impl IntoIterator<Item = (Tracked, bool)>, kind: &str) {
+        let mut local = self.local();
+        let before = local.outbox.len();
+        local.outbox.extend(events);
+        let n = local.outbox.len() - before;
+        if n > 0 {
+            self.metrics
+                .repairs
+                .with_label_values(&[kind])
+                .inc_by(n as u64);
+        }
+    }
+
+    /// One round of repairs (see the module doc).
+    async fn reconcile(&self, watch: &mut Watch) {
+        let now = Instant::now();
+        let settle = self.timing.settle;
+        let view = self.cluster.as_ref().map(Cluster::view);
+        let (reannounce, end_own, end_departed, summaries) = {
+            let table = self.table.lock().await;
+            let mut local = self.local();
+            let local = &mut *local;
+            let full = table.is_full();
+            let mut reannounce = Vec::new();
+            for (topic, (t, since)) in &mut local.live {
+                if !full && table.get(topic).is_none() && now.duration_since(*since) >= settle {
+                    *since = now;
+                    reannounce.push((t.clone(), true));
+                }
+            }
+            let mut end_own = Vec::new();
+            for e in table.owned_by(&self.owner) {
+                let topic = e.tracked.topic();
+                if local.live.contains_key(&topic) {
+                    continue;
+                }
+                if local
+                    .ending
+                    .get(&topic)
+                    .is_none_or(|at| now.duration_since(*at) >= settle)
+                {
+                    local.ending.insert(topic, now);
+                    end_own.push((e.tracked.clone(), false));
+                }
+            }
+            local
+                .ending
+                .retain(|t, at| table.get(t).is_some() || now.duration_since(*at) < settle);
+            let end_departed = view
+                .as_ref()
+                .map(|v| {
+                    watch.departed(v, &table, &self.owner, now, &self.timing, &mut local.ending)
+                })
+                .unwrap_or_default();
+            let summaries: BTreeMap<String, Summary> = view
+                .as_ref()
+                .map(|v| {
+                    v.members
+                        .iter()
+                        .map(|m| {
+                            let o = format!("{}/{}", m.node, m.generation);
+                            let s = table.summary(&o);
+                            (o, s)
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            self.metrics.tracked.set(table.len() as i64);
+            (reannounce, end_own, end_departed, summaries)
+        };
+        self.queue(reannounce, "reannounce");
+        self.queue(end_own, "end_own");
+        self.queue(end_departed, "end_departed");
+        let (Some(cluster), Some(view)) = (&self.cluster, view) else {
+            return;
+        };
+        cluster.set_app_key(KEY_SUMMARY, &self.local().summary.encode());
+        let (resync, ask) = watch.gossip(&view, &summaries, now, settle);
+        if ask {
+            self.metrics.diverged.inc();
+            watch.asked += 1;
+            cluster.set_app_key(KEY_RESYNC, &watch.asked.to_string());
+        }
+        if resync {
+            let all: Vec<_> = self
+                .local()
+                .live
+                .values()
+                .map(|(t, _)| (t.clone(), true))
+                .collect();
+            self.queue(all, "resync");
+        }
+    }
+}
+
+/// What the repair rounds remember between turns (owned by the `run` task).
+#[derive(Debug, Default)]
+struct Watch {
+    /// Owners seen in the table but not among the members, since when.
+    absent: HashMap<Arc<str>, Instant>,
+    /// Member origins seen so far (a new one gets a re-announcement).
+    known: HashSet<String>,
+    started: bool,
+    /// Each member's last seen resync counter.
+    resync_seen: HashMap<String, String>,
+    /// Per member origin: the (gossiped, ours) pair that disagreed, and since when.
+    disagree: HashMap<String, (Summary, Summary, Instant)>,
+    /// When we last asked for a re-announcement, and how often we did.
+    last_ask: Option<Instant>,
+    asked: u64,
+}
+
+impl Watch {
+    /// Ends for the subscriptions of owners that left the membership more
+    /// than `grace` ago: by the lowest ready node, or by anyone after three
+    /// times that (the lowest may itself be gone or behind).
+    fn departed(
+        &mut self,
+        view: &hubbub_cluster::ClusterView,
+        table: &Table,
+        me: &str,
+        now: Instant,
+        timing: &Timing,
+        ending: &mut HashMap<String, Instant>,
+    ) -> Vec<(Tracked, bool)> {
+        if !view.ready {
+            return Vec::new();
+        }
+        let live: HashSet<String> = view
+            .members
+            .iter()
+            .map(|m| format!("{}/{}", m.node, m.generation))
+            .collect();
+        let lowest = view
+            .members
+            .iter()
+            .filter(|m| m.ready && !m.leaving)
+            .all(|m| *m.node > *view.node);
+        let gone: Vec<Arc<str>> = table
+            .owners()
+            .map(|(o, _)| o.clone())
+            .filter(|o| &**o != me && !live.contains(&**o))
+            .collect();
+        self.absent.retain(|o, _| gone.contains(o));
+        let mut out = Vec::new();
+        for owner in gone {
+            let since = *self.absent.entry(owner.clone()).or_insert(now);
+            let waited = now.duration_since(since);
+            if !(waited >= timing.grace && lowest || waited >= timing.grace * 3) {
+                continue;
+            }
+            for e in table.owned_by(&owner) {
+                let topic = e.tracked.topic();
+                if ending
+                    .get(&topic)
+                    .is_none_or(|at| now.duration_since(*at) >= timing.settle)
+                {
+                    ending.insert(topic, now);
+                    out.push((e.tracked.clone(), false));
+                }
+            }
+        }
+        out
+    }
+
+    /// Reads the members' gossip: whether to re-announce all our own
+    /// subscriptions (a new member, or one asking), and whether to ask for
+    /// re-announcements ourselves (a member's summary of its own
+    /// subscriptions has disagreed with our table, unchanged, for `settle`).
+    fn gossip(
+        &mut self,
+        view: &hubbub_cluster::ClusterView,
+        ours: &BTreeMap<String, Summary>,
+        now: Instant,
+        settle: Duration,
+    ) -> (bool, bool) {
+        let mut resync = false;
+        let mut ask = false;
+        for m in &view.members {
+            let origin = format!("{}/{}", m.node, m.generation);
+            if self.known.insert(origin.clone()) && self.started {
+                resync = true;
+            }
+            if let Some(asked) = m.app.get(KEY_RESYNC) {
+                let seen = self.resync_seen.insert(origin.clone(), asked.clone());
+                // A member's first value is news only if it joined after us.
+                if seen.as_ref().is_some_and(|s| s != asked) {
+                    resync = true;
+                }
+            }
+            let (Some(theirs), Some(ours)) = (
+                m.app.get(KEY_SUMMARY).and_then(|s| Summary::decode(s)),
+                ours.get(&origin),
+            ) else {
+                continue;
+            };
+            if theirs == *ours || !m.ready {
+                self.disagree.remove(&origin);
+                continue;
+            }
+            match self.disagree.get(&origin) {
+                Some((t, o, since)) if *t == theirs && o == ours => {
+                    if now.duration_since(*since) >= settle
+                        && self
+                            .last_ask
+                            .is_none_or(|at| now.duration_since(at) >= settle)
+                    {
+                        ask = true;
+                        self.last_ask = Some(now);
+                        self.disagree.remove(&origin);
+                    }
+                }
+                _ => {
+                    self.disagree.insert(origin, (theirs, *ours, now));
+                }
+            }
+        }
+        self.known.retain(|o| {
+            view.members
+                .iter()
+                .any(|m| format!("{}/{}", m.node, m.generation) == *o)
+        });
+        self.started = true;
+        (resync, ask)
+    }
+}
+
+/// Into the hub, waiting out a full dispatch backlog (never dropped).
+async fn publish(hub: &Hub, update: Update) {
+    loop {
+        match hub.publish(update.clone()) {
+            Ok(_) => return,
+            Err(PublishError::Overloaded) => hub.publish_capacity().await,
+            Err(PublishError::ShuttingDown) => return,
+        }
+    }
+}
