@@ -22,7 +22,7 @@ const API: &str = "/.well-known/mercure/subscriptions";
 
 fn presence_config() -> Config {
     Config {
-        subscriptions: true,
+        subscriptions: Some(true),
         oauth_issuers: vec![format!("{ISS}|HS256|{SECRET}")],
         oauth_resource: Some(RESOURCE.into()),
         ..config()
@@ -318,7 +318,7 @@ async fn events_are_private_and_only_the_hub_writes_them() {
 #[tokio::test]
 async fn off_by_default_the_api_is_404_and_nothing_is_announced() {
     let hub = TestHub::start(Config {
-        subscriptions: false,
+        subscriptions: Some(false),
         ..presence_config()
     })
     .await;
