@@ -1044,3 +1044,21 @@ def test_presence_panel_follows_subscribers(gpage, topology, generation):
     )
     assert any(r["match"] == mine for r in presence_rows(page)), "the page's own stays"
     assert page.el("presence-count").text == str(len(presence_rows(page)))
+
+
+def test_presence_panel_says_when_the_hub_does_not_track(driver, workdir):
+    """A hub with ``--subscriptions=false`` does not advertise
+    ``mercure_subscriptions``: the panel says it is off, with no Watch button."""
+    hub = Hub(workdir, "no-subscriptions", ("--subscriptions=false",))
+    hub.start()
+    try:
+        meta = hub.get_json("/.well-known/oauth-protected-resource/.well-known/mercure")
+        assert "mercure_subscriptions" not in meta, meta
+        page = open_page(driver, hub)
+        page.wait_for("the panel to say it is off", lambda: presence_state(page) == "off")
+        assert "does not track active subscriptions" in page.el("presence-note").text
+        assert not page.el("presence-watch").is_displayed()
+        assert presence_rows(page) == [] and page.el("presence-count").text == "0"
+    finally:
+        driver.get("about:blank")
+        hub.stop()
