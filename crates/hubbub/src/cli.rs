@@ -211,7 +211,10 @@ pub struct SubscribeArgs {
     #[command(flatten)]
     pub to: HubArgs,
     /// Mercure 1.0: exact topic to receive (repeatable; `*` for all).
-    #[arg(long = "match", required_unless_present_any = ["match_urlpattern", "topic"])]
+    #[arg(
+        long = "match",
+        required_unless_present_any = ["match_urlpattern", "topic", "presence"]
+    )]
     pub match_exact: Vec<String>,
     /// Mercure 1.0: URL pattern of the topics to receive (repeatable), e.g.
     /// `https://example.com/books/:id`.
@@ -231,6 +234,15 @@ pub struct SubscribeArgs {
     /// Print events as JSON lines.
     #[arg(long)]
     pub json: bool,
+    /// Who is here: list the hub's active subscriptions (Mercure's
+    /// subscription API), then follow them live from the list's cursor
+    /// (`+`/`-` lines). Needs a token whose subscribe grants cover
+    /// `/.well-known/mercure/subscriptions` (a minted one does).
+    #[arg(
+        long,
+        conflicts_with_all = ["match_exact", "match_urlpattern", "topic", "anonymous", "last_event_id"]
+    )]
+    pub presence: bool,
 }
 
 #[cfg(test)]
