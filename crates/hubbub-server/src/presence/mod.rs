@@ -310,6 +310,10 @@ impl Presence {
                 return;
             };
             let update = tracked.event(active, format!("urn:uuid:{}", uuid::Uuid::now_v7()));
+            self.metrics
+                .emitted
+                .with_label_values(&[if active { "true" } else { "false" }])
+                .inc();
             let Some(cluster) = &self.cluster else {
                 self.apply(&update, &self.owner).await;
                 continue;
