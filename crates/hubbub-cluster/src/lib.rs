@@ -24,6 +24,7 @@ mod view;
 pub mod wire;
 
 pub use cluster::{Cluster, ClusterConfig, ClusterError, Ordered, SubmitError, fresh_generation};
+pub use membership::{MAX_APP_KEYS, MAX_APP_VALUE};
 pub use node::Delivery;
 pub use relay::MAX_UNAUTHENTICATED;
 pub use secure::Preamble;

@@ -210,3 +210,57 @@ async fn a_node_that_leaves_ends_its_subscriptions_everywhere_once() {
     assert!(watch_c.repeats().is_empty(), "{:?}", watch_c.repeats());
     drop(on_a);
 }
+
+/// A node that joins after its peers' subscription events left every log
+/// (origin logs and histories are bounded) cannot build its table from the
+/// catch-up: its table disagrees with the owners' gossiped summaries, it asks
+/// them by name, and they announce their subscriptions again. The nodes that
+/// had them drop those as unchanged: their followers see nothing.
+#[tokio::test]
+async fn a_late_joiner_whose_history_lacks_the_events_gets_them_announced_again() {
+    let mut all = members(3).await;
+    for m in &mut all {
+        m.config.cluster_log_size = 20;
+        m.config.history_size = 20;
+    }
+    let late = all.pop().unwrap();
+    let mut cluster = TestCluster::start_with(all).await;
+    let bases: Vec<String> = (0..2).map(|i| cluster.node(i).base_url()).collect();
+    let watch_b = PresenceFollower::start(&bases[1], &token()).await;
+    let mut held = Vec::new();
+    let mut expected = BTreeSet::new();
+    for i in 0..8 {
+        let m = format!("https://example.com/early/{i}");
+        held.push(subscribe(&bases[i % 2], &m).await);
+        expected.insert(m);
+    }
+    for base in &bases {
+        wait_listed(base, &expected, "before the join").await;
+    }
+    // Push the events out of every log.
+    for i in 0..60 {
+        cluster
+            .node(i % 2)
+            .publish_ok(&[("topic", "https://example.com/filler"), ("data", "x")])
+            .await;
+    }
+    let before = watch_b.events().len();
+    let c = cluster.join(late).await;
+    cluster.wait_ready(c).await;
+    let base_c = cluster.node(c).base_url();
+    wait_listed(&base_c, &expected, "the late joiner").await;
+    let asked = cluster
+        .node(c)
+        .metric("hubbub_presence_diverged_total")
+        .await
+        .unwrap_or(0.0);
+    assert!(asked >= 1.0, "the joiner asked for the announcements");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        watch_b.events().len(),
+        before,
+        "B's clients saw no re-announcement"
+    );
+    assert!(watch_b.repeats().is_empty(), "{:?}", watch_b.repeats());
+    drop(held);
+}

@@ -17,15 +17,18 @@
 //! - an owner whose own subscription is missing from the table (ended by a
 //!   node that thought it dead, or a lost event) announces it again, and
 //!   one whose table holds a subscription it no longer has ends it;
-//! - a node that joins, or one whose table disagrees with an owner's gossiped
-//!   summary (count and digest), gets a full re-announcement from that owner:
-//!   nodes holding those subscriptions drop it as unchanged.
+//! - a node whose table disagrees with an owner's gossiped summary (count and
+//!   digest) for `settle` (it joined after those events left every log, or
+//!   lost some) asks that owner by name, which announces its subscriptions
+//!   again: nodes holding them drop those as unchanged.
 //!
 //! Threat model: only the hub writes events (publishers cannot use the type
 //! `mercure` nor the reserved topics: 400), relay peers are authenticated,
 //! subscriber ids are random and never client-supplied, a payload comes from a
-//! verified token, and events are private. Gossiped summaries are read only to
-//! decide to ask for a re-announcement, at most once per `settle` per node.
+//! verified token, and events are private. Gossip is read only to decide to
+//! ask for a re-announcement (at most once per `settle`) or to make one: a
+//! forged request costs an owner one re-announcement per change of the
+//! asker's value, dropped as unchanged everywhere.
 
 pub mod event;
 pub mod table;
@@ -413,11 +416,11 @@ impl Presence {
             return;
         };
         cluster.set_app_key(KEY_SUMMARY, &self.local().summary.encode());
-        let (resync, ask) = watch.gossip(&view, &summaries, now, settle);
-        if ask {
+        let (resync, ask) = watch.gossip(&view, &summaries, &self.owner, now, settle);
+        if !ask.is_empty() {
             self.metrics.diverged.inc();
             watch.asked += 1;
-            cluster.set_app_key(KEY_RESYNC, &watch.asked.to_string());
+            cluster.set_app_key(KEY_RESYNC, &resync_request(watch.asked, &ask));
         }
         if resync {
             let all: Vec<_> = self
@@ -436,11 +439,13 @@ impl Presence {
 struct Watch {
     /// Owners seen in the table but not among the members, since when.
     absent: HashMap<Arc<str>, Instant>,
-    /// Member origins seen so far (a new one gets a re-announcement).
-    known: HashSet<String>,
-    started: bool,
-    /// Each member's last seen resync counter.
+    /// Each member's last seen resync request.
     resync_seen: HashMap<String, String>,
+    /// A request naming us, not yet honoured, and when we last honoured one:
+    /// at most one re-announcement per `settle`, whatever gossip says (gossip
+    /// is unauthenticated: a stranger could ask every round).
+    resync_pending: bool,
+    last_resync: Option<Instant>,
     /// Per member origin: the (gossiped, ours) pair that disagreed, and since when.
     disagree: HashMap<String, (Summary, Summary, Instant)>,
     /// When we last asked for a re-announcement, and how often we did.
@@ -502,28 +507,30 @@ impl Watch {
     }
 
     /// Reads the members' gossip: whether to re-announce all our own
-    /// subscriptions (a new member, or one asking), and whether to ask for
-    /// re-announcements ourselves (a member's summary of its own
-    /// subscriptions has disagreed with our table, unchanged, for `settle`).
+    /// subscriptions (a member asks us by name), and which owners to ask for
+    /// theirs (an owner's gossiped summary of its own subscriptions has
+    /// disagreed with our table, unchanged, for `settle`: a node that joined
+    /// after those subscriptions' events left every history, or one that
+    /// lost events). At most one request per `settle`.
     fn gossip(
         &mut self,
         view: &hubbub_cluster::ClusterView,
         ours: &BTreeMap<String, Summary>,
+        me: &str,
         now: Instant,
         settle: Duration,
-    ) -> (bool, bool) {
+    ) -> (bool, Vec<String>) {
         let mut resync = false;
-        let mut ask = false;
+        let mut ask = Vec::new();
+        let may_ask = self
+            .last_ask
+            .is_none_or(|at| now.duration_since(at) >= settle);
         for m in &view.members {
             let origin = format!("{}/{}", m.node, m.generation);
-            if self.known.insert(origin.clone()) && self.started {
-                resync = true;
-            }
-            if let Some(asked) = m.app.get(KEY_RESYNC) {
-                let seen = self.resync_seen.insert(origin.clone(), asked.clone());
-                // A member's first value is news only if it joined after us.
-                if seen.as_ref().is_some_and(|s| s != asked) {
-                    resync = true;
+            if let Some(request) = m.app.get(KEY_RESYNC) {
+                let seen = self.resync_seen.insert(origin.clone(), request.clone());
+                if seen.as_ref() != Some(request) && names(request, me) {
+                    self.resync_pending = true;
                 }
             }
             let (Some(theirs), Some(ours)) = (
@@ -538,14 +545,9 @@ impl Watch {
             }
             match self.disagree.get(&origin) {
                 Some((t, o, since)) if *t == theirs && o == ours => {
-                    if now.duration_since(*since) >= settle
-                        && self
-                            .last_ask
-                            .is_none_or(|at| now.duration_since(at) >= settle)
-                    {
-                        ask = true;
-                        self.last_ask = Some(now);
+                    if may_ask && now.duration_since(*since) >= settle {
                         self.disagree.remove(&origin);
+                        ask.push(origin);
                     }
                 }
                 _ => {
@@ -553,14 +555,45 @@ impl Watch {
                 }
             }
         }
-        self.known.retain(|o| {
+        self.resync_seen.retain(|o, _| {
             view.members
                 .iter()
                 .any(|m| format!("{}/{}", m.node, m.generation) == *o)
         });
-        self.started = true;
+        if !ask.is_empty() {
+            self.last_ask = Some(now);
+        }
+        if self.resync_pending
+            && self
+                .last_resync
+                .is_none_or(|at| now.duration_since(at) >= settle)
+        {
+            self.resync_pending = false;
+            self.last_resync = Some(now);
+            resync = true;
+        }
         (resync, ask)
     }
+}
+
+/// A re-announcement request as gossiped: a counter (so a repeated request
+/// is news), then the owners asked, as many as fit the gossip value bound
+/// (the rest are asked after the next `settle`).
+fn resync_request(counter: u64, owners: &[String]) -> String {
+    let mut out = counter.to_string();
+    for o in owners {
+        if out.len() + 1 + o.len() > hubbub_cluster::MAX_APP_VALUE {
+            break;
+        }
+        out.push(' ');
+        out.push_str(o);
+    }
+    out
+}
+
+/// Whether a request names `owner`.
+fn names(request: &str, owner: &str) -> bool {
+    request.split(' ').skip(1).any(|o| o == owner)
 }
 
 /// Into the hub, waiting out a full dispatch backlog (never dropped).
@@ -747,44 +780,58 @@ mod tests {
     }
 
     #[test]
-    fn owners_re_announce_for_new_members_and_when_asked() {
+    fn owners_re_announce_when_a_member_asks_them_by_name() {
         let mut w = Watch::default();
         let t0 = Instant::now();
         let ours = BTreeMap::new();
-        let v = view("a", vec![member("b", 1, &[])]);
-        assert_eq!(
-            w.gossip(&v, &ours, t0, Duration::from_secs(3)),
-            (false, false),
-            "the first view is no news"
-        );
+        let settle = Duration::from_secs(3);
         let v = view("a", vec![member("b", 1, &[]), member("c", 1, &[])]);
         assert!(
-            w.gossip(&v, &ours, t0, Duration::from_secs(3)).0,
-            "c joined"
+            !w.gossip(&v, &ours, "a/1", t0, settle).0,
+            "a member joining asks nothing"
         );
-        assert!(!w.gossip(&v, &ours, t0, Duration::from_secs(3)).0);
-        let asking = view(
-            "a",
-            vec![
-                member("b", 1, &[("presence_resync", "1")]),
-                member("c", 1, &[]),
-            ],
+        let asking = |req: &'static str| {
+            view(
+                "a",
+                vec![
+                    member("b", 1, &[("presence_resync", req)]),
+                    member("c", 1, &[]),
+                ],
+            )
+        };
+        assert!(
+            w.gossip(&asking("1 c/1 a/1"), &ours, "a/1", t0, settle).0,
+            "b asks us"
         );
         assert!(
-            !w.gossip(&asking, &ours, t0, Duration::from_secs(3)).0,
-            "a first value is not a request"
-        );
-        let again = view(
-            "a",
-            vec![
-                member("b", 1, &[("presence_resync", "2")]),
-                member("c", 1, &[]),
-            ],
+            !w.gossip(&asking("1 c/1 a/1"), &ours, "a/1", t0, settle).0,
+            "once"
         );
         assert!(
-            w.gossip(&again, &ours, t0, Duration::from_secs(3)).0,
-            "b asks"
+            !w.gossip(&asking("2 c/1"), &ours, "a/1", t0, settle).0,
+            "b asks c only"
         );
+        assert!(
+            !w.gossip(&asking("3 a/0"), &ours, "a/1", t0, settle).0,
+            "our former generation"
+        );
+        assert!(
+            !w.gossip(&asking("4 a/1"), &ours, "a/1", t0, settle).0,
+            "asked again: not within settle"
+        );
+        let later = |secs| t0 + Duration::from_secs(secs);
+        assert!(!w.gossip(&asking("5 a/1"), &ours, "a/1", later(1), settle).0);
+        assert!(
+            w.gossip(&asking("5 a/1"), &ours, "a/1", later(3), settle).0,
+            "then once"
+        );
+        assert!(!w.gossip(&asking("5 a/1"), &ours, "a/1", later(9), settle).0);
+        assert_eq!(
+            resync_request(7, &["a/1".into(), "b/2".into()]),
+            "7 a/1 b/2"
+        );
+        let many: Vec<String> = (0..100).map(|i| format!("node-{i}/123456789")).collect();
+        assert!(resync_request(1, &many).len() <= hubbub_cluster::MAX_APP_VALUE);
     }
 
     #[test]
@@ -800,29 +847,21 @@ mod tests {
         let enc = theirs.encode();
         let v = view("a", vec![member("b", 1, &[("presence", enc.as_str())])]);
         let t0 = Instant::now();
-        assert!(!w.gossip(&v, &ours, t0, settle).1, "maybe in flight");
-        assert!(!w.gossip(&v, &ours, t0 + Duration::from_secs(1), settle).1);
-        assert!(
-            w.gossip(&v, &ours, t0 + Duration::from_secs(3), settle).1,
-            "lasted settle: ask"
-        );
-        assert!(!w.gossip(&v, &ours, t0 + Duration::from_secs(4), settle).1);
-        assert!(
-            !w.gossip(&v, &ours, t0 + Duration::from_secs(5), settle).1,
-            "not again so soon"
-        );
+        let ask = |w: &mut Watch, ours: &BTreeMap<String, Summary>, v: &ClusterView, secs| {
+            w.gossip(v, ours, "a/1", t0 + Duration::from_secs(secs), settle)
+                .1
+        };
+        assert!(ask(&mut w, &ours, &v, 0).is_empty(), "maybe in flight");
+        assert!(ask(&mut w, &ours, &v, 1).is_empty());
+        assert_eq!(ask(&mut w, &ours, &v, 3), ["b/1"], "lasted settle: ask b");
+        assert!(ask(&mut w, &ours, &v, 4).is_empty());
+        assert!(ask(&mut w, &ours, &v, 5).is_empty(), "not again so soon");
         // Agreement clears it; garbage is ignored.
         let agree: BTreeMap<String, Summary> = [("b/1".to_owned(), theirs)].into();
-        assert!(!w.gossip(&v, &agree, t0 + Duration::from_secs(20), settle).1);
+        assert!(ask(&mut w, &agree, &v, 20).is_empty());
         let junk = view("a", vec![member("b", 1, &[("presence", "not a summary")])]);
-        assert!(
-            !w.gossip(&junk, &ours, t0 + Duration::from_secs(30), settle)
-                .1
-        );
-        assert!(
-            !w.gossip(&junk, &ours, t0 + Duration::from_secs(40), settle)
-                .1
-        );
+        assert!(ask(&mut w, &ours, &junk, 30).is_empty());
+        assert!(ask(&mut w, &ours, &junk, 40).is_empty());
     }
 
     /// The owner's own repairs, on a single node (the same code runs on each
