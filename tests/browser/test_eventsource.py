@@ -97,14 +97,20 @@ DEV_ISSUER = "https://dev.hubbub.invalid"
 DETAIL_TYPE = "https://mercure.rocks/authorization-detail"
 
 
-def mint_access_token(audience: str, grants, lifetime: int = 3600, issuer: str = DEV_ISSUER) -> str:
+def mint_access_token(
+    audience: str, grants, lifetime: int = 3600, issuer: str = DEV_ISSUER, payload=None
+) -> str:
     """A Mercure 1.0 access token (RFC 9068, ``typ: at+jwt``) for the hub whose
-    resource identifier is ``audience``; ``grants`` are ``(actions, topic matches)``."""
+    resource identifier is ``audience``; ``grants`` are ``(actions, topic matches)``;
+    ``payload`` (if any) goes in every detail (what the subscription events show)."""
     now = int(time.time())
     details = [
         {"type": DETAIL_TYPE, "actions": list(actions), "topics": [{"match": t} for t in topics]}
         for actions, topics in grants
     ]
+    if payload is not None:
+        for detail in details:
+            detail["payload"] = payload
     claims = {
         "iss": issuer,
         "aud": audience,
@@ -141,11 +147,15 @@ class Generation:
             return PUBLISHER_TOKEN
         return mint_access_token(hub.hub_url, [(["publish"], ["*"])])
 
-    def subscriber_token(self, hub: "Hub", selectors: list[str]) -> str:
-        """A token allowing ``hub``'s subscribers to receive private updates of ``selectors``."""
+    def subscriber_token(self, hub: "Hub", selectors: list[str], payload=None) -> str:
+        """A token allowing ``hub``'s subscribers to receive private updates of
+        ``selectors``, with a subscription ``payload`` if given."""
         if self.legacy:
-            return mint_jwt({"mercure": {"subscribe": list(selectors)}})
-        return mint_access_token(hub.hub_url, [(["subscribe"], selectors)])
+            claim = {"subscribe": list(selectors)}
+            if payload is not None:
+                claim["payload"] = payload
+            return mint_jwt({"mercure": claim})
+        return mint_access_token(hub.hub_url, [(["subscribe"], selectors)], payload=payload)
 
     def pattern(self, prefix: str) -> str:
         """A selector for the topics ``prefix/<one segment>``: a URL pattern in
@@ -664,6 +674,7 @@ def test_page_served_with_expected_elements(page):
         "topic", "last-event-id", "subscribe", "status", "events", "pub-topic", "pub-data",
         "pub-id", "pub-type", "pub-private", "pub-token", "publish", "publish-result", "cluster",
         "protocol-0x", "urlpattern", "sub-token", "sub-cookie-name", "sub-url",
+        "presence", "presence-count", "presence-state", "presence-watch",
     ):
         assert page.driver.find_elements(By.ID, element_id), f"#{element_id} missing from /"
     assert page.el("topic").get_property("value") == DEMO_TOPIC
@@ -679,6 +690,13 @@ def test_page_served_with_expected_elements(page):
     page.use_generation(Generation("0.x"))
     assert page.el("sub-url").text == "/.well-known/mercure?topic=" + urllib.parse.quote(DEMO_TOPIC, safe="")
     assert page.el("sub-cookie-name").text == "mercureAuthorization"
+    # "Who is here" is off exactly when the metadata does not say `mercure_subscriptions`.
+    meta = page.hub.get_json("/.well-known/oauth-protected-resource/.well-known/mercure")
+    state = page.wait_for("the presence panel to settle", lambda: presence_state(page) != "loading" and presence_state(page))
+    assert (state == "off") == (meta.get("mercure_subscriptions") is not True), (state, meta)
+    if state == "off":
+        assert "does not track active subscriptions" in page.el("presence-note").text
+        assert not page.el("presence-watch").is_displayed()
 
 
 def test_eventsource_receives_update_published_over_http(page, hub):
@@ -893,3 +911,154 @@ def test_page_learns_the_hub_cookie_name(driver, custom_cookie_hub):
         assert page.wait_for_event(private_id)["data"] == "secret"
     finally:
         driver.get("about:blank")
+
+
+# ---------------------------------------------- who is here (active subscriptions)
+
+
+class PlainSubscriber:
+    """A subscription from Python: a streaming urllib GET with a dev token,
+    open until ``close``. 1.0 subscribes with ``match=exact`` and
+    ``match_urlpattern=pattern``, 0.x with both as ``topic=``."""
+
+    def __init__(self, hub: Hub, generation: Generation, exact: str, pattern: str, payload):
+        if generation.legacy:
+            query = [("topic", exact), ("topic", pattern)]
+        else:
+            query = [("match", exact), ("match_urlpattern", pattern)]
+        token = generation.subscriber_token(hub, ["*"], payload=payload)
+        req = urllib.request.Request(
+            f"{hub.hub_url}?{urllib.parse.urlencode(query)}",
+            headers={"Accept": "text/event-stream", "Authorization": f"Bearer {token}"},
+        )
+        self.response = HTTP.open(req, timeout=30)
+        assert self.response.status == 200, self.response.status
+
+    def close(self) -> None:
+        self.response.close()
+
+
+def presence_rows(page: Page) -> list[dict]:
+    """The "Who is here" panel's rows, as their data attributes."""
+    return page.driver.execute_script(
+        """
+        return Array.from(document.querySelectorAll('#presence > li')).map(function (li) {
+          var payload = li.querySelector('.pr-payload');
+          return {
+            id: li.getAttribute('data-id'),
+            subscriber: li.getAttribute('data-subscriber'),
+            match_type: li.getAttribute('data-match-type'),
+            match: li.getAttribute('data-match'),
+            payload: payload ? payload.textContent : null,
+            text: li.textContent
+          };
+        });
+        """
+    )
+
+
+def presence_state(page: Page) -> str:
+    return page.el("presence-state").get_attribute("data-state")
+
+
+def subscription_api(hub: Hub, token: str) -> dict:
+    """``GET /.well-known/mercure/subscriptions`` with ``token``."""
+    req = urllib.request.Request(
+        f"{hub.base_url}/.well-known/mercure/subscriptions",
+        headers={"Accept": "application/json", "Authorization": f"Bearer {token}"},
+    )
+    with HTTP.open(req, timeout=5) as res:
+        return json.loads(res.read())
+
+
+def test_presence_panel_follows_subscribers(gpage, topology, generation):
+    """The page's "Who is here" panel lists the hub's active subscriptions (its
+    metadata says ``mercure_subscriptions``) and keeps the list live from the
+    subscription events: a subscriber from Python (on node 3 of a cluster, the
+    page being on node 1) appears with both its matchers and payload, and
+    disappears once it hangs up; the page's own subscriptions are listed too."""
+    page, legacy = gpage, generation.legacy
+    meta = page.hub.get_json("/.well-known/oauth-protected-resource/.well-known/mercure")
+    assert meta.get("mercure_subscriptions") is True, meta
+    # Without a token the subscription API refuses the page; the panel says so
+    # (no cookie either: earlier tests' pages left theirs in this browser).
+    page.driver.delete_all_cookies()
+    page.fill("sub-token", "")
+    page.el("presence-watch").click()
+    page.wait_for("the panel to ask for a token", lambda: presence_state(page) == "unauthorized")
+    assert presence_rows(page) == []
+
+    token = generation.subscriber_token(page.hub, ["*"])
+    page.fill("sub-token", token)
+    page.el("presence-watch").click()
+    page.wait_for("the panel to go live", lambda: presence_state(page) == "live")
+    reserved = "/.well-known/mercure/subscriptions/" + ("{topic}/{subscriber}" if legacy else "*")
+    own = page.wait_for(
+        "the panel's own subscription to the subscription events",
+        lambda: [r for r in presence_rows(page) if r["match"].endswith(reserved)],
+    )
+    assert own[0]["match_type"] == ("topic" if legacy else "urlpattern"), own
+
+    # The page's Subscribe form: one more subscription of the page, listed live.
+    mine = unique_topic()
+    page.subscribe_selectors(generation, exact=[mine], token=token)
+    row = page.wait_for(
+        "the page's subscription in the panel",
+        lambda: next((r for r in presence_rows(page) if r["match"] == mine), None),
+    )
+    assert row["match_type"] == ("topic" if legacy else "exact"), row
+
+    exact, family = unique_topic(), unique_topic()
+    pattern = generation.pattern(family)
+    payload = {"name": "python", "n": 7}
+    plain = PlainSubscriber(topology.pub, generation, exact, pattern, payload)
+    try:
+        rows = page.wait_for(
+            "the Python subscriber's two matchers in the panel",
+            lambda: (lambda rs: rs if len(rs) == 2 else None)(
+                [r for r in presence_rows(page) if r["match"] in (exact, pattern)]
+            ),
+        )
+        by_match = {r["match"]: r for r in rows}
+        assert by_match[exact]["match_type"] == ("topic" if legacy else "exact"), rows
+        assert by_match[pattern]["match_type"] == ("topic" if legacy else "urlpattern"), rows
+        subscriber = rows[0]["subscriber"]
+        assert subscriber and rows[1]["subscriber"] == subscriber, "one connection, one subscriber id"
+        assert subscriber != row["subscriber"], "another connection, another subscriber id"
+        assert all(r["payload"] and json.loads(r["payload"]) == payload for r in rows), rows
+        assert page.el("presence-count").text == str(len(presence_rows(page)))
+
+        # The panel holds what the subscription API says (as the page's node sees it).
+        def agrees():
+            api = {d["id"] for d in subscription_api(page.hub, token)["subscriptions"]}
+            return api == {r["id"] for r in presence_rows(page)}
+
+        page.wait_for("the panel to agree with the subscription API", agrees)
+    finally:
+        plain.close()
+
+    page.wait_for(
+        "the Python subscriber to leave the panel",
+        lambda: not [r for r in presence_rows(page) if r["subscriber"] == subscriber],
+        timeout=30,
+    )
+    assert any(r["match"] == mine for r in presence_rows(page)), "the page's own stays"
+    assert page.el("presence-count").text == str(len(presence_rows(page)))
+
+
+def test_presence_panel_says_when_the_hub_does_not_track(driver, workdir):
+    """A hub with ``--subscriptions=false`` does not advertise
+    ``mercure_subscriptions``: the panel says it is off, with no Watch button."""
+    hub = Hub(workdir, "no-subscriptions", ("--subscriptions=false",))
+    hub.start()
+    try:
+        meta = hub.get_json("/.well-known/oauth-protected-resource/.well-known/mercure")
+        assert "mercure_subscriptions" not in meta, meta
+        page = open_page(driver, hub)
+        page.wait_for("the panel to say it is off", lambda: presence_state(page) == "off")
+        assert "does not track active subscriptions" in page.el("presence-note").text
+        assert not page.el("presence-watch").is_displayed()
+        assert presence_rows(page) == [] and page.el("presence-count").text == "0"
+    finally:
+        driver.get("about:blank")
+        hub.stop()

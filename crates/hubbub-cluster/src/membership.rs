@@ -248,6 +248,12 @@ mod scenarios {
         },
         /// Within [`WITHIN`], `observer` sees `subject`'s relay address as `addr`.
         SeesRelay(&'static str, &'static str, &'static str),
+        /// Within [`WITHIN`], `observer` sees exactly these application keys of `subject`.
+        SeesApp(
+            &'static str,
+            &'static str,
+            &'static [(&'static str, &'static str)],
+        ),
     }
     use Step::*;
 
@@ -380,6 +386,22 @@ mod scenarios {
                     )
                     .await;
                 }
+                SeesApp(observer, subject, app) => {
+                    running(&nodes, observer);
+                    let want: BTreeMap<String, String> = app
+                        .iter()
+                        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                        .collect();
+                    within(
+                        || format!("step {i}: {observer} should see {subject}'s app keys {want:?}"),
+                        || {
+                            let members = nodes[observer].members();
+                            members.get(subject).map(|m| m.app.clone())
+                        },
+                        |got| got.as_ref() == Some(&want),
+                    )
+                    .await;
+                }
                 SeesRelay(observer, subject, relay) => {
                     running(&nodes, observer);
                     within(
@@ -433,6 +455,51 @@ mod scenarios {
             },
         ])
         .await;
+    }
+
+    /// Application keys travel without their prefix; what a member reads of
+    /// another's is bounded whatever that member gossips (an attacker on the
+    /// gossip port can set any key): at most 8 keys, values of at most 256
+    /// bytes, other keys ignored.
+    #[tokio::test(start_paused = true)]
+    async fn application_keys_travel_and_what_is_read_of_them_is_bounded() {
+        const LONG: &str = concat!(
+            "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+            "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+            "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+            "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+        );
+        let mut steps = vec![
+            Start("a", 1),
+            Start("b", 1),
+            Sees("b", &[("a", 1)]),
+            Set("a", "app.presence", "3:00ff"),
+            Set("a", "app.too_long", LONG),
+            Set("a", "not_app", "x"),
+            SeesApp("b", "a", &[("presence", "3:00ff")]),
+        ];
+        const MANY: [&str; 10] = [
+            "app.k0", "app.k1", "app.k2", "app.k3", "app.k4", "app.k5", "app.k6", "app.k7",
+            "app.k8", "app.k9",
+        ];
+        for k in MANY {
+            steps.push(Set("a", k, "v"));
+        }
+        steps.push(SeesApp(
+            "b",
+            "a",
+            &[
+                ("k0", "v"),
+                ("k1", "v"),
+                ("k2", "v"),
+                ("k3", "v"),
+                ("k4", "v"),
+                ("k5", "v"),
+                ("k6", "v"),
+                ("k7", "v"),
+            ],
+        ));
+        run(&steps).await;
     }
 
     #[tokio::test(start_paused = true)]

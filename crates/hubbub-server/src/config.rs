@@ -171,9 +171,10 @@ options! {
     /// Mercure's active subscriptions: an event (private, SSE type `mercure`)
     /// when a subscription starts or ends, and the subscriptions API at
     /// `/.well-known/mercure/subscriptions`, cluster-wide. `--dev` turns it on.
-    /// Fixed at start-up.
-    #[cfg_attr(feature = "cli", arg(long, env = "HUBBUB_SUBSCRIPTIONS"))]
-    subscriptions: bool = false,
+    /// Fixed at start-up. Unset: off, but on with `--dev` (`--subscriptions=false`
+    /// turns it off there too).
+    #[cfg_attr(feature = "cli", arg(long, env = "HUBBUB_SUBSCRIPTIONS", num_args = 0..=1, default_missing_value = "true", require_equals = true))]
+    subscriptions: Option<bool> = None,
     /// Most active subscriptions tracked (cluster-wide); beyond, new ones are
     /// served but not tracked (no event, not listed). Fixed at start-up.
     #[cfg_attr(feature = "cli", arg(long, env = "HUBBUB_MAX_TRACKED_SUBSCRIPTIONS"))]
@@ -438,7 +439,7 @@ impl Config {
                 .then_some(self.publish_ack_timeout),
             cluster: self.cluster()?,
             presence: PresenceSettings {
-                enabled: self.subscriptions || self.dev,
+                enabled: self.subscriptions.unwrap_or(self.dev),
                 max_tracked: self.max_tracked_subscriptions.max(1),
             },
         })

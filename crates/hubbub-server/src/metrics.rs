@@ -111,6 +111,8 @@ pub struct PresenceMetrics {
     pub local: IntGauge,
     /// Subscription events delivered here, by `active` (`true`, `false`).
     pub events: IntCounterVec,
+    /// Subscription events this node stamped (its own and its repairs), by `active`.
+    pub emitted: IntCounterVec,
     /// Events that changed nothing (`unchanged`) or found the table full (`full`).
     pub dropped: IntCounterVec,
     /// Corrections this node emitted, by kind: `reannounce` (an own
@@ -142,6 +144,11 @@ impl PresenceMetrics {
                 "Subscription events delivered here, by active.",
                 "active",
             ),
+            emitted: vec(
+                "presence_events_emitted_total",
+                "Subscription events this node emitted (its connections' and its repairs), by active.",
+                "active",
+            ),
             dropped: vec(
                 "presence_events_dropped_total",
                 "Subscription events that changed nothing (unchanged) or met a full table (full).",
@@ -165,6 +172,7 @@ impl PresenceMetrics {
             Box::new(self.tracked.clone()),
             Box::new(self.local.clone()),
             Box::new(self.events.clone()),
+            Box::new(self.emitted.clone()),
             Box::new(self.dropped.clone()),
             Box::new(self.repairs.clone()),
             Box::new(self.diverged.clone()),

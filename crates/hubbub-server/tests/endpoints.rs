@@ -43,7 +43,7 @@ async fn cors_answers_configured_origins_only() {
     // Polyfill clients read the resume cursor of both protocol generations.
     assert_eq!(
         sse.header("access-control-expose-headers"),
-        Some("last-event-id, mercure-last-event-id")
+        Some("last-event-id, mercure-last-event-id, link")
     );
 }
 

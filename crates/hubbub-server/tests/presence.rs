@@ -22,7 +22,7 @@ const API: &str = "/.well-known/mercure/subscriptions";
 
 fn presence_config() -> Config {
     Config {
-        subscriptions: true,
+        subscriptions: Some(true),
         oauth_issuers: vec![format!("{ISS}|HS256|{SECRET}")],
         oauth_resource: Some(RESOURCE.into()),
         ..config()
@@ -318,7 +318,7 @@ async fn events_are_private_and_only_the_hub_writes_them() {
 #[tokio::test]
 async fn off_by_default_the_api_is_404_and_nothing_is_announced() {
     let hub = TestHub::start(Config {
-        subscriptions: false,
+        subscriptions: Some(false),
         ..presence_config()
     })
     .await;
@@ -344,4 +344,56 @@ async fn off_by_default_the_api_is_404_and_nothing_is_announced() {
     .await;
     let meta: Value = serde_json::from_str(&meta.body).unwrap();
     assert_eq!(meta["mercure_subscriptions"], true);
+}
+
+#[tokio::test]
+async fn beyond_the_cap_subscriptions_are_served_but_not_tracked() {
+    let hub = TestHub::start(Config {
+        max_tracked_subscriptions: 2,
+        ..presence_config()
+    })
+    .await;
+    let token = v1_token(&["*"], None);
+    let listed = |hub: &TestHub| {
+        let url = format!("{}{API}", hub.base_url());
+        let token = token.clone();
+        async move {
+            let r = send(client().get(url).bearer_auth(token)).await;
+            let body: Value = serde_json::from_str(&r.body).unwrap();
+            body["subscriptions"].as_array().unwrap().len()
+        }
+    };
+    let a = subscribe_v1(&hub, &[("match", "https://example.com/a")], &token).await;
+    let _b = subscribe_v1(&hub, &[("match", "https://example.com/b")], &token).await;
+    let mut c = subscribe_v1(&hub, &[("match", "https://example.com/c")], &token).await;
+    hubbub_testkit::eventually(
+        hubbub_testkit::WAIT,
+        "the third is refused by the table",
+        || async {
+            (hub.metric("hubbub_presence_events_dropped_total{reason=\"full\"}")
+                .await?
+                >= 1.0)
+                .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(listed(&hub).await, 2);
+    // Still served: it receives its updates.
+    hub.publish_on("for-c", &["https://example.com/c"], false)
+        .await;
+    assert_eq!(c.expect_event().await.id.as_deref(), Some("for-c"));
+    // Room again once one ends.
+    drop(a);
+    let _d = subscribe_v1(&hub, &[("match", "https://example.com/d")], &token).await;
+    hubbub_testkit::eventually(hubbub_testkit::WAIT, "d tracked", || async {
+        let r = send(
+            client()
+                .get(format!("{}{API}", hub.base_url()))
+                .bearer_auth(v1_token(&["*"], None)),
+        )
+        .await;
+        r.body.contains("example.com%2Fd").then_some(())
+    })
+    .await;
+    assert_eq!(listed(&hub).await, 2);
 }

@@ -10,6 +10,7 @@
 pub mod cluster;
 mod http;
 mod hub;
+pub mod presence;
 pub mod process;
 mod raw;
 mod sse;
@@ -25,6 +26,7 @@ pub use http::{HttpResponse, client, encode_form, get, publish, send, subscribe_
 pub use hub::{TestHub, metric_value};
 pub use hubbub_proto::decode::{Event, Item};
 pub use hubbub_server::Config;
+pub use presence::PresenceFollower;
 pub use process::HubProcess;
 pub use raw::{RawConn, RawHead};
 pub use reqwest;

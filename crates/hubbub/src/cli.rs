@@ -93,19 +93,23 @@ pub struct Given(ArgMatches);
 impl Given {
     /// `base` with every option given as a flag or variable on top. An on/off
     /// option's variable set to false does not switch off what the file switched
-    /// on (flags can only switch on; as it always was).
+    /// on (flags can only switch on; as it always was); a tri-state one's does.
     pub fn over(&self, base: Config) -> anyhow::Result<Config> {
         let mut given = base.clone();
         given.update_from_arg_matches(&self.0)?;
         let (mut merged, given) = (to_map(&base)?, to_map(&given)?);
+        // Options unset by default (`Option<bool>`, like `subscriptions`) are
+        // tri-state: an explicit false does switch them off.
+        let defaults = to_map(&Config::default())?;
         for id in self.0.ids().map(clap::Id::as_str) {
             let explicit = matches!(
                 self.0.value_source(id),
                 Some(ValueSource::CommandLine | ValueSource::EnvVariable)
             );
+            let tri_state = defaults.get(id) == Some(&Value::Null);
             if let Some(value) = given
                 .get(id)
-                .filter(|v| explicit && **v != Value::Bool(false))
+                .filter(|v| explicit && (tri_state || **v != Value::Bool(false)))
             {
                 merged.insert(id.to_owned(), value.clone());
             }
@@ -207,7 +211,10 @@ pub struct SubscribeArgs {
     #[command(flatten)]
     pub to: HubArgs,
     /// Mercure 1.0: exact topic to receive (repeatable; `*` for all).
-    #[arg(long = "match", required_unless_present_any = ["match_urlpattern", "topic"])]
+    #[arg(
+        long = "match",
+        required_unless_present_any = ["match_urlpattern", "topic", "presence"]
+    )]
     pub match_exact: Vec<String>,
     /// Mercure 1.0: URL pattern of the topics to receive (repeatable), e.g.
     /// `https://example.com/books/:id`.
@@ -227,6 +234,15 @@ pub struct SubscribeArgs {
     /// Print events as JSON lines.
     #[arg(long)]
     pub json: bool,
+    /// Who is here: list the hub's active subscriptions (Mercure's
+    /// subscription API), then follow them live from the list's cursor
+    /// (`+`/`-` lines). Needs a token whose subscribe grants cover
+    /// `/.well-known/mercure/subscriptions` (a minted one does).
+    #[arg(
+        long,
+        conflicts_with_all = ["match_exact", "match_urlpattern", "topic", "anonymous", "last_event_id"]
+    )]
+    pub presence: bool,
 }
 
 #[cfg(test)]
@@ -287,6 +303,34 @@ mod tests {
             Config::default(),
             "nothing given: the defaults, untouched"
         );
+    }
+
+    #[test]
+    fn a_tri_state_option_can_be_switched_off_explicitly() {
+        let on = Config::from_toml("subscriptions = true", "t").unwrap();
+        let off = |args: &[&str]| {
+            serve_args(args)
+                .given
+                .over(on.clone())
+                .unwrap()
+                .subscriptions
+        };
+        assert_eq!(off(&[]), Some(true), "the file's");
+        assert_eq!(off(&["--subscriptions=false"]), Some(false));
+        assert_eq!(off(&["--subscriptions"]), Some(true));
+        let dev = serve_args(&["--dev", "--subscriptions=false"])
+            .given
+            .over(Config::default())
+            .unwrap();
+        assert!(
+            !dev.settings().unwrap().presence.enabled,
+            "--dev's default overridden"
+        );
+        let dev = serve_args(&["--dev"])
+            .given
+            .over(Config::default())
+            .unwrap();
+        assert!(dev.settings().unwrap().presence.enabled, "on with --dev");
     }
 
     #[test]

@@ -236,6 +236,72 @@ async fn publish_and_subscribe_commands_round_trip_in_mercure_0x() {
     commands_round_trip("0.x", "--topic", "https://example.com/books/{id}").await;
 }
 
+/// `hubbub subscribe --presence --json` speaking `protocol` against `serve
+/// --dev` (which tracks active subscriptions): another `subscribe` command's
+/// subscription shows up (in the list or as it arrives) and is removed once
+/// that command is killed.
+async fn presence_follows_a_subscriber(protocol: &str, selector_flag: &str, field: &str) {
+    let hub = serve(&["--dev"]).await;
+    let url = hub.url();
+    let subscribe = |extra: &[&str]| {
+        let mut args = vec!["subscribe", "--hub", &url, "--protocol", protocol, "--json"];
+        args.extend_from_slice(extra);
+        command(BIN, &args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("subscribe starts")
+    };
+    let mut other = subscribe(&[selector_flag, TOPIC]);
+    let mut presence = subscribe(&["--presence"]);
+    let mut lines = BufReader::new(presence.stdout.take().expect("piped stdout")).lines();
+    let mut stderr = presence.stderr.take().expect("piped stderr");
+    let mut next_json = async || -> serde_json::Value {
+        let line = timeout(WAIT, lines.next_line())
+            .await
+            .expect("--presence prints in time")
+            .expect("stdout is readable");
+        let Some(line) = line else {
+            let mut err = String::new();
+            let _ = tokio::io::AsyncReadExt::read_to_string(&mut stderr, &mut err).await;
+            panic!("--presence ended: {err}");
+        };
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line:?}: {e}"))
+    };
+    let id = loop {
+        let line = next_json().await;
+        let doc = &line["subscription"];
+        if doc[field] == TOPIC {
+            assert!(
+                line["change"] == "present" || line["change"] == "added",
+                "{line}"
+            );
+            assert_eq!(doc["active"], true, "{line}");
+            break doc["id"].clone();
+        }
+    };
+    other.kill().await.expect("the other subscriber stops");
+    loop {
+        let line = next_json().await;
+        if line["subscription"]["id"] == id {
+            assert_eq!(line["change"], "removed", "{line}");
+            assert_eq!(line["subscription"]["active"], false, "{line}");
+            break;
+        }
+    }
+    presence.kill().await.expect("--presence stops");
+}
+
+#[tokio::test]
+async fn subscribe_presence_follows_subscribers_in_mercure_1_0() {
+    presence_follows_a_subscriber("1.0", "--match", "match").await;
+}
+
+#[tokio::test]
+async fn subscribe_presence_follows_subscribers_in_mercure_0x() {
+    presence_follows_a_subscriber("0.x", "--topic", "topic").await;
+}
+
 #[tokio::test]
 async fn the_cli_mints_1_0_tokens_for_the_hub_it_is_given() {
     let hub = serve(&["--dev"]).await;

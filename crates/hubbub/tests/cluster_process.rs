@@ -274,7 +274,9 @@ fn assert_exactly(nodes: &[Node], node: &str, got: &[String], expected: &[String
 
 #[tokio::test]
 async fn three_processes_share_one_order_and_survive_a_kill_9() {
-    let mut nodes = start_nodes(3, |_| {}).await;
+    // The version vectors below count exactly the updates published here:
+    // no subscription events (`--dev` would track subscriptions).
+    let mut nodes = start_nodes(3, |n| n.extra.push("--subscriptions=false")).await;
     wait_mesh(&nodes).await;
 
     let mut subs = Vec::new();
@@ -425,4 +427,136 @@ async fn garbage_gossip_datagrams_cannot_flood_the_log() {
         (1..=10).contains(&warned),
         "{warned} warnings for 300 garbage datagrams"
     );
+}
+
+/// The resource identifier the presence test's nodes share, so one 1.0
+/// token (from the `--dev` issuer) is good on every node.
+const PRESENCE_RESOURCE: &str = "https://hub.example/.well-known/mercure";
+
+fn presence_token() -> String {
+    let claims = hubbub_proto::token::access_token_claims(
+        hubbub_server::DEV_ISSUER,
+        PRESENCE_RESOURCE,
+        &[(&["subscribe"], &["*"])],
+        Duration::from_secs(600),
+    );
+    hubbub_proto::token::mint_access_token("HS256", DEV_KEY, &claims).unwrap()
+}
+
+async fn presence_subscribe(node: &Node, matcher: &str) -> hubbub_testkit::SseClient {
+    let url = format!(
+        "{}?{}",
+        node.url(),
+        hubbub_testkit::encode_form(&[("match", matcher)])
+    );
+    let sse = hubbub_testkit::SseClient::connect(
+        hubbub_testkit::client()
+            .get(url)
+            .bearer_auth(presence_token()),
+    )
+    .await;
+    assert_eq!(sse.status, StatusCode::OK);
+    sse
+}
+
+/// The matchers `node`'s subscriptions API lists, followers' own left out.
+async fn listed(node: &Node) -> std::collections::BTreeSet<String> {
+    let (subs, _) = hubbub_testkit::presence::list(&node.base(), &presence_token()).await;
+    let mut m = hubbub_testkit::presence::matchers(&subs);
+    m.remove(hubbub_testkit::presence::ALL_EVENTS);
+    m
+}
+
+async fn wait_listed(nodes: &[Node], on: &[usize], expected: &[&str], what: &str) {
+    let expected: std::collections::BTreeSet<String> =
+        expected.iter().map(|s| (*s).to_owned()).collect();
+    let deadline = tokio::time::Instant::now() + CLUSTER_WAIT;
+    for &i in on {
+        loop {
+            let got = listed(&nodes[i]).await;
+            if got == expected {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                panic!(
+                    "{what}: {} lists {got:?}, expected {expected:?}\n{}",
+                    nodes[i].id,
+                    all_logs(nodes)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_killed_nodes_subscriptions_end_once_everywhere_and_its_restart_leaves_no_ghost() {
+    let mut nodes = start_nodes(3, |n| {
+        n.extra.extend(["--oauth-resource", PRESENCE_RESOURCE]);
+    })
+    .await;
+    wait_mesh(&nodes).await;
+    let watch = hubbub_testkit::PresenceFollower::start(&nodes[1].base(), &presence_token()).await;
+    let mut on_n1 = Vec::new();
+    let mut all = Vec::new();
+    for i in 0..5 {
+        let m = format!("https://example.com/n1/{i}");
+        on_n1.push(presence_subscribe(&nodes[0], &m).await);
+        all.push(m);
+    }
+    let _on_n3 = presence_subscribe(&nodes[2], "https://example.com/n3").await;
+    all.push("https://example.com/n3".to_owned());
+    let all: Vec<&str> = all.iter().map(String::as_str).collect();
+    wait_listed(&nodes, &[0, 1, 2], &all, "before the kill").await;
+
+    let killed = std::time::Instant::now();
+    nodes[0].kill().await;
+    wait_listed(
+        &nodes,
+        &[1, 2],
+        &["https://example.com/n3"],
+        "after SIGKILL of n1",
+    )
+    .await;
+    eprintln!(
+        "presence: n1's subscriptions ended on n2 and n3 {:?} after its SIGKILL",
+        killed.elapsed()
+    );
+    drop(on_n1);
+    // More time for duplicates to show: there must be none.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let ends: Vec<String> = watch
+        .events()
+        .into_iter()
+        .filter(|(id, on)| !on && id.contains("%2Fn1%2F"))
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(
+        ends.len(),
+        5,
+        "exactly one end each: {ends:?}\n{}",
+        all_logs(&nodes)
+    );
+    assert!(watch.repeats().is_empty(), "{:?}", watch.repeats());
+
+    // Back as a new generation: it catches up and lists no ghost of its
+    // former subscriptions, nor does anyone else.
+    nodes[0].start().await;
+    wait_mesh(&nodes).await;
+    wait_listed(
+        &nodes,
+        &[0, 1, 2],
+        &["https://example.com/n3"],
+        "after n1's restart",
+    )
+    .await;
+    let _again = presence_subscribe(&nodes[0], "https://example.com/n1/again").await;
+    wait_listed(
+        &nodes,
+        &[0, 1, 2],
+        &["https://example.com/n1/again", "https://example.com/n3"],
+        "a subscriber of the restarted n1",
+    )
+    .await;
+    assert!(watch.repeats().is_empty(), "{:?}", watch.repeats());
 }

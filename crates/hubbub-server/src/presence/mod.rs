@@ -310,6 +310,10 @@ impl Presence {
                 return;
             };
             let update = tracked.event(active, format!("urn:uuid:{}", uuid::Uuid::now_v7()));
+            self.metrics
+                .emitted
+                .with_label_values(&[if active { "true" } else { "false" }])
+                .inc();
             let Some(cluster) = &self.cluster else {
                 self.apply(&update, &self.owner).await;
                 continue;
@@ -567,5 +571,314 @@ async fn publish(hub: &Hub, update: Update) {
             Err(PublishError::Overloaded) => hub.publish_capacity().await,
             Err(PublishError::ShuttingDown) => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use hubbub_cluster::{ClusterView, MemberView};
+
+    use super::event::MatchType;
+    use super::*;
+
+    fn member(node: &str, generation: u64, app: &[(&str, &str)]) -> MemberView {
+        MemberView {
+            node: node.into(),
+            generation,
+            gossip_addr: String::new(),
+            relay_addr: None,
+            http_addr: None,
+            ready: true,
+            leaving: false,
+            subscribers: 0,
+            app: app
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            vector: BTreeMap::new(),
+            link: "connected",
+            reconnects: 0,
+            backlog: 0,
+            lag_ms: None,
+        }
+    }
+
+    fn view(me: &str, members: Vec<MemberView>) -> ClusterView {
+        ClusterView {
+            node: me.into(),
+            generation: 1,
+            ready: true,
+            members,
+            ..ClusterView::default()
+        }
+    }
+
+    fn sub(n: u32) -> Tracked {
+        Tracked {
+            match_type: MatchType::Exact,
+            matcher: format!("https://example.com/{n}"),
+            subscriber: format!("urn:uuid:{n}"),
+            payload: None,
+        }
+    }
+
+    fn timing() -> Timing {
+        Timing {
+            tick: Duration::from_millis(500),
+            settle: Duration::from_secs(3),
+            grace: Duration::from_secs(1),
+        }
+    }
+
+    /// b/1 died holding two subscriptions; a, c and d remain.
+    fn table_with_departed() -> Table {
+        let mut t = Table::new(100);
+        t.apply(sub(1), true, "b/1");
+        t.apply(sub(2), true, "b/1");
+        t.apply(sub(3), true, "c/1");
+        t
+    }
+
+    #[test]
+    fn the_lowest_node_ends_a_departed_owners_subscriptions_after_grace() {
+        let t = table_with_departed();
+        let others = || vec![member("c", 1, &[]), member("d", 1, &[])];
+        let (mut w, mut ending) = (Watch::default(), HashMap::new());
+        let t0 = Instant::now();
+        let v = view("a", others());
+        assert!(
+            w.departed(&v, &t, "a/1", t0, &timing(), &mut ending)
+                .is_empty(),
+            "not before grace"
+        );
+        let ends = w.departed(
+            &v,
+            &t,
+            "a/1",
+            t0 + Duration::from_secs(1),
+            &timing(),
+            &mut ending,
+        );
+        assert_eq!(ends.len(), 2);
+        assert!(
+            ends.iter()
+                .all(|(t, on)| !on && t.subscriber != "urn:uuid:3")
+        );
+        // Not again while those ends travel (`settle`), again after.
+        let t1 = t0 + Duration::from_secs(2);
+        assert!(
+            w.departed(&v, &t, "a/1", t1, &timing(), &mut ending)
+                .is_empty()
+        );
+        let t2 = t0 + Duration::from_secs(5);
+        assert_eq!(
+            w.departed(&v, &t, "a/1", t2, &timing(), &mut ending).len(),
+            2
+        );
+    }
+
+    #[test]
+    fn another_node_ends_them_only_after_three_times_grace() {
+        let t = table_with_departed();
+        let v = view("c", vec![member("a", 1, &[]), member("d", 1, &[])]);
+        let (mut w, mut ending) = (Watch::default(), HashMap::new());
+        let t0 = Instant::now();
+        assert!(
+            w.departed(&v, &t, "c/1", t0, &timing(), &mut ending)
+                .is_empty()
+        );
+        let late = t0 + Duration::from_secs(2);
+        assert!(
+            w.departed(&v, &t, "c/1", late, &timing(), &mut ending)
+                .is_empty(),
+            "a is lower and ready"
+        );
+        let later = t0 + Duration::from_secs(3);
+        assert_eq!(
+            w.departed(&v, &t, "c/1", later, &timing(), &mut ending)
+                .len(),
+            2
+        );
+        // A node that is not ready (catching up) never ends anything.
+        let mut not_ready = v.clone();
+        not_ready.ready = false;
+        let (mut w, mut ending) = (Watch::default(), HashMap::new());
+        w.departed(&not_ready, &t, "c/1", t0, &timing(), &mut ending);
+        assert!(
+            w.departed(&not_ready, &t, "c/1", later, &timing(), &mut ending)
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_restarted_node_is_a_departed_one_for_its_former_generation() {
+        let t = table_with_departed();
+        // b is back as generation 2: b/1's subscriptions are ghosts.
+        let v = view("a", vec![member("b", 2, &[]), member("c", 1, &[])]);
+        let (mut w, mut ending) = (Watch::default(), HashMap::new());
+        let t0 = Instant::now();
+        w.departed(&v, &t, "a/1", t0, &timing(), &mut ending);
+        let ends = w.departed(
+            &v,
+            &t,
+            "a/1",
+            t0 + Duration::from_secs(1),
+            &timing(),
+            &mut ending,
+        );
+        assert_eq!(ends.len(), 2);
+        // A present owner's are never touched.
+        let v = view("a", vec![member("b", 1, &[]), member("c", 1, &[])]);
+        let (mut w, mut ending) = (Watch::default(), HashMap::new());
+        w.departed(&v, &t, "a/1", t0, &timing(), &mut ending);
+        assert!(
+            w.departed(
+                &v,
+                &t,
+                "a/1",
+                t0 + Duration::from_secs(9),
+                &timing(),
+                &mut ending
+            )
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn owners_re_announce_for_new_members_and_when_asked() {
+        let mut w = Watch::default();
+        let t0 = Instant::now();
+        let ours = BTreeMap::new();
+        let v = view("a", vec![member("b", 1, &[])]);
+        assert_eq!(
+            w.gossip(&v, &ours, t0, Duration::from_secs(3)),
+            (false, false),
+            "the first view is no news"
+        );
+        let v = view("a", vec![member("b", 1, &[]), member("c", 1, &[])]);
+        assert!(
+            w.gossip(&v, &ours, t0, Duration::from_secs(3)).0,
+            "c joined"
+        );
+        assert!(!w.gossip(&v, &ours, t0, Duration::from_secs(3)).0);
+        let asking = view(
+            "a",
+            vec![
+                member("b", 1, &[("presence_resync", "1")]),
+                member("c", 1, &[]),
+            ],
+        );
+        assert!(
+            !w.gossip(&asking, &ours, t0, Duration::from_secs(3)).0,
+            "a first value is not a request"
+        );
+        let again = view(
+            "a",
+            vec![
+                member("b", 1, &[("presence_resync", "2")]),
+                member("c", 1, &[]),
+            ],
+        );
+        assert!(
+            w.gossip(&again, &ours, t0, Duration::from_secs(3)).0,
+            "b asks"
+        );
+    }
+
+    #[test]
+    fn a_lasting_disagreement_with_an_owners_summary_asks_once_per_settle() {
+        let mut w = Watch::default();
+        let settle = Duration::from_secs(3);
+        let mut theirs = Summary::default();
+        theirs.add("x");
+        theirs.add("y");
+        let mut ours_s = Summary::default();
+        ours_s.add("x");
+        let ours: BTreeMap<String, Summary> = [("b/1".to_owned(), ours_s)].into();
+        let enc = theirs.encode();
+        let v = view("a", vec![member("b", 1, &[("presence", enc.as_str())])]);
+        let t0 = Instant::now();
+        assert!(!w.gossip(&v, &ours, t0, settle).1, "maybe in flight");
+        assert!(!w.gossip(&v, &ours, t0 + Duration::from_secs(1), settle).1);
+        assert!(
+            w.gossip(&v, &ours, t0 + Duration::from_secs(3), settle).1,
+            "lasted settle: ask"
+        );
+        assert!(!w.gossip(&v, &ours, t0 + Duration::from_secs(4), settle).1);
+        assert!(
+            !w.gossip(&v, &ours, t0 + Duration::from_secs(5), settle).1,
+            "not again so soon"
+        );
+        // Agreement clears it; garbage is ignored.
+        let agree: BTreeMap<String, Summary> = [("b/1".to_owned(), theirs)].into();
+        assert!(!w.gossip(&v, &agree, t0 + Duration::from_secs(20), settle).1);
+        let junk = view("a", vec![member("b", 1, &[("presence", "not a summary")])]);
+        assert!(
+            !w.gossip(&junk, &ours, t0 + Duration::from_secs(30), settle)
+                .1
+        );
+        assert!(
+            !w.gossip(&junk, &ours, t0 + Duration::from_secs(40), settle)
+                .1
+        );
+    }
+
+    /// The owner's own repairs, on a single node (the same code runs on each
+    /// cluster node): a subscription of ours that the table lost (another
+    /// node ended it, thinking us dead) is announced again; a table entry of
+    /// ours without a connection is ended.
+    #[tokio::test]
+    async fn an_owner_restores_the_truth_about_its_own_subscriptions() {
+        let metrics = crate::metrics::Metrics::new();
+        let hub = Hub::start(hubbub_core::HubConfig::default(), Arc::new(metrics.clone()));
+        let timing = Timing {
+            settle: Duration::ZERO,
+            ..timing()
+        };
+        let p = Arc::new(Presence::new(
+            true,
+            100,
+            hub,
+            None,
+            false,
+            metrics.presence.clone(),
+            timing,
+        ));
+        let stop = CancellationToken::new();
+        let held = p.announce(vec![sub(1)]);
+        p.flush(&stop).await;
+        let listed = |p: Arc<Presence>| async move {
+            let (list, _) = p.snapshot("").await;
+            list.into_iter()
+                .map(|e| e.tracked.subscriber)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(listed(p.clone()).await, ["urn:uuid:1"]);
+
+        p.apply(&sub(1).event(false, "urn:uuid:e1".into()), "b/1")
+            .await;
+        assert!(listed(p.clone()).await.is_empty(), "ended by another node");
+        p.reconcile(&mut Watch::default()).await;
+        p.flush(&stop).await;
+        assert_eq!(listed(p.clone()).await, ["urn:uuid:1"], "announced again");
+
+        p.apply(&sub(2).event(true, "urn:uuid:e2".into()), "local")
+            .await;
+        assert_eq!(listed(p.clone()).await.len(), 2);
+        p.reconcile(&mut Watch::default()).await;
+        p.flush(&stop).await;
+        assert_eq!(
+            listed(p.clone()).await,
+            ["urn:uuid:1"],
+            "ours, without a connection: ended"
+        );
+        let repairs = |kind: &str| metrics.presence.repairs.with_label_values(&[kind]).get();
+        assert_eq!((repairs("reannounce"), repairs("end_own")), (1, 1));
+
+        drop(held);
+        p.flush(&stop).await;
+        assert!(listed(p.clone()).await.is_empty(), "the connection ended");
     }
 }
