@@ -58,7 +58,7 @@ EOF
     ip="$(node_ip "$i")"
     run=()
     own_addrs && run=(setpriv --reuid=$((64010 + i)) --regid=$((64010 + i)) --clear-groups)
-    "${run[@]}" "$BIN" serve --dev --listen "$ip:8080" --node-id "n$i" \
+    "${run[@]}" "$BIN" serve --dev --subscriptions=false --listen "$ip:8080" --node-id "n$i" \
       --gossip-listen "$ip:7946" --relay-listen "$ip:7947" \
       --seeds "$seeds" --cluster-secret "$CLUSTER_SECRET" "$@" \
       >"$OUT/cluster-n$i.log" 2>&1 &
@@ -101,7 +101,7 @@ EOF
 # One stand-alone node (no cluster flags) on n1's address: the single-node baseline.
 single_start() {
   mkdir -p "$OUT"
-  "$BIN" serve --dev --listen "$(node_ip 1):8080" "$@" >"$OUT/single-n1.log" 2>&1 &
+  "$BIN" serve --dev --subscriptions=false --listen "$(node_ip 1):8080" "$@" >"$OUT/single-n1.log" 2>&1 &
   NODE_PIDS=("$!")
   for _ in $(seq 100); do
     [[ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "http://$(node_ip 1):8080/readyz")" == 200 ]] && return 0

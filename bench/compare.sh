@@ -64,7 +64,7 @@ wait_port() { # host port
 }
 
 start_hubbub() {
-  "$BIN" serve --dev --listen "$HUB_LISTEN" >"$OUT/hubbub-serve.log" 2>&1 &
+  "$BIN" serve --dev --subscriptions=false --listen "$HUB_LISTEN" >"$OUT/hubbub-serve.log" 2>&1 &
   HUB_PID=$!
   wait_port 127.0.0.1 8080
 }

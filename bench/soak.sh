@@ -29,7 +29,7 @@ stop() {
 }
 trap stop EXIT
 if [[ "$TARGET" == hubbub ]]; then
-  "$BIN" serve --dev --listen "$LISTEN" >"$OUT/serve.log" 2>&1 &
+  "$BIN" serve --dev --subscriptions=false --listen "$LISTEN" >"$OUT/serve.log" 2>&1 &
   SERVER=$! PIDS=$SERVER
   for _ in $(seq 100); do curl -fs -o /dev/null "http://$LISTEN/healthz" && break; sleep 0.1; done
   target_args=(--target hubbub --hub "http://$LISTEN/.well-known/mercure")
