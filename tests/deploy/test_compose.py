@@ -30,7 +30,8 @@ from pathlib import Path
 import pytest
 
 from verifier import (
-    Node, Rotation, Subscriber, Verifier, cluster_view, free_port, is_ready, mint_token, percentiles, publish,
+    Node, Rotation, Subscriber, Verifier, cluster_view, free_port, http_get, is_ready, mint_token, percentiles,
+    publish,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -337,6 +338,33 @@ def test_publish_on_one_node_reaches_the_others(cluster: Project):
     finally:
         for s in subs:
             s.stop()
+
+
+def listed_topics(node: Node) -> set[str]:
+    """The topics the node's subscriptions API lists (0.x JSON-LD, as TOKEN is a 0.x dev token)."""
+    status, body = http_get(node, "/.well-known/mercure/subscriptions", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert status == 200, (node.name, status, body[:200])
+    return {s["topic"] for s in json.loads(body)["subscriptions"]}
+
+
+def test_presence_lists_a_subscriber_on_every_node(cluster: Project):
+    """Active subscriptions (on with HUBBUB_DEV): a subscriber on node 1 is listed by every node's
+    subscriptions API, and leaves every list when it disconnects."""
+    n1, n2, n3 = cluster.nodes()
+    topic = f"https://hubbub.test/presence/{uuid.uuid4()}"
+    subs = listen([n1], topic)
+    with step("a subscriber on node 1 is listed on nodes 1, 2 and 3"):
+        deadline = time.monotonic() + 10
+        while not all(topic in listed_topics(n) for n in (n1, n2, n3)):
+            assert time.monotonic() < deadline, {n.name: sorted(listed_topics(n)) for n in (n1, n2, n3)}
+            time.sleep(0.1)
+    for s in subs:
+        s.stop()
+    with step("gone from every list once it disconnects"):
+        deadline = time.monotonic() + 10
+        while any(topic in listed_topics(n) for n in (n1, n2, n3)):
+            assert time.monotonic() < deadline, "still listed"
+            time.sleep(0.1)
 
 
 def test_killed_node_others_serve_and_it_catches_up(cluster: Project):
