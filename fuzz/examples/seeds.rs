@@ -210,6 +210,35 @@ fn main() {
         write("jwt_claims", name, s.as_bytes());
     }
 
+    // presence_event: a flag byte (odd: type `mercure`), the topic after the prefix, NUL, the data:
+    // events as the hub writes them.
+    let sub = |match_type, matcher: &str, subscriber: &str, payload: Option<&str>| {
+        hubbub_server::presence::event::Tracked {
+            match_type,
+            matcher: matcher.into(),
+            subscriber: subscriber.into(),
+            payload: payload.map(str::to_owned),
+        }
+    };
+    use hubbub_server::presence::event::{MatchType, PREFIX};
+    for (name, flag, tracked, active) in [
+        (
+            "active",
+            1u8,
+            sub(MatchType::UrlPattern, "https://example.com/:selector", "urn:uuid:bb3de268", Some(r#"{"foo":"bar"}"#)),
+            true,
+        ),
+        ("inactive-percent", 1, sub(MatchType::Exact, "a%b", "urn:uuid:1", None), false),
+        ("untyped", 0, sub(MatchType::Template, "https://e.com/{id}", "urn:uuid:2", None), true),
+    ] {
+        let event = tracked.event(active, "urn:uuid:seed".into());
+        let mut raw = vec![flag];
+        raw.extend_from_slice(event.topics[0][PREFIX.len()..].as_bytes());
+        raw.push(0);
+        raw.extend_from_slice(event.data.as_bytes());
+        write("presence_event", name, &raw);
+    }
+
     // relay_msg: every message as `Msg::encode` writes it (what one length-delimited frame holds).
     let origin = Origin::new("hubbub-1", 1_730_000_000_123);
     let stamped = Stamped {
