@@ -291,6 +291,16 @@ impl Query {
     }
 }
 
+/// The `authorization` query parameter (a 0.x token), form-decoded, for
+/// endpoints besides the hub's own that accept what a subscription does.
+pub(crate) fn query_authorization(uri: &Uri) -> Option<String> {
+    uri.query()?.split('&').find_map(|pair| {
+        let (name, value) = pair.split_once('=')?;
+        (form_decode(name.as_bytes()) == b"authorization")
+            .then(|| String::from_utf8_lossy(&form_decode(value.as_bytes())).into_owned())
+    })
+}
+
 fn parse_query(uri: &Uri) -> Result<Query, String> {
     parse_form(uri.query().unwrap_or("").as_bytes())
 }

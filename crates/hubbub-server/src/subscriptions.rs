@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 use crate::auth::{AuthError, Role};
 use crate::error::ApiError;
 use crate::metrics::Rejection;
-use crate::presence::event::{MatchType, PREFIX, Tracked, encode};
+use crate::presence::event::{MatchType, PREFIX, encode};
 use crate::presence::table::Entry;
 use crate::state::SharedState;
 
@@ -63,53 +63,53 @@ async fn answer(state: &SharedState, headers: &HeaderMap, uri: &Uri) -> Result<R
     let presence = &state.presence;
     let link = |cursor: &str| cursor_headers(headers, cursor, v1);
     let kind = |s: &str| MatchType::parse(s);
-    let body = match (v1, segments.as_slice()) {
-        (_, []) => {
-            let (list, cursor) = presence.snapshot("").await;
-            return Ok(collection(&path, &list, &cursor, v1, link(&cursor)));
-        }
+    // What the path names: a collection (by topic prefixes) or one subscription
+    // (by the topics it may have: a 0.x path does not say its matcher type).
+    const TYPES: [MatchType; 3] = [MatchType::Exact, MatchType::Template, MatchType::UrlPattern];
+    let per_type = |matcher: &str, tail: &str| -> Vec<String> {
+        TYPES
+            .iter()
+            .map(|t| format!("{PREFIX}/{}/{}/{tail}", t.as_str(), encode(matcher)))
+            .collect()
+    };
+    let wanted = match (v1, segments.as_slice()) {
+        (_, []) => Wanted::Collection(vec![String::new()]),
         (true, [t, m]) if kind(t).is_some() => {
-            let prefix = format!("{PREFIX}/{t}/{}/", encode(m));
-            let (list, cursor) = presence.snapshot(&prefix).await;
-            return Ok(collection(&path, &list, &cursor, true, link(&cursor)));
+            Wanted::Collection(vec![format!("{PREFIX}/{t}/{}/", encode(m))])
         }
         (true, [t, m, s]) if kind(t).is_some() => {
-            let topic = format!("{PREFIX}/{t}/{}/{}", encode(m), encode(s));
-            let (entry, cursor) = presence.get(&topic).await;
-            entry.map(|e| (e.tracked.document(true), cursor))
+            Wanted::One(vec![format!("{PREFIX}/{t}/{}/{}", encode(m), encode(s))])
         }
-        (false, [topic]) => {
-            let mut list = Vec::new();
-            let mut cursor = String::new();
-            for t in [MatchType::Exact, MatchType::Template, MatchType::UrlPattern] {
-                let prefix = format!("{PREFIX}/{}/{}/", t.as_str(), encode(topic));
-                let (part, c) = presence.snapshot(&prefix).await;
-                list.extend(part);
-                cursor = c;
-            }
-            return Ok(collection(&path, &list, &cursor, false, link(&cursor)));
+        (false, [topic]) => Wanted::Collection(per_type(topic, "")),
+        (false, [topic, subscriber]) => Wanted::One(per_type(topic, &encode(subscriber))),
+        _ => Wanted::One(Vec::new()),
+    };
+    let body = match wanted {
+        Wanted::Collection(prefixes) => {
+            let (list, cursor) = presence.snapshot(&prefixes).await;
+            return Ok(collection(&path, &list, &cursor, v1, link(&cursor)));
         }
-        (false, [topic, subscriber]) => {
-            let mut found = None;
-            for t in [MatchType::Exact, MatchType::Template, MatchType::UrlPattern] {
-                let tracked = Tracked {
-                    match_type: t,
-                    matcher: topic.clone(),
-                    subscriber: subscriber.clone(),
-                    payload: None,
+        Wanted::One(topics) => {
+            let (entry, cursor) = presence.get(&topics).await;
+            entry.map(|e| {
+                let doc = if v1 {
+                    e.tracked.document(true)
+                } else {
+                    e.tracked.document_v0(true, true)
                 };
-                let (entry, cursor) = presence.get(&tracked.topic()).await;
-                if let Some(e) = entry {
-                    found = Some((e.tracked.document_v0(true, true), cursor));
-                    break;
-                }
-            }
-            found
+                (doc, cursor)
+            })
         }
-        _ => None,
     };
     let (doc, cursor) = body.ok_or_else(|| not_found("no such active subscription"))?;
     Ok(document(&doc, v1, link(&cursor)))
+}
+
+/// What a path names: a collection (the subscriptions under these topic
+/// prefixes) or one subscription (the first of these topics held).
+enum Wanted {
+    Collection(Vec<String>),
+    One(Vec<String>),
 }
 
 /// The path's segments after the prefix, percent-decoded (`None`: bad encoding).
@@ -137,9 +137,7 @@ async fn authorize(
 ) -> Result<bool, ApiError> {
     let settings = state.settings.load_full();
     let auth = &settings.auth;
-    let query_token = uri.query().and_then(|q| {
-        form_urlencoded_pairs(q).find_map(|(k, v)| (k == "authorization").then_some(v))
-    });
+    let query_token = crate::subscribe::query_authorization(uri);
     let metadata = auth.metadata_url(headers);
     let found = auth
         .present(headers, query_token.as_deref())
@@ -170,18 +168,6 @@ async fn authorize(
     Ok(granted.v1)
 }
 
-fn form_urlencoded_pairs(q: &str) -> impl Iterator<Item = (String, String)> + '_ {
-    q.split('&').filter_map(|pair| {
-        let (k, v) = pair.split_once('=')?;
-        let dec = |s: &str| {
-            percent_encoding::percent_decode_str(&s.replace('+', " "))
-                .decode_utf8_lossy()
-                .into_owned()
-        };
-        Some((dec(k), dec(v)))
-    })
-}
-
 fn collection(path: &str, list: &[Entry], cursor: &str, v1: bool, headers: HeaderMap) -> Response {
     let doc = if v1 {
         json!({
@@ -202,13 +188,17 @@ fn collection(path: &str, list: &[Entry], cursor: &str, v1: bool, headers: Heade
     document(&doc, v1, headers)
 }
 
-fn document(doc: &Value, v1: bool, mut headers: HeaderMap) -> Response {
-    let media = if v1 {
+/// 1.0 answers are plain JSON, 0.x ones JSON-LD.
+fn media(v1: bool) -> &'static str {
+    if v1 {
         "application/json"
     } else {
         "application/ld+json"
-    };
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(media));
+    }
+}
+
+fn document(doc: &Value, v1: bool, mut headers: HeaderMap) -> Response {
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(media(v1)));
     (StatusCode::OK, headers, doc.to_string()).into_response()
 }
 
@@ -217,11 +207,7 @@ fn document(doc: &Value, v1: bool, mut headers: HeaderMap) -> Response {
 fn cursor_headers(request: &HeaderMap, cursor: &str, v1: bool) -> HeaderMap {
     let hub = crate::subscribe::hub_url(request);
     let quoted = cursor.replace('\\', "\\\\").replace('"', "\\\"");
-    let media = if v1 {
-        "application/json"
-    } else {
-        "application/ld+json"
-    };
+    let media = media(v1);
     let mut h = HeaderMap::new();
     let link = format!(
         "<{hub}>; rel=\"mercure\"; last-event-id=\"{quoted}\"; type=\"mercure\"; content-type=\"{media}\""

@@ -397,3 +397,24 @@ async fn beyond_the_cap_subscriptions_are_served_but_not_tracked() {
     .await;
     assert_eq!(listed(&hub).await, 2);
 }
+
+#[tokio::test]
+async fn an_oversized_payload_is_left_out_and_an_oversized_path_refused() {
+    let hub = TestHub::start(v1_only()).await;
+    let watcher = v1_token(&["*"], None);
+    let mut w = subscribe_v1(&hub, &[("match_urlpattern", EVENTS)], &watcher).await;
+    let _own = next_v1(&mut w).await;
+    let big = v1_token(&["*"], Some(json!({"blob": "x".repeat(5000)})));
+    let _s = subscribe_v1(&hub, &[("match", BOOK)], &big).await;
+    let d = doc(&next_v1(&mut w).await);
+    assert_eq!(d["match"], BOOK, "still tracked");
+    assert!(
+        d.get("payload").is_none(),
+        "a payload over 4 KiB is not copied: {d}"
+    );
+    let long = format!("{API}/exact/{}", "a".repeat(17 * 1024));
+    assert_eq!(
+        api(&hub, &long, Some(&watcher)).await.status,
+        StatusCode::BAD_REQUEST
+    );
+}

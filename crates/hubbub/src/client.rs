@@ -141,15 +141,7 @@ pub async fn subscribe(args: SubscribeArgs) -> anyhow::Result<()> {
     if !args.anonymous {
         request = request.bearer_auth(token_for(&args.to, "subscribe")?);
     }
-    let response = request
-        .send()
-        .await
-        .with_context(|| format!("cannot reach {}", args.to.hub))?;
-    let status = response.status();
-    if !status.is_success() {
-        let body = response.text().await.unwrap_or_default();
-        bail!("the hub answered {status}: {}", body.trim());
-    }
+    let response = send_ok(request, &args.to.hub).await?;
     if let Some(id) = response
         .headers()
         .get("last-event-id")
@@ -168,6 +160,20 @@ pub async fn subscribe(args: SubscribeArgs) -> anyhow::Result<()> {
     }
     eprintln!("the hub ended the stream");
     Ok(())
+}
+
+/// Sends `request` to `url`; an answer other than 2xx is an error quoting its body.
+async fn send_ok(request: reqwest::RequestBuilder, url: &str) -> anyhow::Result<reqwest::Response> {
+    let response = request
+        .send()
+        .await
+        .with_context(|| format!("cannot reach {url}"))?;
+    let status = response.status();
+    if !status.is_success() {
+        let body = response.text().await.unwrap_or_default();
+        bail!("{url} answered {status}: {}", body.trim());
+    }
+    Ok(response)
 }
 
 fn print_event(e: &hubbub_proto::decode::Event, json: bool) {
@@ -336,18 +342,11 @@ async fn presence(args: SubscribeArgs) -> anyhow::Result<()> {
     let token = token_for(&args.to, "subscribe")?;
     let (collection, selector) = presence_urls(&args.to.hub, protocol)?;
     let client = reqwest::Client::new();
-    let response = client
+    let request = client
         .get(collection.clone())
         .bearer_auth(&token)
-        .header("accept", "application/json")
-        .send()
-        .await
-        .with_context(|| format!("cannot reach {collection}"))?;
-    let status = response.status();
-    if !status.is_success() {
-        let body = response.text().await.unwrap_or_default();
-        bail!("{collection} answered {status}: {}", body.trim());
-    }
+        .header("accept", "application/json");
+    let response = send_ok(request, collection.as_str()).await?;
     let headers = response.headers().clone();
     let body = response.bytes().await.context("the answer broke")?;
     let body: serde_json::Value = serde_json::from_slice(&body)
@@ -373,19 +372,12 @@ async fn presence(args: SubscribeArgs) -> anyhow::Result<()> {
         Protocol::V1 => [("match_urlpattern", &selector), ("last_event_id", &cursor)],
         Protocol::Legacy => [("topic", &selector), ("lastEventID", &cursor)],
     };
-    let response = client
+    let request = client
         .get(&args.to.hub)
         .query(&query)
         .header("accept", "text/event-stream")
-        .bearer_auth(&token)
-        .send()
-        .await
-        .with_context(|| format!("cannot reach {}", args.to.hub))?;
-    let status = response.status();
-    if !status.is_success() {
-        let body = response.text().await.unwrap_or_default();
-        bail!("the hub answered {status}: {}", body.trim());
-    }
+        .bearer_auth(&token);
+    let response = send_ok(request, &args.to.hub).await?;
     let mut parser = EventParser::new();
     let mut body = response.bytes_stream();
     while let Some(chunk) = body.next().await {

@@ -269,21 +269,26 @@ impl Presence {
         }
     }
 
-    /// The subscriptions whose topic starts with `prefix`, and the cursor to
-    /// follow them from: the id of the newest update in the hub, read under
-    /// the table's lock (every event enters the hub under it), so the list
-    /// holds exactly the events up to the cursor. `earliest` when the hub
-    /// holds nothing.
-    pub async fn snapshot(&self, prefix: &str) -> (Vec<Entry>, String) {
+    /// The subscriptions whose topic starts with one of `prefixes` (all for
+    /// `[""]`), and the cursor to follow them from: the id of the newest
+    /// update in the hub, read under the table's lock (every event enters the
+    /// hub under it), so the list holds exactly the events up to the cursor.
+    /// `earliest` when the hub holds nothing.
+    pub async fn snapshot(&self, prefixes: &[String]) -> (Vec<Entry>, String) {
         let table = self.table.lock().await;
-        let list = table.with_prefix(prefix).cloned().collect();
+        let list = prefixes
+            .iter()
+            .flat_map(|p| table.with_prefix(p).cloned())
+            .collect();
         (list, self.cursor())
     }
 
-    /// One subscription (by its topic) and the cursor, as [`snapshot`](Self::snapshot).
-    pub async fn get(&self, topic: &str) -> (Option<Entry>, String) {
+    /// The first of `topics` the table holds, and the cursor, as
+    /// [`snapshot`](Self::snapshot).
+    pub async fn get(&self, topics: &[String]) -> (Option<Entry>, String) {
         let table = self.table.lock().await;
-        (table.get(topic).cloned(), self.cursor())
+        let found = topics.iter().find_map(|t| table.get(t).cloned());
+        (found, self.cursor())
     }
 
     fn cursor(&self) -> String {
@@ -399,7 +404,7 @@ impl Presence {
                     v.members
                         .iter()
                         .map(|m| {
-                            let o = format!("{}/{}", m.node, m.generation);
+                            let o = origin_of(m);
                             let s = table.summary(&o);
                             (o, s)
                         })
@@ -469,11 +474,7 @@ impl Watch {
         if !view.ready {
             return Vec::new();
         }
-        let live: HashSet<String> = view
-            .members
-            .iter()
-            .map(|m| format!("{}/{}", m.node, m.generation))
-            .collect();
+        let live: HashSet<String> = view.members.iter().map(origin_of).collect();
         let lowest = view
             .members
             .iter()
@@ -526,7 +527,7 @@ impl Watch {
             .last_ask
             .is_none_or(|at| now.duration_since(at) >= settle);
         for m in &view.members {
-            let origin = format!("{}/{}", m.node, m.generation);
+            let origin = origin_of(m);
             if let Some(request) = m.app.get(KEY_RESYNC) {
                 let seen = self.resync_seen.insert(origin.clone(), request.clone());
                 if seen.as_ref() != Some(request) && names(request, me) {
@@ -555,11 +556,8 @@ impl Watch {
                 }
             }
         }
-        self.resync_seen.retain(|o, _| {
-            view.members
-                .iter()
-                .any(|m| format!("{}/{}", m.node, m.generation) == *o)
-        });
+        self.resync_seen
+            .retain(|o, _| view.members.iter().any(|m| origin_of(m) == *o));
         if !ask.is_empty() {
             self.last_ask = Some(now);
         }
@@ -594,6 +592,11 @@ fn resync_request(counter: u64, owners: &[String]) -> String {
 /// Whether a request names `owner`.
 fn names(request: &str, owner: &str) -> bool {
     request.split(' ').skip(1).any(|o| o == owner)
+}
+
+/// A member's origin as the table names owners (`node/generation`).
+fn origin_of(m: &hubbub_cluster::MemberView) -> String {
+    format!("{}/{}", m.node, m.generation)
 }
 
 /// Into the hub, waiting out a full dispatch backlog (never dropped).
@@ -889,7 +892,7 @@ mod tests {
         let held = p.announce(vec![sub(1)]);
         p.flush(&stop).await;
         let listed = |p: Arc<Presence>| async move {
-            let (list, _) = p.snapshot("").await;
+            let (list, _) = p.snapshot(&[String::new()]).await;
             list.into_iter()
                 .map(|e| e.tracked.subscriber)
                 .collect::<Vec<_>>()
